@@ -1,0 +1,37 @@
+# The two commands a fresh machine needs (see README.md):
+#   make sandbox   set up, start the local sandbox cluster, run site.yml on it
+#   make test      set up, run every test (unit, sanity, integration)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTEST_ARGS ?=
+
+.PHONY: help setup sandbox sandbox-down test unit lock
+
+help:
+	@echo "make sandbox   - set up, start the sandbox cluster, run site.yml against it"
+	@echo "make test      - set up and run all tests (unit, sanity, integration)"
+	@echo "make sandbox-down - stop the sandbox cluster"
+
+setup:
+	hack/setup-python
+	hack/build-sandbox-bins >/dev/null
+
+sandbox: setup
+	hack/sandbox up
+	K8S_AUTH_KUBECONFIG=$$(hack/sandbox kubeconfig) .venv/bin/ansible-playbook -i inventories/sandbox site.yml
+
+sandbox-down:
+	hack/sandbox down
+
+test: setup
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	.venv/bin/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# Re-resolve requirements.in into the pinned requirements.txt.
+lock:
+	rm -rf .cache/lock-venv && python3 -m venv .cache/lock-venv
+	.cache/lock-venv/bin/pip install -q -r requirements.in
+	{ echo "# Pinned, resolved from requirements.in (make lock). Python 3.11."; \
+	  .cache/lock-venv/bin/pip freeze; } > requirements.txt

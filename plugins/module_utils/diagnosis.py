@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# Apache License 2.0 (see LICENSE)
+"""Why a workload is not rolling out, read from its pods, their events and
+their claims (plain dicts as the API returns them). Each finding names the
+cause, the object and what the cluster said. No API calls here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
+CONFIG_REASONS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+
+# Causes that do not go away by waiting: a wait may stop early on them.
+PERMANENT_CAUSES = (
+    "ImagePullBackOff",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "Unschedulable",
+    "BackoffLimitExceeded",
+    "DeadlineExceeded",
+    "ProgressDeadlineExceeded",
+)
+
+
+@dataclass
+class Finding:
+    cause: str
+    object: str  # kind/namespace/name
+    message: str
+    container: str | None = None
+    image: str | None = None
+    restart_count: int | None = None
+    last_exit_code: int | None = None
+    claim: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+
+    def summary(self) -> str:
+        text = f"{self.cause} on {self.object}: {self.message}"
+        if self.log_tail:
+            text += "\n  last log lines:\n    " + "\n    ".join(self.log_tail)
+        return text
+
+
+def _ref(pod: dict) -> str:
+    m = pod["metadata"]
+    return f"pod/{m.get('namespace')}/{m['name']}"
+
+
+def _events_for(events: list[dict], kind: str, name: str) -> list[dict]:
+    found = [e for e in events if (e.get("involvedObject") or {}).get("kind") == kind
+             and (e.get("involvedObject") or {}).get("name") == name]
+    return sorted(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+def diagnose_pod(pod: dict, events: list[dict], claims: dict[str, dict]) -> list[Finding]:
+    """Findings for one pod; ``claims`` maps PVC name -> PVC of its namespace."""
+    findings: list[Finding] = []
+    ref = _ref(pod)
+    status = pod.get("status") or {}
+    pod_events = _events_for(events, "Pod", pod["metadata"]["name"])
+    spec_images = {c["name"]: c.get("image") for c in (pod.get("spec") or {}).get("containers", []) +
+                   (pod.get("spec") or {}).get("initContainers", [])}
+
+    # Claims first: an unbound claim also shows up as Unschedulable, and the
+    # claim is the real cause.
+    pending_claims = []
+    for vol in (pod.get("spec") or {}).get("volumes") or []:
+        claim_name = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+        if not claim_name:
+            continue
+        claim = claims.get(claim_name)
+        if claim is None:
+            findings.append(Finding("PVCMissing", ref, f"PersistentVolumeClaim {claim_name!r} does not exist",
+                                    claim=claim_name))
+            pending_claims.append(claim_name)
+        elif (claim.get("status") or {}).get("phase") != "Bound":
+            claim_events = _events_for(events, "PersistentVolumeClaim", claim_name)
+            said = claim_events[-1]["message"] if claim_events else "no event yet"
+            sc = (claim.get("spec") or {}).get("storageClassName")
+            findings.append(Finding(
+                "PVCPending", f"persistentvolumeclaim/{claim['metadata'].get('namespace')}/{claim_name}",
+                f"claim is {(claim.get('status') or {}).get('phase', 'Pending')} (storageClass {sc!r}): {said}",
+                claim=claim_name))
+            pending_claims.append(claim_name)
+
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            if not pending_claims:
+                findings.append(Finding("Unschedulable", ref, cond.get("message") or "the scheduler found no node"))
+
+    all_statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    for cs in all_statuses:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        image = spec_images.get(cs.get("name")) or cs.get("image")
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        if reason in IMAGE_PULL_REASONS:
+            findings.append(Finding("ImagePullBackOff", ref,
+                                    f"cannot pull image {image!r} ({reason}): {waiting.get('message', '')}".rstrip(": "),
+                                    container=cs["name"], image=image))
+        elif reason == "CrashLoopBackOff":
+            exit_info = ""
+            if last:
+                exit_info = f"; last exit code {last.get('exitCode')} ({last.get('reason', '')})"
+            findings.append(Finding("CrashLoopBackOff", ref,
+                                    f"container {cs['name']!r} keeps crashing: restarted {cs.get('restartCount', 0)} times{exit_info}",
+                                    container=cs["name"], image=image, restart_count=cs.get("restartCount", 0),
+                                    last_exit_code=last.get("exitCode")))
+        elif reason in CONFIG_REASONS:
+            findings.append(Finding("CreateContainerConfigError", ref,
+                                    f"container {cs['name']!r} cannot be created ({reason}): {waiting.get('message', '')}",
+                                    container=cs["name"], image=image))
+        if last.get("reason") == "OOMKilled":
+            findings.append(Finding("OOMKilled", ref, f"container {cs['name']!r} was killed for using too much memory",
+                                    container=cs["name"], restart_count=cs.get("restartCount", 0)))
+
+    # Events the status does not carry: failed mounts and failed probes.
+    seen = set()
+    for ev in reversed(pod_events):
+        reason, message = ev.get("reason"), ev.get("message", "")
+        if reason == "FailedMount" and "FailedMount" not in seen:
+            findings.append(Finding("FailedMount", ref, message))
+            seen.add(reason)
+        elif reason == "Unhealthy" and "ProbeFailed" not in seen:
+            findings.append(Finding("ProbeFailed", ref, message))
+            seen.add("ProbeFailed")
+        elif reason in ("FailedCreatePodSandBox", "FailedAttachVolume") and reason not in seen:
+            findings.append(Finding(reason, ref, message))
+            seen.add(reason)
+    return findings
+
+
+def diagnose_workload(kind: str, obj: dict, pods: list[dict], events: list[dict], claims: dict[str, dict]) -> list[Finding]:
+    """Findings for a workload: its own failure conditions, its controller's
+    complaints (e.g. a pod it could not create) and each pod's findings."""
+    findings: list[Finding] = []
+    meta = obj["metadata"]
+    ref = f"{kind.lower()}/{meta.get('namespace')}/{meta['name']}"
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if kind == "Job" and cond.get("type") == "Failed" and cond.get("status") == "True":
+            findings.append(Finding(cond.get("reason") or "JobFailed", ref, cond.get("message") or "job failed"))
+        if cond.get("reason") == "ProgressDeadlineExceeded":
+            findings.append(Finding("ProgressDeadlineExceeded", ref, cond.get("message", "")))
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            findings.append(Finding("FailedCreate", ref, cond.get("message", "")))
+    for ev in _events_for(events, kind, meta["name"])[-3:]:
+        if ev.get("type") == "Warning" and ev.get("reason") in ("FailedCreate", "FailedCreatePodSandBox"):
+            findings.append(Finding("FailedCreate", ref, ev.get("message", "")))
+    for pod in pods:
+        findings.extend(diagnose_pod(pod, events, claims))
+    # The same cause on many pods: keep the first of each (cause, message).
+    unique, keys = [], set()
+    for f in findings:
+        key = (f.cause, f.message.split(": ", 1)[-1] if f.cause == "Unschedulable" else f.message, f.claim)
+        if key not in keys:
+            keys.add(key)
+            unique.append(f)
+    return unique

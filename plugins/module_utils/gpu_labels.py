@@ -1,0 +1,37 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# Apache License 2.0 (see LICENSE)
+"""The one place for the label, annotation and resource names of GPU nodes:
+what HAMi selects on, what NVIDIA's GPU feature discovery writes, what HAMi's
+device plugin registers."""
+
+from __future__ import annotations
+
+# HAMi's device plugin DaemonSet selects nodes with this label
+# (chart value devicePlugin.nvidianodeSelector, default {gpu: "on"}).
+HAMI_NODE_LABEL = ("gpu", "on")
+
+# Labels NVIDIA GPU feature discovery puts on GPU nodes.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+
+# Extended resources (HAMi's chart values resourceName / resourceMem /
+# resourceCores; these are the defaults).
+RESOURCE_GPU = "nvidia.com/gpu"
+RESOURCE_GPUMEM = "nvidia.com/gpumem"
+RESOURCE_GPUCORES = "nvidia.com/gpucores"
+GPU_RESOURCES = (RESOURCE_GPU, RESOURCE_GPUMEM, RESOURCE_GPUCORES)
+
+# Annotations HAMi's device plugin writes on a node it has registered.
+HAMI_REGISTER_ANNOTATION = "hami.io/node-nvidia-register"
+HAMI_HANDSHAKE_ANNOTATIONS = ("hami.io/node-handshake", "hami.io/node-handshake-nvidia")
+
+# Pod annotations HAMi's scheduler reads.
+HAMI_USE_GPUTYPE = "nvidia.com/use-gputype"
+HAMI_NOUSE_GPUTYPE = "nvidia.com/nouse-gputype"
+HAMI_USE_GPUUUID = "nvidia.com/use-gpuuuid"
+HAMI_NOUSE_GPUUUID = "nvidia.com/nouse-gpuuuid"
+HAMI_NODE_POLICY = "hami.io/node-scheduler-policy"
+HAMI_GPU_POLICY = "hami.io/gpu-scheduler-policy"

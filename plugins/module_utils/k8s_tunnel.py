@@ -1,0 +1,117 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# Apache License 2.0 (see LICENSE)
+"""Reach a Service's pod through the Kubernetes API, as `kubectl
+port-forward` does: a listener on 127.0.0.1 whose every connection becomes a
+port-forward stream to the pod (websocket through the API server)."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+
+from ansible_collections.inferops.vllm.plugins.module_utils.errors import EndpointError, NotFoundError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import ClusterError, request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import pod_ready, selector_string
+
+
+def resolve_service_pod(api, namespace: str, service: str, port: int | str | None, timeout: float = 30.0) -> tuple[str, int]:
+    """Pick a Ready pod behind the Service and the pod port its service port maps to."""
+    try:
+        svc = request_json(api, "GET", f"/api/v1/namespaces/{namespace}/services/{service}", timeout=timeout,
+                           action=f"reading service {namespace}/{service}")
+    except ClusterError as exc:
+        if exc.details.get("status") == 404:
+            raise NotFoundError(f"service: Service {service!r} does not exist in namespace {namespace!r}") from exc
+        raise
+    ports = (svc.get("spec") or {}).get("ports") or []
+    if not ports:
+        raise EndpointError(f"service {namespace}/{service} has no ports")
+    if port is None:
+        chosen = ports[0]
+    else:
+        chosen = next((p for p in ports if str(p.get("port")) == str(port) or p.get("name") == str(port)), None)
+        if chosen is None:
+            listed = [p.get("name") or p.get("port") for p in ports]
+            raise EndpointError(f"service_port: {port!r} is not a port of service {namespace}/{service}; it has {listed}")
+    selector = selector_string({"matchLabels": (svc.get("spec") or {}).get("selector") or {}})
+    if not selector:
+        raise EndpointError(f"service {namespace}/{service} has no selector: give url instead")
+    pods = request_json(api, "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)],
+                        timeout=timeout, action="listing pods").get("items", [])
+    ready = sorted((p for p in pods if pod_ready(p)), key=lambda p: p["metadata"]["name"])
+    if not ready:
+        raise EndpointError(f"service {namespace}/{service} has no Ready pod ({len(pods)} pods match its selector); "
+                            "wait for the workload first (inferops.vllm.workload_wait)", reachable=False)
+    pod = ready[0]
+    target = chosen.get("targetPort", chosen.get("port"))
+    if isinstance(target, str) and not target.isdigit():
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            for cp in c.get("ports") or []:
+                if cp.get("name") == target:
+                    return pod["metadata"]["name"], int(cp["containerPort"])
+        raise EndpointError(f"service {namespace}/{service}: named targetPort {target!r} is on no container of pod "
+                            f"{pod['metadata']['name']}")
+    return pod["metadata"]["name"], int(target)
+
+
+class PodTunnel:
+    """Context manager: ``with PodTunnel(api, ns, pod, port) as local_port``."""
+
+    def __init__(self, api, namespace: str, pod: str, port: int):
+        self.api, self.namespace, self.pod, self.port = api, namespace, pod, port
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+
+    def __enter__(self) -> int:
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self.listener.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        from kubernetes import client
+        from kubernetes.stream import portforward
+
+        try:
+            core = client.CoreV1Api(self.api)
+            pf = portforward(core.connect_get_namespaced_pod_portforward, self.pod, self.namespace,
+                             ports=str(self.port))
+        except Exception as exc:  # noqa: BLE001 - reported by the caller's request failing
+            self.errors.append(f"port-forward to pod {self.namespace}/{self.pod}:{self.port} failed: {exc}")
+            conn.close()
+            return
+        remote = pf.socket(self.port)
+        remote.setblocking(True)
+        try:
+            pipes = [conn, remote]
+            while not self.stop.is_set():
+                readable, _, _ = select.select(pipes, [], [], 1.0)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (remote if sock is conn else conn).sendall(data)
+        except OSError:
+            return
+        finally:
+            err = pf.error(self.port)
+            if err:
+                self.errors.append(f"port-forward to pod {self.namespace}/{self.pod}:{self.port}: {err}")
+            conn.close()
+            remote.close()
+            pf.close()

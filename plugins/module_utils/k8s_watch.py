@@ -1,0 +1,123 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# Apache License 2.0 (see LICENSE)
+"""List-then-watch of one collection of objects, in a thread, feeding a
+queue: re-lists when the watch's resourceVersion has expired (410 Gone) and
+reconnects when the connection drops. Objects are plain dicts."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+
+from ansible_collections.inferops.vllm.plugins.module_utils.errors import ClusterError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import request_json
+
+WATCH_SECONDS = 240  # the server ends each watch by then; we re-watch from the last version
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old: list again."""
+
+
+class Informer(threading.Thread):
+    """Keeps ``objects`` (name -> object) current and puts a token in
+    ``changes`` whenever it changes. ``error`` holds a fatal error."""
+
+    def __init__(self, api, path: str, query: list[tuple[str, str]], changes: queue.Queue, stop: threading.Event,
+                 request_timeout: float = 30.0):
+        super().__init__(daemon=True)
+        self.api, self.path, self.query = api, path, list(query)
+        self.changes, self.stop = changes, stop
+        self.request_timeout = request_timeout
+        self.objects: dict[str, dict] = {}
+        self.lock = threading.Lock()
+        self.synced = threading.Event()
+        self.error: Exception | None = None
+        self.relists = 0
+        self.reconnects = 0
+
+    def snapshot(self) -> list[dict]:
+        with self.lock:
+            return list(self.objects.values())
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                version = self._list()
+                failures = 0
+                while not self.stop.is_set():
+                    version = self._watch(version)
+            except Gone:
+                self.relists += 1
+            except ClusterError as exc:
+                if exc.details.get("status") in (401, 403, 404):
+                    self.error = exc
+                    self.changes.put(self)
+                    return
+                failures += 1
+                self.reconnects += 1
+                # Back off before reconnecting; the stop event ends it early.
+                if self.stop.wait(min(0.2 * 2 ** failures, 5.0)):
+                    return
+            except Exception:  # noqa: BLE001 - connection dropped mid-stream
+                failures += 1
+                self.reconnects += 1
+                if self.stop.wait(min(0.2 * 2 ** failures, 5.0)):
+                    return
+
+    def _list(self) -> str:
+        listing = request_json(self.api, "GET", self.path, query=self.query, timeout=self.request_timeout,
+                               action=f"listing {self.path}")
+        with self.lock:
+            self.objects = {o["metadata"]["name"]: o for o in listing.get("items", [])}
+        self.synced.set()
+        self.changes.put(self)
+        return listing["metadata"]["resourceVersion"]
+
+    def _watch(self, version: str) -> str:
+        query = self.query + [("watch", "true"), ("resourceVersion", version), ("allowWatchBookmarks", "true"),
+                              ("timeoutSeconds", str(WATCH_SECONDS))]
+        try:
+            resp = self.api.call_api(
+                self.path, "GET", query_params=query, header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=False,
+                _request_timeout=(self.request_timeout, WATCH_SECONDS + 30),
+            )
+        except Exception as exc:
+            if getattr(exc, "status", None) == 410:
+                raise Gone() from exc
+            raise
+        buffer = b""
+        try:
+            for chunk in resp.stream(65536, decode_content=True):
+                if self.stop.is_set():
+                    return version
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        version = self._handle(json.loads(line), version)
+        finally:
+            resp.release_conn()
+        return version
+
+    def _handle(self, event: dict, version: str) -> str:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise ClusterError(f"watch of {self.path} failed: {obj.get('message')}", status=obj.get("code"))
+        new_version = (obj.get("metadata") or {}).get("resourceVersion") or version
+        if kind == "BOOKMARK":
+            return new_version
+        name = obj["metadata"]["name"]
+        with self.lock:
+            if kind == "DELETED":
+                self.objects.pop(name, None)
+            else:
+                self.objects[name] = obj
+        self.changes.put(self)
+        return new_version

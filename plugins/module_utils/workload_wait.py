@@ -1,0 +1,195 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# Apache License 2.0 (see LICENSE)
+"""Wait for a workload to roll out by watching it and its pods, and say why
+when it does not (diagnosis)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from ansible_collections.inferops.vllm.plugins.module_utils import diagnosis, rollout
+from ansible_collections.inferops.vllm.plugins.module_utils.errors import (
+    ClusterError, NotFoundError, ParameterError, WaitFailed,
+)
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_watch import Informer
+
+API_PATHS = {
+    "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets",
+    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+    "DaemonSet": "/apis/apps/v1/namespaces/{ns}/daemonsets",
+    "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
+}
+
+
+def selector_string(selector: dict | None) -> str:
+    """A LabelSelector object as the string form list calls take."""
+    if not selector:
+        return ""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+def pod_ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def pod_log_tail(api, namespace: str, pod: str, container: str, lines: int, timeout: float) -> list[str]:
+    """Last lines of the container's previous run (the one that crashed), or
+    of the current one when there is no previous run."""
+    errors = []
+    for previous in ("true", "false"):
+        try:
+            text = api.call_api(
+                f"/api/v1/namespaces/{namespace}/pods/{pod}/log", "GET",
+                query_params=[("container", container), ("previous", previous), ("tailLines", str(lines))],
+                header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"],
+                response_type="str", _return_http_data_only=True, _request_timeout=timeout,
+            )
+            if text:
+                return text.rstrip("\n").splitlines()[-lines:]
+        except Exception as exc:  # noqa: BLE001 - logs are a best effort
+            errors.append(getattr(exc, "reason", None) or str(exc).splitlines()[0])
+    return [f"(logs unavailable: {errors[-1] if errors else 'empty'})"]
+
+
+class RolloutWaiter:
+    def __init__(self, api, kind: str, name: str, namespace: str, timeout: float,
+                 fail_fast: list[str], fail_fast_after: float, log_lines: int = 20,
+                 request_timeout: float = 30.0, clock=time.monotonic):
+        if kind not in rollout.KINDS:
+            raise ParameterError(f"kind: {kind!r} is not one of {', '.join(rollout.KINDS)}")
+        unknown = sorted(set(fail_fast) - set(diagnosis.PERMANENT_CAUSES))
+        if unknown:
+            raise ParameterError(f"fail_fast: unknown cause(s) {', '.join(unknown)}; "
+                                 f"choose from {', '.join(diagnosis.PERMANENT_CAUSES)}")
+        if timeout <= 0:
+            raise ParameterError(f"timeout: must be more than 0 seconds, got {timeout}")
+        self.api, self.kind, self.name, self.namespace = api, kind, name, namespace
+        self.timeout, self.fail_fast, self.fail_fast_after = timeout, set(fail_fast), fail_fast_after
+        self.log_lines, self.request_timeout, self.clock = log_lines, request_timeout, clock
+
+    def _diagnose(self, obj: dict, pods: list[dict], with_events: bool) -> list[diagnosis.Finding]:
+        ns = self.namespace
+        events = []
+        if with_events:
+            events = request_json(self.api, "GET", f"/api/v1/namespaces/{ns}/events",
+                                  timeout=self.request_timeout, action="listing events").get("items", [])
+        claims = {}
+        if any((v.get("persistentVolumeClaim") for p in pods for v in (p.get("spec") or {}).get("volumes") or [])):
+            claims = {c["metadata"]["name"]: c for c in request_json(
+                self.api, "GET", f"/api/v1/namespaces/{ns}/persistentvolumeclaims",
+                timeout=self.request_timeout, action="listing claims").get("items", [])}
+        return diagnosis.diagnose_workload(self.kind, obj, pods, events, claims)
+
+    def _with_logs(self, findings: list[diagnosis.Finding]) -> list[diagnosis.Finding]:
+        for f in findings:
+            if f.cause == "CrashLoopBackOff" and f.container:
+                pod = f.object.split("/")[-1]
+                f.log_tail = pod_log_tail(self.api, self.namespace, pod, f.container, self.log_lines,
+                                          self.request_timeout)
+        return findings
+
+    def wait(self) -> dict:
+        base = API_PATHS[self.kind].format(ns=self.namespace)
+        try:
+            obj = request_json(self.api, "GET", f"{base}/{self.name}", timeout=self.request_timeout,
+                               action=f"reading {self.kind} {self.namespace}/{self.name}")
+        except ClusterError as exc:
+            if exc.details.get("status") == 404:
+                raise NotFoundError(f"name: {self.kind} {self.name!r} does not exist in namespace {self.namespace!r}") from exc
+            raise
+        selector = selector_string((obj.get("spec") or {}).get("selector"))
+        started = self.clock()
+        changes: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        workload = Informer(self.api, base, [("fieldSelector", f"metadata.name={self.name}")], changes, stop,
+                            self.request_timeout)
+        pods = Informer(self.api, f"/api/v1/namespaces/{self.namespace}/pods",
+                        [("labelSelector", selector)] if selector else [], changes, stop, self.request_timeout)
+        workload.start()
+        pods.start()
+        first_ready = None
+        seen_since: dict[tuple, float] = {}
+        try:
+            while True:
+                now = self.clock()
+                for informer in (workload, pods):
+                    if informer.error:
+                        raise informer.error
+                current = workload.snapshot()
+                if workload.synced.is_set() and not current:
+                    raise WaitFailed(f"{self.kind} {self.namespace}/{self.name} was deleted while waiting")
+                obj = current[0] if current else obj
+                pod_list = pods.snapshot()
+                if first_ready is None and any(pod_ready(p) for p in pod_list):
+                    first_ready = now - started
+                status = rollout.status_of(self.kind, obj)
+                if status.done and workload.synced.is_set():
+                    return {
+                        "rolled_out": True,
+                        "message": status.message,
+                        "elapsed_s": round(now - started, 3),
+                        "first_pod_ready_s": None if first_ready is None else round(first_ready, 3),
+                        "all_ready_s": round(now - started, 3),
+                        "pods": sorted(p["metadata"]["name"] for p in pod_list),
+                        "status": obj.get("status") or {},
+                        "watch": {"relists": workload.relists + pods.relists,
+                                  "reconnects": workload.reconnects + pods.reconnects},
+                    }
+                if status.failed:
+                    self._fail(obj, pod_list, f"{status.message}", started, first_ready)
+
+                # Fail fast on causes that waiting will not fix, once they
+                # have persisted for fail_fast_after seconds.
+                findings = self._diagnose(obj, pod_list, with_events=False) if pod_list else []
+                permanent = {(f.cause, f.object) for f in findings if f.cause in self.fail_fast}
+                seen_since = {k: seen_since.get(k, now) for k in permanent}
+                due = [k for k, t in seen_since.items() if now - t >= self.fail_fast_after]
+                if due:
+                    self._fail(obj, pod_list, f"{self.kind} {self.namespace}/{self.name} will not roll out: "
+                               f"{due[0][0]} (not waiting for the timeout)", started, first_ready)
+                remaining = self.timeout - (now - started)
+                if remaining <= 0:
+                    self._fail(obj, pod_list, f"timed out after {self.timeout:g}s waiting for {self.kind} "
+                               f"{self.namespace}/{self.name}: {status.message}", started, first_ready)
+                wake = remaining
+                if seen_since:
+                    wake = min(wake, max(0.05, min(seen_since.values()) + self.fail_fast_after - now))
+                try:
+                    changes.get(timeout=wake)
+                    # Drain what piled up: one evaluation for a burst of events.
+                    while True:
+                        changes.get_nowait()
+                except queue.Empty:
+                    pass
+        finally:
+            stop.set()
+
+    def _fail(self, obj: dict, pods: list[dict], message: str, started: float, first_ready) -> None:
+        findings = self._with_logs(self._diagnose(obj, pods, with_events=True))
+        text = message
+        if findings:
+            text += "\n" + "\n".join("- " + f.summary() for f in findings)
+        raise WaitFailed(
+            text,
+            rolled_out=False,
+            diagnosis=[f.as_dict() for f in findings],
+            elapsed_s=round(self.clock() - started, 3),
+            first_pod_ready_s=None if first_ready is None else round(first_ready, 3),
+            status=obj.get("status") or {},
+        )

@@ -1,0 +1,204 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: endpoint_check
+short_description: Prove that an OpenAI-compatible (vLLM) endpoint answers, the way a user would
+version_added: 0.1.0
+description:
+  - C(GET /health) until it answers 200 (retrying with backoff up to O(startup_timeout) while the server starts:
+    connection refused, or 502/503/504), then C(GET /v1/models), which must list O(model), then one small
+    C(POST /v1/chat/completions) with the API key, and optionally the same request streamed.
+  - Reaches the server at O(url), or, given O(service), through the Kubernetes API - a port-forward to a Ready pod
+    behind the Service, as C(kubectl port-forward) does - so that no Ingress or node port is needed.
+  - A wrong key, a model name the server does not serve, a TLS failure and a refused connection each fail with
+    their own message.
+options:
+  url:
+    description:
+      - Base URL of the server, without C(/v1), e.g. C(http://vllm.ai-serving.svc:8000).
+      - Exactly one of O(url) and O(service) is required.
+    type: str
+  service:
+    description: Name of the Service in front of the server; reached through the Kubernetes API.
+    type: str
+  namespace:
+    description: Namespace of O(service).
+    type: str
+  service_port:
+    description: Port of O(service), by number or name. Default the first.
+    type: str
+  model:
+    description: The served model name that C(/v1/models) must list and the completion asks for.
+    type: str
+    required: true
+  api_key:
+    description:
+      - The bearer key the server was started with (vLLM reads it from C(VLLM_API_KEY)). Only requests under
+        C(/v1) send it.
+    type: str
+  stream:
+    description: Also make one streamed chat completion and time its first token.
+    type: bool
+    default: false
+  prompt:
+    description: The user message of the test completion.
+    type: str
+    default: "Reply with the single word: ready"
+  max_tokens:
+    description: Most tokens the test completion may generate.
+    type: int
+    default: 16
+  startup_timeout:
+    description: Seconds to keep retrying C(/health) while the server starts.
+    type: float
+    default: 300
+  http_timeout:
+    description: Seconds to wait for each HTTP request to the server.
+    type: float
+    default: 60
+  server_validate_certs:
+    description: Verify the server's TLS certificate for an C(https) O(url).
+    type: bool
+    default: true
+  server_ca_cert:
+    description: CA file for the server's certificate.
+    type: path
+extends_documentation_fragment:
+  - inferops.vllm.k8s_auth
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Only reads; it runs the same requests in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - The connection options (O(kubeconfig) etc.) are used only with O(service).
+author:
+  - inferops.vllm contributors
+"""
+
+EXAMPLES = r"""
+- name: Check the service through its Ingress
+  inferops.vllm.endpoint_check:
+    url: https://llm.example.com
+    model: qwen3-235b
+    api_key: "{{ vllm_api_key }}"
+    stream: true
+  no_log: false
+
+- name: Check it through the Kubernetes API, with no Ingress
+  inferops.vllm.endpoint_check:
+    service: vllm-qwen3
+    namespace: ai-serving
+    model: qwen3-235b
+    api_key: "{{ vllm_api_key }}"
+"""
+
+RETURN = r"""
+url:
+  description: The base URL that was checked (a local tunnel's address with O(service)).
+  returned: always
+  type: str
+model:
+  description: The expected served model name.
+  returned: always
+  type: str
+health:
+  description: Status, time to first byte and total time of C(/health), and how many tries it took.
+  returned: success
+  type: dict
+models:
+  description: The model ids C(/v1/models) listed, and its timings.
+  returned: success
+  type: dict
+chat:
+  description: The reply, finish reason, token usage, time to first byte and total time of the chat completion.
+  returned: success
+  type: dict
+  sample: {"reply": "ready", "ttfb_s": 0.41, "total_s": 0.42, "usage": {"completion_tokens": 2}}
+stream:
+  description: For O(stream=true), time to first token, total time, chunks and the assembled reply.
+  returned: when stream is true
+  type: dict
+pod:
+  description: With O(service), the pod the check went to.
+  returned: when service is given
+  type: str
+elapsed_s:
+  description: Seconds the whole check took.
+  returned: success
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_AUTH_ARG_SPEC
+from ansible_collections.inferops.vllm.plugins.module_utils.openai_check import EndpointChecker, Transport
+
+
+def check(module):
+    p = module.params
+
+    def run(base_url):
+        transport = Transport(base_url, p["server_validate_certs"], p["server_ca_cert"], p["http_timeout"])
+        checker = EndpointChecker(transport, p["model"], p["api_key"], p["prompt"], p["max_tokens"],
+                                  p["startup_timeout"])
+        return checker.check(stream=p["stream"])
+
+    if p["url"]:
+        return {"changed": False, **run(p["url"])}
+
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s_tunnel import PodTunnel, resolve_service_pod
+
+    api = api_client(p)
+    pod, port = resolve_service_pod(api, p["namespace"], p["service"], p["service_port"], p["request_timeout"])
+    tunnel = PodTunnel(api, p["namespace"], pod, port)
+    with tunnel as local_port:
+        try:
+            result = run(f"http://127.0.0.1:{local_port}")
+        except Exception as exc:
+            if tunnel.errors and hasattr(exc, "msg"):
+                exc.msg += f" ({tunnel.errors[-1]})"
+            raise
+    return {"changed": False, "pod": pod, **result}
+
+
+def main():
+    spec = dict(
+        url=dict(type="str"),
+        service=dict(type="str"),
+        namespace=dict(type="str"),
+        service_port=dict(type="str"),
+        model=dict(type="str", required=True),
+        api_key=dict(type="str", no_log=True),
+        stream=dict(type="bool", default=False),
+        prompt=dict(type="str", default="Reply with the single word: ready"),
+        max_tokens=dict(type="int", default=16),
+        startup_timeout=dict(type="float", default=300),
+        http_timeout=dict(type="float", default=60),
+        server_validate_certs=dict(type="bool", default=True),
+        server_ca_cert=dict(type="path"),
+        **K8S_AUTH_ARG_SPEC,
+    )
+    module = AnsibleModule(
+        argument_spec=spec,
+        supports_check_mode=True,
+        required_one_of=[("url", "service")],
+        mutually_exclusive=[("url", "service")],
+        required_by={"service": "namespace"},
+    )
+    module_runner.run(module, check)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Shared fixtures: the sandbox cluster (once per session), a fresh namespace
+per test, and Kubernetes API clients."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import pytest
+
+from support import sandbox as sandbox_support
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    sb, started = sandbox_support.start()
+    yield sb
+    # SANDBOX_KEEP=1 leaves a sandbox this session started running, for the
+    # next run (local development); CI always stops it.
+    if started and os.environ.get("SANDBOX_KEEP") != "1":
+        sandbox_support.stop()
+
+
+@pytest.fixture(scope="session")
+def api_client(sandbox):
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=sandbox.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def core_v1(api_client):
+    from kubernetes import client
+
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def apps_v1(api_client):
+    from kubernetes import client
+
+    return client.AppsV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def batch_v1(api_client):
+    from kubernetes import client
+
+    return client.BatchV1Api(api_client)
+
+
+@pytest.fixture
+def namespace(request, core_v1):
+    """A namespace for one test, deleted afterwards (deletion is not awaited:
+    the namespace controller finishes it in the background)."""
+    base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"t-{base}-{uuid.uuid4().hex[:5]}"
+    core_v1.create_namespace({"metadata": {"name": name, "labels": {"inferops.io/test": "true"}}})
+    yield name
+    core_v1.delete_namespace(name, propagation_policy="Background")

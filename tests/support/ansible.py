@@ -1,0 +1,122 @@
+"""Run playbooks and single module calls against the sandbox and get their
+results as JSON (ansible.posix.json callback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+
+class PlaybookResult:
+    def __init__(self, data: dict, rc: int, stderr: str):
+        self.data = data
+        self.rc = rc
+        self.stderr = stderr
+
+    @property
+    def stats(self) -> dict:
+        return self.data.get("stats", {})
+
+    def changed(self, host: str | None = None) -> int:
+        return sum(s.get("changed", 0) for h, s in self.stats.items() if host in (None, h))
+
+    def failed(self) -> int:
+        return sum(s.get("failures", 0) + s.get("unreachable", 0) for s in self.stats.values())
+
+    def tasks(self) -> list[dict]:
+        return [t for play in self.data.get("plays", []) for t in play["tasks"]]
+
+    def task(self, name: str, host: str | None = None) -> dict:
+        for t in self.tasks():
+            if t["task"]["name"] == name:
+                hosts = t["hosts"]
+                return hosts[host] if host else next(iter(hosts.values()))
+        raise KeyError(f"no task named {name!r}; tasks: {[t['task']['name'] for t in self.tasks()]}")
+
+
+def run_playbook(
+    playbook: str | Path,
+    inventory: str | Path | None = None,
+    extra_vars: dict | None = None,
+    check: bool = False,
+    diff: bool = False,
+    env: dict | None = None,
+    extra_args: list[str] | None = None,
+) -> PlaybookResult:
+    cmd = [str(ANSIBLE_PLAYBOOK), str(playbook)]
+    if inventory:
+        cmd += ["-i", str(inventory)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    vars_file = None
+    if extra_vars:
+        vars_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(extra_vars, vars_file)
+        vars_file.close()
+        cmd += ["-e", f"@{vars_file.name}"]
+    cmd += extra_args or []
+    run_env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+        "ANSIBLE_NOCOLOR": "1",
+        **(env or {}),
+    }
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=run_env, text=True, capture_output=True, timeout=1200)
+    finally:
+        if vars_file:
+            os.unlink(vars_file.name)
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"ansible-playbook printed no JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from exc
+    return PlaybookResult(data, proc.returncode, proc.stderr)
+
+
+def run_module(
+    module: str,
+    args: dict,
+    kubeconfig: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+    env: dict | None = None,
+) -> dict:
+    """Run one module on localhost in a one-task play; return its result."""
+    play = [
+        {
+            "name": "module under test",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "tasks": [{"name": "call", module: args}],
+        }
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=ROOT / "tests", prefix=".tmp-play-", delete=False) as f:
+        yaml.safe_dump(play, f)
+    run_env = dict(env or {})
+    if kubeconfig:
+        run_env["K8S_AUTH_KUBECONFIG"] = kubeconfig
+    try:
+        result = run_playbook(
+            f.name,
+            inventory="localhost,",
+            check=check,
+            diff=diff,
+            env=run_env,
+            extra_args=["-e", f"ansible_python_interpreter={sys.executable}", "-c", "local"],
+        )
+    finally:
+        os.unlink(f.name)
+    return result.task("call")

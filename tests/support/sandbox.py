@@ -1,0 +1,68 @@
+"""Access to the sandbox cluster from tests: start it once per session, and
+read its state (kubeconfig, ports, S3 endpoint and credentials)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# Tests use a sandbox of their own so they never touch one a user started
+# with `make sandbox`.
+TEST_SANDBOX_DIR = Path(os.environ.get("TEST_SANDBOX_DIR", ROOT / ".cache" / "test-sandbox"))
+
+
+@dataclass
+class Sandbox:
+    state_dir: Path
+    state: dict
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.state["kubeconfig"]
+
+    @property
+    def gpu_nodes(self) -> list[str]:
+        return list(self.state["gpu_nodes"])
+
+    @property
+    def cpu_nodes(self) -> list[str]:
+        return list(self.state["cpu_nodes"])
+
+    @property
+    def helm(self) -> str:
+        return self.state["binaries"]["helm"]
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.state["s3"]["endpoint"]
+
+    def s3_credentials(self) -> dict:
+        return json.loads(Path(self.state["s3"]["credentials_file"]).read_text())
+
+
+def sandbox_cmd(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SANDBOX_DIR": str(TEST_SANDBOX_DIR)}
+    return subprocess.run(
+        [str(ROOT / "hack" / "sandbox"), *args], env=env, check=check, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def start() -> tuple[Sandbox, bool]:
+    """Start the test sandbox unless it already runs; returns it and whether
+    this call started it."""
+    running = sandbox_cmd("status", check=False).returncode == 0
+    if not running:
+        out = sandbox_cmd("up", check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"hack/sandbox up failed:\n{out.stdout}")
+    state = json.loads((TEST_SANDBOX_DIR / "state.json").read_text())
+    return Sandbox(TEST_SANDBOX_DIR, state), not running
+
+
+def stop() -> None:
+    sandbox_cmd("down", check=False)

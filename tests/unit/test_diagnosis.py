@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from ansible_collections.inferops.vllm.plugins.module_utils.diagnosis import diagnose_pod, diagnose_workload
+from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import selector_string
+
+
+def pod(name="p-0", statuses=None, conditions=None, volumes=None):
+    return {"metadata": {"name": name, "namespace": "ns"},
+            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.12.0"}], "volumes": volumes or []},
+            "status": {"containerStatuses": statuses or [], "conditions": conditions or []}}
+
+
+def test_image_pull_names_the_image():
+    p = pod(statuses=[{"name": "vllm", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling"}}}])
+    [f] = diagnose_pod(p, [], {})
+    assert f.cause == "ImagePullBackOff" and f.image == "vllm/vllm-openai:v0.12.0" and f.object == "pod/ns/p-0"
+
+
+def test_crashloop_names_container_restarts_and_exit_code():
+    p = pod(statuses=[{"name": "vllm", "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}])
+    [f] = diagnose_pod(p, [], {})
+    assert (f.cause, f.container, f.restart_count, f.last_exit_code) == ("CrashLoopBackOff", "vllm", 4, 1)
+
+
+def test_unschedulable_carries_scheduler_message():
+    msg = "0/5 nodes are available: 4 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint."
+    p = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}])
+    [f] = diagnose_pod(p, [], {})
+    assert f.cause == "Unschedulable" and f.message == msg
+
+
+def test_pending_claim_is_the_cause_not_unschedulable():
+    p = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                         "message": "pod has unbound immediate PersistentVolumeClaims"}],
+            volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}])
+    claim = {"metadata": {"name": "models", "namespace": "ns"}, "spec": {"storageClassName": "fast"}, "status": {"phase": "Pending"}}
+    ev = {"involvedObject": {"kind": "PersistentVolumeClaim", "name": "models"}, "reason": "ProvisioningFailed",
+          "message": "storageclass.storage.k8s.io \"fast\" not found", "lastTimestamp": "2026-01-01T00:00:00Z"}
+    [f] = diagnose_pod(p, [ev], {"models": claim})
+    assert f.cause == "PVCPending" and f.claim == "models" and "not found" in f.message
+
+
+def test_probe_failure_from_events():
+    ev = {"involvedObject": {"kind": "Pod", "name": "p-0"}, "reason": "Unhealthy", "type": "Warning",
+          "message": "Readiness probe failed: HTTP probe failed with statuscode: 503"}
+    [f] = diagnose_pod(pod(), [ev], {})
+    assert f.cause == "ProbeFailed" and "Readiness probe failed" in f.message
+
+
+def test_job_backoff_limit_and_dedup_across_pods():
+    job = {"metadata": {"name": "fetch", "namespace": "ns"},
+           "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                      "message": "Job has reached the specified backoff limit"}]}}
+    msg = "0/5 nodes are available: 5 Insufficient nvidia.com/gpu."
+    pods = [pod(f"p-{i}", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}])
+            for i in range(3)]
+    causes = [f.cause for f in diagnose_workload("Job", job, pods, [], {})]
+    assert causes == ["BackoffLimitExceeded", "Unschedulable"]
+
+
+def test_selector_string():
+    sel = {"matchLabels": {"b": "2", "a": "1"},
+           "matchExpressions": [{"key": "c", "operator": "In", "values": ["x", "y"]}, {"key": "d", "operator": "DoesNotExist"}]}
+    assert selector_string(sel) == "a=1,b=2,c in (x,y),!d"
