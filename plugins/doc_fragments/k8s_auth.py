@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Options for reaching the Kubernetes API, shared by the collection's
 cluster-facing modules (names and env fallbacks as in kubernetes.core)."""
 
@@ -23,10 +23,6 @@ options:
   host:
     description:
       - URL of the API server. Overrides the kubeconfig's. Can be set with E(K8S_AUTH_HOST).
-    type: str
-  api_key:
-    description:
-      - Bearer token for the API server. Can be set with E(K8S_AUTH_API_KEY).
     type: str
   validate_certs:
     description:
@@ -56,4 +52,12 @@ options:
 requirements:
   - python >= 3.11
   - kubernetes >= 30 (the Python client)
+"""
+
+    API_KEY = r"""
+options:
+  api_key:
+    description:
+      - Bearer token for the API server. Can be set with E(K8S_AUTH_API_KEY).
+    type: str
 """

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Why a workload is not rolling out, read from its pods, their events and
 their claims (plain dicts as the API returns them). Each finding names the
 cause, the object and what the cluster said. No API calls here."""

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A node's GPU inventory as the gpu_node module reports it: GPU resources,
 product labels, Ready, and whether HAMi's device plugin has registered the
 node's GPUs."""

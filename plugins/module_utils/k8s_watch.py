@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """List-then-watch of one collection of objects, in a thread, feeding a
 queue: re-lists when the watch's resourceVersion has expired (410 Gone) and
 reconnects when the connection drops. Objects are plain dicts."""

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pure logic of the gpu_node module: which labels, annotations and taints of
 a node differ from what is wanted, as a minimal patch plus a before/after
 diff. No API calls here."""
@@ -20,7 +20,7 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
 def validate_key(key: str, param: str) -> None:
-    prefix, _, name = key.rpartition("/")
+    prefix, name = key.rpartition("/")[::2]
     if not _KEY_RE.match(key) or len(name) > 63 or len(prefix) > 253:
         raise ParameterError(
             f"{param}: {key!r} is not a valid Kubernetes key; use [prefix/]name with name of at most 63 "

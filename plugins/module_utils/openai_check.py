@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Check an OpenAI-compatible server (vLLM's API) the way a user would:
 /health, /v1/models, one chat completion and optionally a streamed one.
 Standard library only, so it runs on any target host."""
@@ -14,7 +14,8 @@ import ssl
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from ansible.module_utils.urls import SSLValidationError, open_url
 
 from ansible_collections.inferops.vllm.plugins.module_utils.errors import EndpointError, ParameterError
 
@@ -31,21 +32,23 @@ class Transport:
             raise ParameterError(f"url: {base_url!r} is not an http(s) URL; give e.g. http://vllm.example:8000")
         self.base_url = base_url.rstrip("/")
         self.request_timeout = request_timeout
-        self.context = None
-        if parsed.scheme == "https":
-            self.context = ssl.create_default_context(cafile=ca_cert) if validate_certs else ssl._create_unverified_context()  # noqa: S323
+        self.validate_certs = validate_certs
+        self.ca_cert = ca_cert
 
     def open(self, method: str, path: str, headers: dict, body: bytes | None):
-        req = urllib.request.Request(self.base_url + path, data=body, method=method, headers=headers)
-        return urllib.request.urlopen(req, timeout=self.request_timeout, context=self.context)  # noqa: S310
+        return open_url(self.base_url + path, data=body, method=method, headers=headers, timeout=self.request_timeout,
+                        validate_certs=self.validate_certs, ca_path=self.ca_cert, follow_redirects="none")
 
 
 def classify_connection_error(url: str, exc: BaseException) -> str:
     """A message that says which of the usual failures this is."""
     reason = getattr(exc, "reason", exc)
+    if isinstance(exc, SSLValidationError):
+        return (f"TLS verification of {url} failed: {exc}; give the CA that signed the server's certificate as "
+                "server_ca_cert (or server_validate_certs: false for a test)")
     if isinstance(reason, ssl.SSLCertVerificationError) or isinstance(exc, ssl.SSLCertVerificationError):
         return (f"TLS verification of {url} failed: {getattr(reason, 'verify_message', reason)}; "
-                "give the CA that signed the server's certificate as ca_cert (or validate_certs: false for a test)")
+                "give the CA that signed the server's certificate as server_ca_cert (or server_validate_certs: false for a test)")
     if isinstance(reason, ssl.SSLError):
         return f"TLS handshake with {url} failed: {reason}; is the server speaking https on this port?"
     if isinstance(reason, ConnectionRefusedError) or getattr(reason, "errno", None) == errno.ECONNREFUSED:
@@ -91,7 +94,7 @@ class EndpointChecker:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
             raise self._http_error(exc.code, path, detail) from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, SSLValidationError) as exc:
             raise EndpointError(classify_connection_error(url, exc), reachable=False) from None
         with resp:
             if stream:

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Whether a workload has rolled out, by the rules `kubectl rollout status`
 uses (k8s.io/kubectl polymorphichelpers/rollout_status.go), plus Jobs.
 Objects are plain dicts as the API returns them."""

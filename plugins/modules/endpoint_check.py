@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ module: endpoint_check
 short_description: Prove that an OpenAI-compatible (vLLM) endpoint answers, the way a user would
 version_added: 0.1.0
 description:
-  - C(GET /health) until it answers 200 (retrying with backoff up to O(startup_timeout) while the server starts:
-    connection refused, or 502/503/504), then C(GET /v1/models), which must list O(model), then one small
-    C(POST /v1/chat/completions) with the API key, and optionally the same request streamed.
+  - Asks C(GET /health) until it answers 200, retrying with backoff for up to O(startup_timeout) seconds while the
+    server starts (connection refused, or 502, 503 or 504); then C(GET /v1/models), which must list O(model); then
+    one small C(POST /v1/chat/completions) with the API key, and optionally the same request streamed.
   - Reaches the server at O(url), or, given O(service), through the Kubernetes API - a port-forward to a Ready pod
     behind the Service, as C(kubectl port-forward) does - so that no Ingress or node port is needed.
   - A wrong key, a model name the server does not serve, a TLS failure and a refused connection each fail with
@@ -79,10 +79,8 @@ attributes:
     support: none
   platform:
     platforms: posix
-notes:
-  - The connection options (O(kubeconfig) etc.) are used only with O(service).
 author:
-  - inferops.vllm contributors
+  - inferops.vllm maintainers (@inferops)
 """
 
 EXAMPLES = r"""
@@ -92,7 +90,6 @@ EXAMPLES = r"""
     model: qwen3-235b
     api_key: "{{ vllm_api_key }}"
     stream: true
-  no_log: false
 
 - name: Check it through the Kubernetes API, with no Ingress
   inferops.vllm.endpoint_check:
@@ -160,7 +157,9 @@ def check(module):
     from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
     from ansible_collections.inferops.vllm.plugins.module_utils.k8s_tunnel import PodTunnel, resolve_service_pod
 
-    api = api_client(p)
+    # The cluster is reached with the connection options only: api_key here is
+    # the model server's key and must not become the cluster's bearer token.
+    api = api_client({k: v for k, v in p.items() if k != "api_key"})
     pod, port = resolve_service_pod(api, p["namespace"], p["service"], p["service_port"], p["request_timeout"])
     tunnel = PodTunnel(api, p["namespace"], pod, port)
     with tunnel as local_port:
@@ -183,7 +182,7 @@ def main():
         api_key=dict(type="str", no_log=True),
         stream=dict(type="bool", default=False),
         prompt=dict(type="str", default="Reply with the single word: ready"),
-        max_tokens=dict(type="int", default=16),
+        max_tokens=dict(type="int", default=16, no_log=False),
         startup_timeout=dict(type="float", default=300),
         http_timeout=dict(type="float", default=60),
         server_validate_certs=dict(type="bool", default=True),

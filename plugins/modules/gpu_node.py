@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -77,6 +77,7 @@ options:
     default: 16
 extends_documentation_fragment:
   - inferops.vllm.k8s_auth
+  - inferops.vllm.k8s_auth.api_key
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -88,7 +89,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - inferops.vllm contributors
+  - inferops.vllm maintainers (@inferops)
 """
 
 EXAMPLES = r"""
@@ -195,7 +196,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu_node import apply
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_AUTH_ARG_SPEC
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_API_KEY_ARG_SPEC, K8S_AUTH_ARG_SPEC
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
 
 
@@ -219,6 +220,7 @@ def main():
         allow_missing=dict(type="bool", default=False),
         parallelism=dict(type="int", default=16),
         **K8S_AUTH_ARG_SPEC,
+        **K8S_API_KEY_ARG_SPEC,
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     module_runner.run(

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: inferops.vllm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ options:
     default: 20
 extends_documentation_fragment:
   - inferops.vllm.k8s_auth
+  - inferops.vllm.k8s_auth.api_key
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -69,7 +70,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - inferops.vllm contributors
+  - inferops.vllm maintainers (@inferops)
 """
 
 EXAMPLES = r"""
@@ -139,7 +140,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
 from ansible_collections.inferops.vllm.plugins.module_utils.diagnosis import PERMANENT_CAUSES
 from ansible_collections.inferops.vllm.plugins.module_utils.errors import NotFoundError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_AUTH_ARG_SPEC
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_API_KEY_ARG_SPEC, K8S_AUTH_ARG_SPEC
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
 from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import RolloutWaiter
 
@@ -170,6 +171,7 @@ def main():
         fail_fast_after=dict(type="float", default=15),
         log_lines=dict(type="int", default=20),
         **K8S_AUTH_ARG_SPEC,
+        **K8S_API_KEY_ARG_SPEC,
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     module_runner.run(module, wait)

@@ -20,7 +20,7 @@ def run(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(ROOT / "hack" / "sandbox"), *args],
         env={**os.environ, "SANDBOX_DIR": str(state_dir)},
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, check=False,
     )
 
 

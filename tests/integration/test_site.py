@@ -16,5 +16,5 @@ def test_site_reports_cluster_version_and_gpu_nodes(sandbox):
     report = result.task("Report the cluster and its GPU nodes")["msg"]
     assert report[0] == "Kubernetes v1.35.4"
     assert f"{len(sandbox.gpu_nodes) + len(sandbox.cpu_nodes)} nodes, {len(sandbox.gpu_nodes)} with GPUs" == report[1]
-    assert all(f"{n}: 8" in report[2] for n in sandbox.gpu_nodes)
+    assert all(f"{n}: 8 GPUs" in report[2] for n in sandbox.gpu_nodes)
     assert result.changed() == 0

@@ -75,7 +75,7 @@ def run_playbook(
         **(env or {}),
     }
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=run_env, text=True, capture_output=True, timeout=1200)
+        proc = subprocess.run(cmd, cwd=ROOT, env=run_env, text=True, capture_output=True, timeout=1200, check=False)
     finally:
         if vars_file:
             os.unlink(vars_file.name)

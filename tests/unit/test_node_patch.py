@@ -23,7 +23,7 @@ def test_nothing_differs_gives_empty_patch_and_diff():
 
 
 def test_absent_removes_only_present_keys_and_matching_values():
-    patch, _ = plan_node(node({"gpu": "on", "team": "a"}), {"gpu": "on", "team": "b", "missing": "x"}, {}, [], "absent")
+    patch = plan_node(node({"gpu": "on", "team": "a"}), {"gpu": "on", "team": "b", "missing": "x"}, {}, [], "absent")[0]
     # team has another value than the one asked to remove: left alone.
     assert patch == {"metadata": {"labels": {"gpu": None}}}
 
@@ -46,12 +46,12 @@ def test_taint_added_updated_and_removed():
         {"key": "dedicated", "value": "llm", "effect": "NoSchedule"},
     ]
     assert diff["before"]["taints"] == existing
-    patch, _ = plan_node(node(taints=patch["spec"]["taints"]), {}, {}, [{"key": "dedicated", "value": None, "effect": "NoSchedule"}], "absent")
+    patch = plan_node(node(taints=patch["spec"]["taints"]), {}, {}, [{"key": "dedicated", "value": None, "effect": "NoSchedule"}], "absent")[0]
     assert [t["key"] for t in patch["spec"]["taints"]] == ["node.kubernetes.io/not-ready", "nvidia.com/gpu"]
 
 
 def test_removing_last_taint_sends_null_list():
-    patch, _ = plan_node(node(taints=[{"key": "a", "effect": "NoSchedule"}]), {}, {}, [{"key": "a", "value": None, "effect": "NoSchedule"}], "absent")
+    patch = plan_node(node(taints=[{"key": "a", "effect": "NoSchedule"}]), {}, {}, [{"key": "a", "value": None, "effect": "NoSchedule"}], "absent")[0]
     assert patch == {"spec": {"taints": None}}
 
 
