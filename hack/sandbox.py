@@ -651,6 +651,7 @@ def up(args: argparse.Namespace) -> int:
         stages = [
             STAGES_DIR / "crashloop.yaml",
             STAGES_DIR / "readiness-failure.yaml",
+            STAGES_DIR / "image-pull-failure.yaml",
         ]
         kwok_src = go_module_dir(ROOT / "hack" / "cluster" / "kwok", "sigs.k8s.io/kwok") / "kustomize" / "stage"
         stages += [
@@ -724,12 +725,13 @@ def up(args: argparse.Namespace) -> int:
 # stand-in on the reserved "standin" port, and container logs to read.
 FORWARDED_PODS = ("standin-0", "standin-1")
 LOGGED_PODS = ("crasher-0",)
+# kwok reads container logs in the CRI log format: time, stream, tag, line.
 CRASH_LOG_PREVIOUS = """\
-INFO 11-25 10:00:01 api_server.py: vLLM API server starting
-INFO 11-25 10:00:09 model_runner.py: Loading model weights took 14.2 GiB
-ERROR 11-25 10:00:12 engine.py: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB
+2026-01-01T10:00:01.000000000Z stdout F INFO api_server.py: vLLM API server starting
+2026-01-01T10:00:09.000000000Z stdout F INFO model_runner.py: Loading model weights took 14.2 GiB
+2026-01-01T10:00:12.000000000Z stderr F ERROR engine.py: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB
 """
-CRASH_LOG_CURRENT = "INFO 11-25 10:02:40 api_server.py: vLLM API server starting\n"
+CRASH_LOG_CURRENT = "2026-01-01T10:02:40.000000000Z stdout F INFO api_server.py: vLLM API server starting\n"
 
 
 def kwok_extras(standin_port: int) -> list[str]:

@@ -57,7 +57,7 @@ def pod_log_tail(api, namespace: str, pod: str, container: str, lines: int, time
             text = api.call_api(
                 f"/api/v1/namespaces/{namespace}/pods/{pod}/log", "GET",
                 query_params=[("container", container), ("previous", previous), ("tailLines", str(lines))],
-                header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"],
+                header_params={"Accept": "*/*"}, auth_settings=["BearerToken"],
                 response_type="str", _return_http_data_only=True, _request_timeout=timeout,
             )
             if text:
@@ -139,7 +139,7 @@ class RolloutWaiter:
                 if first_ready is None and any(pod_ready(p) for p in pod_list):
                     first_ready = now - started
                 status = rollout.status_of(self.kind, obj)
-                if status.done and workload.synced.is_set():
+                if status.done and workload.synced.is_set() and pods.synced.is_set():
                     return {
                         "rolled_out": True,
                         "message": status.message,

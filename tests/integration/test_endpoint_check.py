@@ -1,0 +1,126 @@
+"""inferops.vllm.endpoint_check against a local OpenAI-compatible server that
+stands in for vLLM (tests/support/openai_standin.py), by URL and through the
+Kubernetes API (port-forward to a sandbox pod, which kwok forwards to the
+stand-in)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import socket
+
+import pytest
+
+from support.ansible import run_module
+from support.k8s import wait_for
+from support.openai_standin import StandIn
+
+pytestmark = pytest.mark.integration
+KEY = "sk-test-0123456789"
+
+
+def check(**args) -> dict:
+    return run_module("inferops.vllm.endpoint_check", args, env=args.pop("_env", None))
+
+
+def test_full_check_with_stream():
+    with StandIn(model="qwen3-235b", api_key=KEY, reply="ready to serve") as server:
+        result = check(url=server.url, model="qwen3-235b", api_key=KEY, stream=True)
+        assert result.get("failed") is not True, result.get("msg")
+        assert result["health"]["status"] == 200
+        assert result["models"]["ids"] == ["qwen3-235b"]
+        assert result["chat"]["reply"] == "ready to serve" and result["chat"]["finish_reason"] == "stop"
+        assert result["chat"]["ttfb_s"] <= result["chat"]["total_s"]
+        assert result["stream"]["reply"] == "ready to serve" and result["stream"]["chunks"] == 3
+        assert result["stream"]["ttft_s"] is not None
+        # The key went only to /v1 paths, as a bearer token.
+        auth = {(r["method"], r["path"]): r["authorization"] for r in server.requests}
+        assert auth[("GET", "/health")] is None and auth[("GET", "/v1/models")] == f"Bearer {KEY}"
+    # ... and never into the result.
+    assert KEY not in json.dumps(result)
+
+
+def test_waits_while_the_server_loads():
+    with StandIn(api_key=KEY, loading_seconds=1.5) as server:
+        result = check(url=server.url, model="standin-model", api_key=KEY, startup_timeout=30)
+        assert result.get("failed") is not True, result.get("msg")
+        assert result["health"]["tries"] > 1
+
+
+def test_wrong_key():
+    with StandIn(api_key=KEY) as server:
+        result = check(url=server.url, model="standin-model", api_key="sk-wrong")
+    assert result["failed"] is True and "refused the API key (401)" in result["msg"]
+    assert "sk-wrong" not in json.dumps(result)
+
+
+def test_wrong_model_lists_what_is_served():
+    with StandIn(model="Qwen3-235B-A22B-Instruct-2507", api_key=KEY) as server:
+        result = check(url=server.url, model="qwen3-235b", api_key=KEY)
+    assert result["failed"] is True
+    assert "'qwen3-235b' is not served" in result["msg"] and "Qwen3-235B-A22B-Instruct-2507" in result["msg"]
+
+
+def test_connection_refused():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = check(url=f"http://127.0.0.1:{port}", model="m", startup_timeout=1)
+    assert result["failed"] is True and "refused" in result["msg"] and "nothing listens" in result["msg"]
+
+
+def self_signed(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "standin")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return str(tmp_path / "c.pem"), str(tmp_path / "k.pem")
+
+
+def test_tls_failure_and_fix(tmp_path):
+    cert, key = self_signed(tmp_path)
+    with StandIn(api_key=KEY, tls_cert=(cert, key)) as server:
+        bad = check(url=server.url, model="standin-model", api_key=KEY)
+        good = check(url=server.url, model="standin-model", api_key=KEY, server_ca_cert=cert)
+    assert bad["failed"] is True and "TLS verification" in bad["msg"] and "server_ca_cert" in bad["msg"]
+    assert good.get("failed") is not True, good.get("msg")
+
+
+def test_url_and_service_are_exclusive():
+    result = check(url="http://127.0.0.1:1", service="s", namespace="n", model="m")
+    assert result["failed"] is True and "mutually exclusive" in result["msg"]
+
+
+def test_through_the_kubernetes_api(sandbox, namespace, apps_v1, core_v1):
+    """Only a Service name: the check goes API server -> kwok (the pod's
+    "kubelet") -> the stand-in, all on loopback."""
+    apps_v1.create_namespaced_stateful_set(namespace, {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "standin"},
+        "spec": {"replicas": 1, "serviceName": "standin", "selector": {"matchLabels": {"app": "standin"}},
+                 "template": {"metadata": {"labels": {"app": "standin"}}, "spec": {"containers": [
+                     {"name": "vllm", "image": "registry.invalid/vllm-openai:v0.12.0",
+                      "ports": [{"name": "http", "containerPort": 8000}]}]}}}})
+    core_v1.create_namespaced_service(namespace, {"metadata": {"name": "standin"}, "spec": {
+        "selector": {"app": "standin"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
+    wait_for(core_v1.list_namespaced_pod,
+             lambda p: any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])), 60, namespace)
+    with StandIn(model="qwen3-235b", api_key=KEY, port=sandbox.state["ports"]["standin"]):
+        result = run_module("inferops.vllm.endpoint_check",
+                            {"service": "standin", "namespace": namespace, "model": "qwen3-235b", "api_key": KEY,
+                             "stream": True}, kubeconfig=sandbox.kubeconfig)
+    assert result.get("failed") is not True, result.get("msg")
+    assert result["pod"] == "standin-0" and result["chat"]["reply"] == "ready"
+    assert result["stream"]["chunks"] == 1

@@ -1,0 +1,119 @@
+"""inferops.vllm.workload_wait on real rollouts and on the failures an
+operator meets, made by kwok stages (hack/cluster/stages)."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.ansible import run_module
+
+pytestmark = pytest.mark.integration
+IMAGE = "registry.invalid/vllm-openai:v0.12.0"
+
+
+def statefulset(name: str, gpus: int = 1, replicas: int = 1, labels: dict | None = None, probe: bool = False) -> dict:
+    container = {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}
+    if probe:
+        container["readinessProbe"] = {"httpGet": {"path": "/health", "port": 8000}}
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
+                 "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name, **(labels or {})}},
+                              "spec": {"containers": [container]}}},
+    }
+
+
+def wait(sandbox, kind: str, name: str, namespace: str, **extra) -> dict:
+    return run_module("inferops.vllm.workload_wait", {"kind": kind, "name": name, "namespace": namespace, **extra},
+                      kubeconfig=sandbox.kubeconfig)
+
+
+def test_statefulset_becomes_ready(sandbox, namespace, apps_v1):
+    apps_v1.create_namespaced_stateful_set(namespace, statefulset("serve", gpus=4, replicas=3))
+    result = wait(sandbox, "StatefulSet", "serve", namespace, timeout=120)
+    assert result.get("failed") is not True, result.get("msg")
+    assert result["rolled_out"] is True and result["changed"] is False
+    assert result["pods"] == ["serve-0", "serve-1", "serve-2"]
+    assert 0 <= result["first_pod_ready_s"] <= result["all_ready_s"]
+    assert result["status"]["readyReplicas"] == 3
+
+
+def test_statefulset_rolling_update_waits_for_new_revision(sandbox, namespace, apps_v1):
+    apps_v1.create_namespaced_stateful_set(namespace, statefulset("roll", replicas=2))
+    assert wait(sandbox, "StatefulSet", "roll", namespace, timeout=120)["rolled_out"] is True
+    apps_v1.patch_namespaced_stateful_set("roll", namespace, {"spec": {"template": {"spec": {"containers": [
+        {"name": "vllm", "image": IMAGE.replace("v0.12.0", "v0.12.1")}]}}}})
+    result = wait(sandbox, "StatefulSet", "roll", namespace, timeout=180)
+    assert result["rolled_out"] is True
+    assert result["status"]["currentRevision"] == result["status"]["updateRevision"]
+    assert result["status"]["updatedReplicas"] == 2
+
+
+def test_unschedulable_fails_fast_with_scheduler_message(sandbox, namespace, apps_v1):
+    apps_v1.create_namespaced_stateful_set(namespace, statefulset("toobig", gpus=9))
+    result = wait(sandbox, "StatefulSet", "toobig", namespace, timeout=300, fail_fast_after=1)
+    assert result["failed"] is True and result["rolled_out"] is False
+    assert result["elapsed_s"] < 120  # it did not sit out the 300 s timeout
+    [finding] = [d for d in result["diagnosis"] if d["cause"] == "Unschedulable"]
+    assert finding["object"] == f"pod/{namespace}/toobig-0"
+    assert "Insufficient nvidia.com/gpu" in finding["message"]
+    assert "Insufficient nvidia.com/gpu" in result["msg"]
+
+
+def test_bad_image_is_named(sandbox, namespace, apps_v1):
+    apps_v1.create_namespaced_stateful_set(namespace, statefulset("badimg", labels={"sandbox.inferops.io/fail": "imagepull"}))
+    result = wait(sandbox, "StatefulSet", "badimg", namespace, timeout=300, fail_fast_after=1)
+    assert result["failed"] is True
+    [finding] = [d for d in result["diagnosis"] if d["cause"] == "ImagePullBackOff"]
+    assert finding["image"] == IMAGE and finding["container"] == "vllm"
+    assert IMAGE in result["msg"]
+
+
+def test_crashloop_reports_restarts_and_previous_log(sandbox, namespace, apps_v1):
+    # kwok serves logs for pods named crasher-0 (hack/sandbox.py LOGGED_PODS).
+    apps_v1.create_namespaced_stateful_set(namespace, statefulset("crasher", labels={"sandbox.inferops.io/fail": "crashloop"}))
+    result = wait(sandbox, "StatefulSet", "crasher", namespace, timeout=300, fail_fast_after=1, log_lines=5)
+    assert result["failed"] is True
+    [finding] = [d for d in result["diagnosis"] if d["cause"] == "CrashLoopBackOff"]
+    assert finding["container"] == "vllm" and finding["restart_count"] == 5 and finding["last_exit_code"] == 1
+    # The previous (crashed) run's log, read through the API server from kwok.
+    assert any("CUDA out of memory" in line for line in finding["log_tail"]), finding["log_tail"]
+
+
+def test_probe_failure_is_reported_on_timeout(sandbox, namespace, apps_v1):
+    apps_v1.create_namespaced_stateful_set(
+        namespace, statefulset("unready", labels={"sandbox.inferops.io/fail": "readiness"}, probe=True))
+    result = wait(sandbox, "StatefulSet", "unready", namespace, timeout=8)
+    assert result["failed"] is True and "timed out after 8s" in result["msg"]
+    [finding] = [d for d in result["diagnosis"] if d["cause"] == "ProbeFailed"]
+    assert "Readiness probe failed" in finding["message"]
+
+
+def test_job_backoff_limit(sandbox, namespace, batch_v1):
+    job = {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "fetch"},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"labels": {"pod-container-running-failed.stage.kwok.x-k8s.io": "true"},
+                         "annotations": {"pod-container-running-failed.stage.kwok.x-k8s.io/delay": "100"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "fetch", "image": "registry.invalid/fetch:1"}]}}},
+    }
+    batch_v1.create_namespaced_job(namespace, job)
+    result = wait(sandbox, "Job", "fetch", namespace, timeout=180)
+    assert result["failed"] is True
+    assert any(d["cause"] == "BackoffLimitExceeded" and d["object"] == f"job/{namespace}/fetch" for d in result["diagnosis"])
+
+
+def test_job_completes(sandbox, namespace, batch_v1):
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ok"},
+           "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                          "containers": [{"name": "c", "image": "registry.invalid/fetch:1"}]}}}}
+    batch_v1.create_namespaced_job(namespace, job)
+    result = wait(sandbox, "Job", "ok", namespace, timeout=120)
+    assert result.get("failed") is not True, result.get("msg")
+    assert result["rolled_out"] is True
+
+
+def test_missing_workload_is_a_clear_error(sandbox, namespace):
+    result = wait(sandbox, "Deployment", "nope", namespace, timeout=5)
+    assert result["failed"] is True and "does not exist" in result["msg"] and namespace in result["msg"]
