@@ -288,7 +288,8 @@ class Launcher:
             start_new_session=True,  # survives this script; `down` stops it by pid
         )
         log.close()
-        self.state["processes"].append({"name": name, "pid": proc.pid})
+        entry = {"name": name, "pid": proc.pid, "argv": argv, "env_keys": sorted(env or {})}
+        self.state["processes"] = [p for p in self.state["processes"] if p["name"] != name] + [entry]
         save_state(self.state)
         return proc
 
@@ -337,6 +338,30 @@ def https_ok(url: str, pki: Path, verify: bool = True) -> bool:
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.status == 200
+
+
+def health_checks(ports: dict, pki: Path) -> dict:
+    """How to tell each component is up, by name."""
+    return {
+        "etcd": lambda: http_ok(f"http://{LOOPBACK}:{ports['etcd_client']}/health"),
+        "kube-apiserver": lambda: https_ok(f"https://{LOOPBACK}:{ports['apiserver']}/readyz", pki),
+        "kube-controller-manager": lambda: https_ok(
+            f"https://{LOOPBACK}:{ports['controller_manager']}/healthz", pki, verify=False),
+        "kube-scheduler": lambda: https_ok(f"https://{LOOPBACK}:{ports['scheduler']}/healthz", pki, verify=False),
+        "kwok": lambda: _kwok_listening(ports["kwok"]),
+        "minio": lambda: http_ok(f"http://{LOOPBACK}:{ports['s3']}/minio/health/ready"),
+    }
+
+
+def minio_env(creds: dict) -> dict:
+    # Credentials go through the environment, never the command line.
+    return {
+        "MINIO_ROOT_USER": creds["access_key"],
+        "MINIO_ROOT_PASSWORD": creds["secret_key"],
+        "MINIO_BROWSER": "off",
+        "MINIO_UPDATE": "off",
+        "MINIO_CI_CD": "1",
+    }
 
 
 # --------------------------------------------------------------------------
@@ -568,6 +593,7 @@ def up(args: argparse.Namespace) -> int:
     }
     save_state(state)
     run = Launcher(state)
+    healthy = health_checks(ports, pki)
     etcd_dir = STATE_DIR / "etcd"
     try:
         etcd = run.start(
@@ -587,7 +613,7 @@ def up(args: argparse.Namespace) -> int:
                 "--unsafe-no-fsync",
             ],
         )
-        run.wait_ready("etcd", etcd, lambda: http_ok(f"http://{LOOPBACK}:{ports['etcd_client']}/health"), 60)
+        run.wait_ready("etcd", etcd, healthy["etcd"], 60)
 
         apiserver = run.start(
             "kube-apiserver",
@@ -616,12 +642,7 @@ def up(args: argparse.Namespace) -> int:
                 "--profiling=false",
             ],
         )
-        run.wait_ready(
-            "kube-apiserver",
-            apiserver,
-            lambda: https_ok(f"https://{LOOPBACK}:{ports['apiserver']}/readyz", pki),
-            180,
-        )
+        run.wait_ready("kube-apiserver", apiserver, healthy["kube-apiserver"], 180)
 
         common = [
             f"--kubeconfig={kubeconfig}",
@@ -689,21 +710,11 @@ def up(args: argparse.Namespace) -> int:
                 f"--console-address={LOOPBACK}:{ports['s3_console']}",
                 str(STATE_DIR / "s3-data"),
             ],
-            # Credentials go through the environment, never the command line.
-            env={
-                "MINIO_ROOT_USER": s3_creds["access_key"],
-                "MINIO_ROOT_PASSWORD": s3_creds["secret_key"],
-                "MINIO_BROWSER": "off",
-                "MINIO_UPDATE": "off",
-                "MINIO_CI_CD": "1",
-            },
+            env=minio_env(s3_creds),
         )
-        run.wait_ready("kube-controller-manager", kcm,
-                       lambda: https_ok(f"https://{LOOPBACK}:{ports['controller_manager']}/healthz", pki, verify=False), 120)
-        run.wait_ready("kube-scheduler", scheduler,
-                       lambda: https_ok(f"https://{LOOPBACK}:{ports['scheduler']}/healthz", pki, verify=False), 120)
-        run.wait_ready("kwok", kwok, lambda: kwok.poll() is None and _kwok_listening(ports["kwok"]), 60)
-        run.wait_ready("minio", minio, lambda: http_ok(f"http://{LOOPBACK}:{ports['s3']}/minio/health/ready"), 120)
+        for name, proc in (("kube-controller-manager", kcm), ("kube-scheduler", scheduler), ("kwok", kwok),
+                           ("minio", minio)):
+            run.wait_ready(name, proc, healthy[name], 120)
 
         add_nodes(state, args.gpu_nodes, args.gpus_per_node, args.gpu_memory_mib, args.gpu_product, args.cpu_nodes)
         wait_default_service_account(kubeconfig, 120)
@@ -793,6 +804,35 @@ def stop(state: dict, keep_data: bool, quiet: bool = False) -> None:
         shutil.rmtree(state["state_dir"], ignore_errors=True)
 
 
+def restart(args: argparse.Namespace) -> int:
+    """Stop one component and start it again with the same command line (to
+    test that clients survive, e.g. an API server restart)."""
+    state = load_state()
+    if not state:
+        print("sandbox is not running: run `hack/sandbox up`", file=sys.stderr)
+        return 1
+    entry = next((p for p in state["processes"] if p["name"] == args.component), None)
+    if entry is None:
+        names = [p["name"] for p in state["processes"]]
+        print(f"no component {args.component!r}; the sandbox runs {names}", file=sys.stderr)
+        return 1
+    if "argv" not in entry:
+        print("this sandbox was started by an older hack/sandbox that did not record command lines; "
+              "run `hack/sandbox down` and `hack/sandbox up`", file=sys.stderr)
+        return 1
+    if process_alive(entry["pid"], state["state_dir"]):
+        os.kill(entry["pid"], signal.SIGTERM)
+        if not wait_exit(entry["pid"], 20):
+            os.kill(entry["pid"], signal.SIGKILL)
+            wait_exit(entry["pid"], 5)
+    env = minio_env(json.loads(Path(state["s3"]["credentials_file"]).read_text())) if entry["env_keys"] else None
+    run = Launcher(state)
+    proc = run.start(entry["name"], entry["argv"], env)
+    run.wait_ready(entry["name"], proc, health_checks(state["ports"], STATE_DIR / "pki")[entry["name"]], 180)
+    print(f"restarted {entry['name']} (pid {proc.pid})")
+    return 0
+
+
 def down(args: argparse.Namespace) -> int:
     state = load_state()
     if not state:
@@ -861,6 +901,9 @@ def main(argv: list[str] | None = None) -> int:
     p_status.add_argument("--json", action="store_true")
     p_status.set_defaults(func=status)
     sub.add_parser("kubeconfig", help="print the kubeconfig path").set_defaults(func=kubeconfig)
+    p_restart = sub.add_parser("restart", help="stop one component and start it again")
+    p_restart.add_argument("component", help="etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok or minio")
+    p_restart.set_defaults(func=restart)
     p_nodes = sub.add_parser("nodes", help="add simulated nodes to the running sandbox")
     shape(p_nodes, 0, 0)
     p_nodes.set_defaults(func=nodes)

@@ -82,6 +82,8 @@ class RolloutWaiter:
         self.api, self.kind, self.name, self.namespace = api, kind, name, namespace
         self.timeout, self.fail_fast, self.fail_fast_after = timeout, set(fail_fast), fail_fast_after
         self.log_lines, self.request_timeout, self.clock = log_lines, request_timeout, clock
+        # Set once both watches have listed: from then on no change is missed.
+        self.watching = threading.Event()
 
     def _diagnose(self, obj: dict, pods: list[dict], with_events: bool) -> list[diagnosis.Finding]:
         ns = self.namespace
@@ -136,6 +138,8 @@ class RolloutWaiter:
                     raise WaitFailed(f"{self.kind} {self.namespace}/{self.name} was deleted while waiting")
                 obj = current[0] if current else obj
                 pod_list = pods.snapshot()
+                if workload.synced.is_set() and pods.synced.is_set():
+                    self.watching.set()
                 if first_ready is None and any(pod_ready(p) for p in pod_list):
                     first_ready = now - started
                 status = rollout.status_of(self.kind, obj)

@@ -117,3 +117,43 @@ def test_job_completes(sandbox, namespace, batch_v1):
 def test_missing_workload_is_a_clear_error(sandbox, namespace):
     result = wait(sandbox, "Deployment", "nope", namespace, timeout=5)
     assert result["failed"] is True and "does not exist" in result["msg"] and namespace in result["msg"]
+
+
+def test_wait_survives_an_api_server_restart(sandbox, namespace, apps_v1):
+    """The watches reconnect and re-list when the API server goes away and
+    comes back; the rollout that finishes afterwards is still seen."""
+    import threading
+
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
+    from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import RolloutWaiter
+    from support.sandbox import sandbox_cmd
+
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "survivor"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "survivor"}},
+                 "template": {"metadata": {"labels": {"app": "survivor"}}, "spec": {"containers": [
+                     {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "9"}}}]}}},
+    }
+    apps_v1.create_namespaced_deployment(namespace, deployment)
+    waiter = RolloutWaiter(api_client({"kubeconfig": sandbox.kubeconfig}), "Deployment", "survivor", namespace,
+                           timeout=240, fail_fast=[], fail_fast_after=0)
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = waiter.wait()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert waiter.watching.wait(60), "the waiter never started watching"
+    restarted = sandbox_cmd("restart", "kube-apiserver", check=False)
+    assert restarted.returncode == 0, restarted.stdout
+    apps_v1.patch_namespaced_deployment("survivor", namespace, {"spec": {"template": {"spec": {"containers": [
+        {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}})
+    thread.join(240)
+    assert "error" not in outcome, getattr(outcome.get("error"), "msg", outcome.get("error"))
+    result = outcome["result"]
+    assert result["rolled_out"] is True
+    assert result["watch"]["reconnects"] >= 1  # the watch did break, and came back
