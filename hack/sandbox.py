@@ -804,33 +804,50 @@ def stop(state: dict, keep_data: bool, quiet: bool = False) -> None:
         shutil.rmtree(state["state_dir"], ignore_errors=True)
 
 
-def restart(args: argparse.Namespace) -> int:
-    """Stop one component and start it again with the same command line (to
-    test that clients survive, e.g. an API server restart)."""
-    state = load_state()
+def _component(state: dict | None, name: str) -> dict:
     if not state:
-        print("sandbox is not running: run `hack/sandbox up`", file=sys.stderr)
-        return 1
-    entry = next((p for p in state["processes"] if p["name"] == args.component), None)
+        raise SandboxError("sandbox is not running: run `hack/sandbox up`")
+    entry = next((p for p in state["processes"] if p["name"] == name), None)
     if entry is None:
-        names = [p["name"] for p in state["processes"]]
-        print(f"no component {args.component!r}; the sandbox runs {names}", file=sys.stderr)
-        return 1
+        raise SandboxError(f"no component {name!r}; the sandbox runs {[p['name'] for p in state['processes']]}")
     if "argv" not in entry:
-        print("this sandbox was started by an older hack/sandbox that did not record command lines; "
-              "run `hack/sandbox down` and `hack/sandbox up`", file=sys.stderr)
-        return 1
+        raise SandboxError("this sandbox was started by an older hack/sandbox that did not record command lines; "
+                           "run `hack/sandbox down` and `hack/sandbox up`")
+    return entry
+
+
+def stop_component(args: argparse.Namespace) -> int:
+    """Stop one component, leaving the rest running (to test what clients do
+    when, say, the S3 server dies mid-download)."""
+    state = load_state()
+    entry = _component(state, args.component)
     if process_alive(entry["pid"], state["state_dir"]):
         os.kill(entry["pid"], signal.SIGTERM)
         if not wait_exit(entry["pid"], 20):
             os.kill(entry["pid"], signal.SIGKILL)
             wait_exit(entry["pid"], 5)
+    print(f"stopped {entry['name']}")
+    return 0
+
+
+def start_component(args: argparse.Namespace) -> int:
+    """Start a stopped component again with its recorded command line."""
+    state = load_state()
+    entry = _component(state, args.component)
+    if process_alive(entry["pid"], state["state_dir"]):
+        print(f"{entry['name']} already runs (pid {entry['pid']})")
+        return 0
     env = minio_env(json.loads(Path(state["s3"]["credentials_file"]).read_text())) if entry["env_keys"] else None
     run = Launcher(state)
     proc = run.start(entry["name"], entry["argv"], env)
     run.wait_ready(entry["name"], proc, health_checks(state["ports"], STATE_DIR / "pki")[entry["name"]], 180)
-    print(f"restarted {entry['name']} (pid {proc.pid})")
+    print(f"started {entry['name']} (pid {proc.pid})")
     return 0
+
+
+def restart(args: argparse.Namespace) -> int:
+    stop_component(args)
+    return start_component(args)
 
 
 def down(args: argparse.Namespace) -> int:
@@ -901,9 +918,12 @@ def main(argv: list[str] | None = None) -> int:
     p_status.add_argument("--json", action="store_true")
     p_status.set_defaults(func=status)
     sub.add_parser("kubeconfig", help="print the kubeconfig path").set_defaults(func=kubeconfig)
-    p_restart = sub.add_parser("restart", help="stop one component and start it again")
-    p_restart.add_argument("component", help="etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok or minio")
-    p_restart.set_defaults(func=restart)
+    for verb, func, text in (("stop", stop_component, "stop one component"),
+                             ("start", start_component, "start a stopped component again"),
+                             ("restart", restart, "stop one component and start it again")):
+        p_comp = sub.add_parser(verb, help=text)
+        p_comp.add_argument("component", help="etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok or minio")
+        p_comp.set_defaults(func=func)
     p_nodes = sub.add_parser("nodes", help="add simulated nodes to the running sandbox")
     shape(p_nodes, 0, 0)
     p_nodes.set_defaults(func=nodes)

@@ -1,0 +1,437 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where a model comes from: a local directory, S3 (or any S3-compatible
+store), Hugging Face or ModelScope. Each source lists its files (with size
+and checksums where it knows them) and fetches a list of them into the
+destination; model_fetch does the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.inferops.vllm.plugins.module_utils.errors import (
+    EndpointError, MissingDependency, ParameterError,
+)
+from ansible_collections.inferops.vllm.plugins.module_utils.model_fetch import (
+    MARKER, PRIVATE_DIRS, FileSpec, VerifyFailed, match_patterns, verify_file,
+)
+
+CHECKSUM_MANIFEST = "SHA256SUMS"  # "<sha256>  <path>" per line, as sha256sum writes it
+PARTIAL_DIR = ".inferops-partial"
+
+
+def parse_manifest(text: str) -> dict[str, str]:
+    sums = {}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2 and len(parts[0]) == 64:
+            sums[parts[1].lstrip("*").lstrip("./")] = parts[0].lower()
+    return sums
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
+    return min(cap, base * 2 ** attempt)
+
+
+def _place(src: str, dst: str, hardlink: bool) -> None:
+    """Put a copy (or a hard link) of src at dst atomically: through a
+    temporary name in the destination's own folder, then rename."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    # Hub caches hold symlinks into their blob store: link the blob itself.
+    src = os.path.realpath(src)
+    tmp = f"{dst}.inferops-tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    if hardlink:
+        try:
+            os.link(src, tmp)
+            os.replace(tmp, dst)
+            return
+        except OSError:
+            pass  # another filesystem, or links not allowed: copy
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+class DirectorySource:
+    """Files from a directory on this machine (a mounted volume, or a hub
+    library's snapshot folder). Checksums come from a SHA256SUMS file when
+    the directory has one."""
+
+    kind = "local"
+
+    def __init__(self, path: str, allow: list[str] | None = None, ignore: list[str] | None = None,
+                 hardlink: bool = True):
+        self.path, self.allow, self.ignore, self.hardlink = path, allow, ignore, hardlink
+
+    def identity(self) -> dict:
+        return {"type": self.kind, "path": self.path, "allow_patterns": self.allow, "ignore_patterns": self.ignore}
+
+    def describe(self) -> str:
+        return f"directory {self.path}"
+
+    def prepare(self, check_mode: bool = False) -> None:
+        if not os.path.isdir(self.path):
+            raise ParameterError(f"local_path: {self.path} is not a directory")
+
+    def root(self) -> str:
+        return self.path
+
+    def list_files(self) -> list[FileSpec]:
+        root = self.root()
+        sums = {}
+        manifest = os.path.join(root, CHECKSUM_MANIFEST)
+        if os.path.isfile(manifest):
+            with open(manifest, encoding="utf-8") as f:
+                sums = parse_manifest(f.read())
+        specs = []
+        for folder, dirs, names in os.walk(root, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not (folder == root and (d in PRIVATE_DIRS or d.startswith("."))))
+            for name in sorted(names):
+                full = os.path.join(folder, name)
+                rel = os.path.relpath(full, root).replace(os.sep, "/")
+                if rel in (MARKER, CHECKSUM_MANIFEST) or name.startswith("."):
+                    continue
+                if not match_patterns(rel, self.allow, self.ignore):
+                    continue
+                specs.append(FileSpec(rel, os.path.getsize(full), sums.get(rel)))
+        return specs
+
+    def fetch(self, specs: list[FileSpec], dest: str, progress) -> dict[str, str]:
+        digests = {}
+        root = self.root()
+        for spec in specs:
+            target = os.path.join(dest, spec.path)
+            _place(os.path.join(root, spec.path), target, self.hardlink)
+            digests[spec.path] = verify_file(target, spec)
+            progress.add(spec.size or 0)
+        return digests
+
+
+class HubSource(DirectorySource):
+    """A hub (Hugging Face or ModelScope) through its own library: the library
+    downloads into its cache (resuming partial files, checking hashes), then
+    the files are hard-linked into the destination."""
+
+    def __init__(self, kind: str, repo_id: str, revision: str | None, cache_dir: str, token: str | None = None,
+                 endpoint: str | None = None, allow: list[str] | None = None, ignore: list[str] | None = None,
+                 offline: bool = False, max_attempts: int = 3, timeout: float = 60.0, max_workers: int = 8):
+        super().__init__(path="", allow=allow, ignore=ignore, hardlink=True)
+        if kind not in ("huggingface", "modelscope"):
+            raise ParameterError(f"source: {kind!r} is not a hub")
+        if not repo_id or "/" not in repo_id:
+            raise ParameterError(f"model_id: {repo_id!r} must be 'owner/name', e.g. Qwen/Qwen2.5-7B-Instruct")
+        self.kind, self.repo_id, self.revision = kind, repo_id, revision
+        self.cache_dir, self.token, self.endpoint, self.offline = cache_dir, token, endpoint, offline
+        self.max_attempts, self.timeout, self.max_workers = max_attempts, timeout, max_workers
+        self.snapshot = None
+
+    def identity(self) -> dict:
+        return {"type": self.kind, "model_id": self.repo_id, "revision": self.revision or self.default_revision(),
+                "allow_patterns": self.allow, "ignore_patterns": self.ignore}
+
+    def default_revision(self) -> str:
+        return "main" if self.kind == "huggingface" else "master"
+
+    def hub_name(self) -> str:
+        return "Hugging Face" if self.kind == "huggingface" else "ModelScope"
+
+    def describe(self) -> str:
+        return f"{self.hub_name()} model {self.repo_id}@{self.revision or self.default_revision()}"
+
+    def root(self) -> str:
+        return self.snapshot
+
+    def _download(self, local_only: bool) -> str:
+        if self.kind == "huggingface":
+            try:
+                from huggingface_hub import constants, snapshot_download
+            except ImportError as exc:
+                raise MissingDependency(f"source huggingface needs the huggingface_hub library: {exc}") from exc
+            # A stalled transfer must end: the library's own read timeout.
+            constants.HF_HUB_DOWNLOAD_TIMEOUT = self.timeout
+            constants.HF_HUB_ETAG_TIMEOUT = self.timeout
+            return snapshot_download(self.repo_id, revision=self.revision, cache_dir=self.cache_dir,
+                                     token=self.token or None, endpoint=self.endpoint,
+                                     local_files_only=local_only, allow_patterns=self.allow,
+                                     ignore_patterns=self.ignore, max_workers=self.max_workers)
+        try:
+            from modelscope import snapshot_download as ms_snapshot_download
+        except ImportError as exc:
+            raise MissingDependency(f"source modelscope needs the modelscope library: {exc}") from exc
+        return ms_snapshot_download(model_id=self.repo_id, revision=self.revision, cache_dir=self.cache_dir,
+                                    token=self.token or None, endpoint=self.endpoint, local_files_only=local_only,
+                                    allow_patterns=self.allow, ignore_patterns=self.ignore,
+                                    max_workers=self.max_workers)
+
+    def prepare(self, check_mode: bool = False) -> None:
+        # Check mode may not download: it reads what the cache already holds.
+        local_only = self.offline or check_mode
+        last = None
+        for attempt in range(self.max_attempts):
+            try:
+                self.snapshot = self._download(local_only)
+                return
+            except (MissingDependency, ParameterError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the libraries raise many kinds; all are reported
+                last = exc
+                if local_only or not _retryable(exc):
+                    break
+                time.sleep(backoff(attempt))  # the library resumes partial files on the next try
+        where = self.endpoint or ("the Hugging Face hub" if self.kind == "huggingface" else "the ModelScope hub")
+        if local_only:
+            raise EndpointError(
+                f"{self.describe()} is not in the local cache {self.cache_dir} and downloads are off "
+                f"({'check mode' if check_mode and not self.offline else 'offline: true'}): {_short(last)}. "
+                "Fill the cache first, or turn offline off where the hub is reachable") from last
+        raise EndpointError(
+            f"cannot download {self.describe()} from {where} after {self.max_attempts} tries: {_short(last)}. "
+            "Check the network or proxy, or give endpoint: a reachable mirror; for an air-gapped site pre-fill "
+            "cache_dir and set offline: true", reachable=False) from last
+
+
+def _short(exc) -> str:
+    text = f"{exc.__class__.__name__}: {exc}" if exc else "no error recorded"
+    return text.splitlines()[0][:400]
+
+
+def _retryable(exc: Exception) -> bool:
+    """Network trouble is retried; a missing repository or a refused token is not."""
+    name = exc.__class__.__name__
+    if name in ("RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError", "EntryNotFoundError",
+                "NotExistError", "InvalidParameter", "CacheNotFound", "LocalEntryNotFoundError"):
+        return False
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status is None or status >= 500 or status == 429
+
+
+class S3Source:
+    """An S3 bucket and prefix. Listing gives sizes and ETags (an MD5 for
+    single-part uploads); a SHA256SUMS object under the prefix gives sha256.
+    Large files come down in ranged parts, in parallel, into a partial file
+    whose finished parts are recorded, so an interrupted download resumes."""
+
+    kind = "s3"
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str | None = None,
+                 access_key: str | None = None, secret_key: str | None = None, session_token: str | None = None,
+                 allow: list[str] | None = None, ignore: list[str] | None = None,
+                 part_size: int = 16 * 1024 * 1024, max_concurrency: int = 8, connect_timeout: float = 10,
+                 read_timeout: float = 60, max_attempts: int = 5, on_part_done=None):
+        if not bucket:
+            raise ParameterError("bucket: the S3 bucket is required")
+        if part_size < 5 * 1024 * 1024:
+            raise ParameterError(f"part_size: {part_size} is below 5 MiB; use at least 5242880")
+        if bool(access_key) != bool(secret_key):
+            raise ParameterError("access_key and secret_key: give both, or neither (then the usual AWS "
+                                 "environment variables or instance credentials are used)")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.endpoint_url, self.region = endpoint_url, region
+        self._credentials = (access_key, secret_key, session_token)
+        self.allow, self.ignore = allow, ignore
+        self.part_size, self.max_concurrency = part_size, max_concurrency
+        self.connect_timeout, self.read_timeout, self.max_attempts = connect_timeout, read_timeout, max_attempts
+        self.on_part_done = on_part_done
+        self._client = None
+        self._local = threading.local()
+
+    def identity(self) -> dict:
+        return {"type": "s3", "endpoint": self.endpoint_url, "bucket": self.bucket, "prefix": self.prefix,
+                "allow_patterns": self.allow, "ignore_patterns": self.ignore}
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+    def client(self):
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:
+            raise MissingDependency(f"source s3 needs boto3: {exc}") from exc
+        access, secret, token = self._credentials
+        session = boto3.session.Session(aws_access_key_id=access or None, aws_secret_access_key=secret or None,
+                                        aws_session_token=token or None, region_name=self.region or "us-east-1")
+        return session.client("s3", endpoint_url=self.endpoint_url, config=Config(
+            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+            retries={"max_attempts": self.max_attempts, "mode": "standard"},
+            s3={"addressing_style": "path"}, max_pool_connections=max(10, self.max_concurrency * 2)))
+
+    def prepare(self, check_mode: bool = False) -> None:
+        self._client = self.client()
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, reported with what was being done
+            raise _s3_error(what, self, exc) from exc
+
+    def list_files(self) -> list[FileSpec]:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        paginator = self._client.get_paginator("list_objects_v2")
+        objects = []
+        pages = self._call("listing", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=prefix)))
+        for page in pages:
+            objects += page.get("Contents", [])
+        sums = {}
+        if any(o["Key"] == prefix + CHECKSUM_MANIFEST for o in objects):
+            body = self._call("reading SHA256SUMS", self._client.get_object, Bucket=self.bucket,
+                              Key=prefix + CHECKSUM_MANIFEST)["Body"].read().decode()
+            sums = parse_manifest(body)
+        specs = []
+        for o in objects:
+            rel = o["Key"][len(prefix):]
+            if not rel or rel.endswith("/") or rel in (CHECKSUM_MANIFEST, MARKER):
+                continue
+            if not match_patterns(rel, self.allow, self.ignore):
+                continue
+            etag = o.get("ETag", "").strip('"')
+            md5 = etag if etag and "-" not in etag and len(etag) == 32 else None
+            specs.append(FileSpec(rel, o["Size"], sums.get(rel), md5))
+        self._etags = {o["Key"][len(prefix):]: o.get("ETag", "") for o in objects}
+        return specs
+
+    def fetch(self, specs: list[FileSpec], dest: str, progress) -> dict[str, str]:
+        digests = {}
+        for spec in specs:
+            digests[spec.path] = self._fetch_one(spec, dest, progress)
+        return digests
+
+    def _fetch_one(self, spec: FileSpec, dest: str, progress) -> str:
+        key = f"{self.prefix}/{spec.path}" if self.prefix else spec.path
+        etag = self._etags.get(spec.path, "")
+        partial_dir = os.path.join(dest, PARTIAL_DIR)
+        os.makedirs(partial_dir, exist_ok=True)
+        safe = spec.path.replace("/", "__")
+        partial, state_path = os.path.join(partial_dir, safe), os.path.join(partial_dir, safe + ".json")
+        size = spec.size or 0
+        parts = max(1, -(-size // self.part_size))
+        state = {"etag": etag, "size": size, "part_size": self.part_size, "done": []}
+        try:
+            with open(state_path, encoding="utf-8") as f:
+                saved = json.load(f)
+            if (saved.get("etag"), saved.get("size"), saved.get("part_size")) == (etag, size, self.part_size) \
+                    and os.path.exists(partial):
+                state = saved
+        except (OSError, ValueError):
+            pass
+        done = set(state["done"])
+        if not done:
+            with open(partial, "wb") as f:
+                f.truncate(size)
+        lock = threading.Lock()
+
+        def save_state() -> None:
+            tmp = state_path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({**state, "done": sorted(done)}, f)
+            os.replace(tmp, state_path)
+
+        fd = os.open(partial, os.O_WRONLY)
+        try:
+            def get_part(index: int) -> None:
+                start = index * self.part_size
+                end = min(size, start + self.part_size) - 1
+                last = None
+                for attempt in range(self.max_attempts):
+                    try:
+                        kwargs = {"Bucket": self.bucket, "Key": key}
+                        if size:
+                            kwargs["Range"] = f"bytes={start}-{end}"
+                        if etag:
+                            kwargs["IfMatch"] = etag  # the object must not change under a resumed download
+                        body = self._client.get_object(**kwargs)["Body"]
+                        offset, received = start, 0
+                        while chunk := body.read(1024 * 1024):
+                            os.pwrite(fd, chunk, offset)
+                            offset += len(chunk)
+                            received += len(chunk)
+                        if size and received != end - start + 1:
+                            raise OSError(f"part {index}: got {received} bytes, expected {end - start + 1}")
+                        break
+                    except Exception as exc:  # noqa: BLE001 - network errors mid-body are retried here
+                        last = exc
+                        if _s3_status(exc) in (403, 404, 412):
+                            raise _s3_error(f"downloading {spec.path}", self, exc) from exc
+                        time.sleep(backoff(attempt))
+                else:
+                    raise _s3_error(f"downloading {spec.path} (part {index + 1} of {parts}, "
+                                    f"{self.max_attempts} tries)", self, last)
+                with lock:
+                    done.add(index)
+                    save_state()
+                    progress.add(end - start + 1 if size else 0)
+                if self.on_part_done:
+                    self.on_part_done(spec.path, index, len(done), parts)
+
+            todo = [i for i in range(parts) if i not in done]
+            with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+                for future in [pool.submit(get_part, i) for i in todo]:
+                    future.result()
+        finally:
+            os.close(fd)
+        try:
+            digest = verify_file(partial, spec)
+        except VerifyFailed:
+            # Bad content: start this file over next time.
+            for path in (partial, state_path):
+                if os.path.exists(path):
+                    os.unlink(path)
+            raise
+        target = os.path.join(dest, spec.path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(partial, target)
+        os.unlink(state_path)
+        return digest
+
+
+def _s3_status(exc) -> int | None:
+    return (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def _s3_error(what: str, source: S3Source, exc) -> EndpointError:
+    code = ((getattr(exc, "response", None) or {}).get("Error") or {}).get("Code")
+    status = _s3_status(exc)
+    hint = ""
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied") or status == 403:
+        hint = " (the credentials were refused: check access_key/secret_key or the Secret they come from)"
+    elif code == "NoSuchBucket":
+        hint = f" (bucket {source.bucket!r} does not exist)"
+    elif code == "PreconditionFailed" or status == 412:
+        hint = " (the object changed while it was being downloaded: run again to fetch the new version)"
+    elif status is None:
+        hint = " (is the endpoint reachable? connect_timeout/read_timeout bound each try)"
+    return EndpointError(f"S3 {what} of {source.describe()} failed: {_short(exc)}{hint}", status=status, code=code)
+
+
+def build_source(p: dict, on_part_done=None):
+    """A source from the model_fetch module's parameters (the CLI builds the
+    same dict from its flags and environment)."""
+    kind = p["source"]
+    allow, ignore = p.get("allow_patterns") or None, p.get("ignore_patterns") or None
+    if kind == "local":
+        if not p.get("local_path"):
+            raise ParameterError("local_path: required with source: local")
+        return DirectorySource(p["local_path"], allow, ignore, hardlink=p.get("hardlink", True))
+    if kind == "s3":
+        if not p.get("bucket"):
+            raise ParameterError("bucket: required with source: s3")
+        return S3Source(p["bucket"], p.get("prefix") or "", p.get("endpoint_url"), p.get("region"),
+                        p.get("access_key"), p.get("secret_key"), p.get("session_token"), allow, ignore,
+                        part_size=p.get("part_size") or 16 * 1024 * 1024, max_concurrency=p.get("max_concurrency") or 8,
+                        connect_timeout=p.get("connect_timeout") or 10, read_timeout=p.get("read_timeout") or 60,
+                        max_attempts=p.get("max_attempts") or 5, on_part_done=on_part_done)
+    if kind in ("huggingface", "modelscope"):
+        if not p.get("model_id"):
+            raise ParameterError(f"model_id: required with source: {kind}")
+        cache_dir = p.get("cache_dir") or os.path.join(p["dest"], ".cache", kind)
+        return HubSource(kind, p["model_id"], p.get("revision"), cache_dir, p.get("token"), p.get("endpoint_url"),
+                         allow, ignore, offline=p.get("offline", False), max_attempts=p.get("max_attempts") or 5,
+                         timeout=p.get("read_timeout") or 60, max_workers=p.get("max_concurrency") or 8)
+    raise ParameterError(f"source: {kind!r} is not one of local, s3, huggingface, modelscope")
