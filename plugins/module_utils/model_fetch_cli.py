@@ -60,22 +60,28 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(snap: dict) -> None:
         total = snap["bytes_total"] or 1
-        print(f"progress {snap['bytes_done']}/{snap['bytes_total']} bytes ({100 * snap['bytes_done'] / total:.1f}%) "
-              f"{snap['rate_bytes_s'] / 1048576:.1f} MiB/s", file=sys.stderr, flush=True)
+        sys.stderr.write(f"progress {snap['bytes_done']}/{snap['bytes_total']} bytes "
+                         f"({100 * snap['bytes_done'] / total:.1f}%) {snap['rate_bytes_s'] / 1048576:.1f} MiB/s\n")
+        sys.stderr.flush()
 
     try:
         source = build_source(params)
         result = fetch_model(source, os.path.abspath(params["dest"]), verify=params["verify"],
                              progress_file=params.get("progress_file"), progress_callback=show)
     except ParameterError as exc:
-        print(json.dumps({"failed": True, "msg": exc.msg}), flush=True)
+        emit({"failed": True, "msg": exc.msg})
         return 2
     except InferopsError as exc:
-        print(json.dumps({"failed": True, "msg": exc.msg, **exc.details}, default=str), flush=True)
+        emit({"failed": True, "msg": exc.msg, **exc.details})
         return 1
-    print(json.dumps(result), flush=True)
+    emit(result)
     return 0
 
 
+def emit(result: dict) -> None:
+    sys.stdout.write(json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,0 +1,472 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""From a model's config.json and the GPUs, work out before anything is
+deployed: weights per GPU and the smallest tensor-parallel size that fits,
+the KV cache and the longest context that fits, HAMi resources, /dev/shm,
+a startup probe budget; and check the vLLM command line against the vLLM
+version's own flags. Pure logic: no API calls.
+
+The memory model is vLLM's: at start it takes gpu_memory_utilization of
+each GPU's memory, loads its share of the weights, profiles activations,
+and gives what is left to the KV cache. Activation, CUDA-graph and
+non-torch memory are estimated here (overhead_mib, default 3 GiB per GPU),
+so the numbers are a plan to check, not a promise."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import shlex
+
+from ansible_collections.inferops.vllm.plugins.module_utils import gpu_labels as L
+from ansible_collections.inferops.vllm.plugins.module_utils.errors import ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.vllm_flags_data import VLLM_FLAGS
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
+# Bytes per parameter of quantized weights (packing and scales included, roughly).
+QUANT_BYTES = {None: None, "none": None, "fp8": 1.0, "awq": 0.56, "gptq": 0.56, "int8": 1.0}
+KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
+BLOCK_SIZE = 16  # vLLM's KV cache block, in tokens
+
+# What the plan itself sets on the command line: given in extra_args they
+# are read as the wanted values, then rendered once, from one place.
+PLAN_FLAGS = {
+    "--model": "model_path", "--served-model-name": "served_model_name", "--port": "port", "--host": "host",
+    "--tensor-parallel-size": "tensor_parallel_size", "-tp": "tensor_parallel_size",
+    "--pipeline-parallel-size": "pipeline_parallel_size", "-pp": "pipeline_parallel_size",
+    "--max-model-len": "max_model_len", "--gpu-memory-utilization": "gpu_memory_utilization",
+    "--max-num-seqs": "max_num_seqs", "--dtype": "dtype", "--quantization": "quantization", "-q": "quantization",
+    "--kv-cache-dtype": "kv_cache_dtype",
+}
+# Flags vLLM still parses but that do nothing or are on their way out, with
+# what to do instead (checked against the released sources of each version).
+FLAG_NOTES = {
+    "--swap-space": ("0.12.0", "parses but has no effect on GPU serving in vLLM 0.12 (the V1 engine does not "
+                               "swap KV blocks to CPU); drop it"),
+    "--disable-log-requests": ("0.11.0", "is deprecated: request logging is off by default; drop it "
+                                         "(--enable-log-requests turns logging on)"),
+}
+REMOVED_HINTS = {
+    "--max-paddings": "was removed from vLLM long ago (the engine pads batches itself); drop it",
+}
+# HAMi-core's isolation is known to work in workload images with glibc in this range.
+HAMI_GLIBC_RANGE = ((2, 17), (2, 30))
+
+
+def _num(value, name: str, kind=float):
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name}: {value!r} is not a number") from None
+
+
+def load_model_config(model_config: dict | None, model_path: str | None) -> tuple[dict, int | None]:
+    """The config dict, and the exact weight bytes when a safetensors index
+    says them (model.safetensors.index.json metadata.total_size)."""
+    total = None
+    if model_path:
+        path = os.path.join(model_path, "config.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                model_config = json.load(f)
+        except OSError as exc:
+            raise ParameterError(f"model_path: cannot read {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ParameterError(f"model_path: {path} is not valid JSON: {exc}") from None
+        index = os.path.join(model_path, "model.safetensors.index.json")
+        if os.path.isfile(index):
+            with open(index, encoding="utf-8") as f:
+                total = (json.load(f).get("metadata") or {}).get("total_size")
+    if not isinstance(model_config, dict) or not model_config:
+        raise ParameterError("model_config or model_path: give the model's config.json (as a dict) or its directory")
+    # Multimodal configs keep the language model under text_config.
+    text = model_config.get("text_config") or model_config.get("llm_config")
+    if isinstance(text, dict) and "num_hidden_layers" not in model_config:
+        merged = {**model_config, **text}
+        return merged, total
+    return model_config, total
+
+
+def model_shape(cfg: dict) -> dict:
+    required = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")
+    missing = [k for k in required if k not in cfg]
+    if missing:
+        raise ParameterError(f"model_config: config.json lacks {', '.join(missing)}; is this a decoder LLM's config?")
+    heads = int(cfg["num_attention_heads"])
+    hidden = int(cfg["hidden_size"])
+    experts = cfg.get("num_experts") or cfg.get("n_routed_experts") or cfg.get("num_local_experts") or 0
+    return {
+        "architecture": (cfg.get("architectures") or ["unknown"])[0],
+        "layers": int(cfg["num_hidden_layers"]),
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": int(cfg.get("num_key_value_heads") or heads),
+        "head_dim": int(cfg.get("head_dim") or hidden // heads),
+        "vocab": int(cfg["vocab_size"]),
+        "intermediate": int(cfg.get("intermediate_size") or 0),
+        "moe_intermediate": int(cfg.get("moe_intermediate_size") or 0),
+        "experts": int(experts),
+        "experts_per_token": int(cfg.get("num_experts_per_tok") or 0),
+        "shared_expert_intermediate": int(cfg.get("shared_expert_intermediate_size") or 0),
+        "shared_experts": int(cfg.get("n_shared_experts") or 0),
+        "first_dense_layers": int(cfg.get("first_k_dense_replace") or 0),
+        "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+        "max_position_embeddings": int(cfg.get("max_position_embeddings") or 0),
+        "dtype": str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"),
+    }
+
+
+def parameter_count(s: dict) -> int:
+    """Parameters of a decoder with grouped-query attention and a gated
+    (SwiGLU) MLP or MoE, biases and norms left out (well under 0.1%)."""
+    h = s["hidden"]
+    attn = h * s["heads"] * s["head_dim"] + 2 * h * s["kv_heads"] * s["head_dim"] + s["heads"] * s["head_dim"] * h
+    dense_mlp = 3 * h * s["intermediate"]
+    if s["experts"]:
+        shared = 3 * h * (s["shared_expert_intermediate"] or s["shared_experts"] * s["moe_intermediate"])
+        moe_mlp = s["experts"] * 3 * h * s["moe_intermediate"] + h * s["experts"] + shared
+        dense_layers = min(s["first_dense_layers"], s["layers"])
+        mlp_total = dense_layers * dense_mlp + (s["layers"] - dense_layers) * moe_mlp
+    else:
+        mlp_total = s["layers"] * dense_mlp
+    embeddings = s["vocab"] * h * (1 if s["tied_embeddings"] else 2)
+    return s["layers"] * attn + mlp_total + embeddings
+
+
+def kv_bytes_per_token(s: dict, tp: int, kv_dtype_bytes: int) -> tuple[int, int]:
+    """(whole model, per GPU). With more GPUs than KV heads, vLLM keeps one
+    KV head per GPU (replicated), so the per-GPU share stops shrinking."""
+    whole = 2 * s["layers"] * s["kv_heads"] * s["head_dim"] * kv_dtype_bytes
+    heads_per_gpu = max(1, s["kv_heads"] // tp) if s["kv_heads"] >= tp else 1
+    return whole, 2 * s["layers"] * heads_per_gpu * s["head_dim"] * kv_dtype_bytes
+
+
+def parse_args(extra_args) -> list[tuple[str, str | None]]:
+    """Tokens of a command line (a list, or one shell-like string, line
+    continuations allowed) as (flag, value) pairs; positionals as (None, value)."""
+    if isinstance(extra_args, str):
+        extra_args = shlex.split(extra_args.replace("\\\n", " "))
+    tokens = [str(t) for t in extra_args or []]
+    # Accept the command as written: `vllm serve ...` or the older
+    # `python3 -m vllm.entrypoints.openai.api_server ...`.
+    if tokens[:2] == ["vllm", "serve"]:
+        tokens = tokens[2:]
+    elif len(tokens) >= 3 and tokens[1] == "-m" and tokens[2].startswith("vllm.entrypoints"):
+        tokens = tokens[3:]
+    pairs, i = [], 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.startswith("-"):
+            if "=" in tok:
+                flag, value = tok.split("=", 1)
+                pairs.append((flag, value))
+            elif i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
+                pairs.append((tok, tokens[i + 1]))
+                i += 1
+            else:
+                pairs.append((tok, None))
+        else:
+            pairs.append((None, tok))
+        i += 1
+    return pairs
+
+
+def resolve_version(version: str) -> tuple[str, str | None]:
+    parts = str(version).lstrip("v").split(".")
+    if len(parts) < 2:
+        raise ParameterError(f"vllm_version: {version!r} is not a version such as 0.12.0")
+    minor = f"{parts[0]}.{parts[1]}"
+    exact = ".".join(parts[:3]) if len(parts) >= 3 else f"{minor}.0"
+    if exact in VLLM_FLAGS:
+        return exact, None
+    same_minor = sorted(v for v in VLLM_FLAGS if v.startswith(minor + "."))
+    if same_minor:
+        return same_minor[-1], f"vLLM {version}: flags checked against {same_minor[-1]}, the release of that minor we carry"
+    raise ParameterError(f"vllm_version: {version} is not supported; supported: {', '.join(sorted(VLLM_FLAGS))}")
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split("."))
+
+
+def glibc_in_hami_range(version: str) -> bool:
+    major, minor = (int(x) for x in str(version).split(".")[:2])
+    low, high = HAMI_GLIBC_RANGE
+    return low <= (major, minor) < high
+
+
+def plan(p: dict) -> dict:
+    """The whole plan. Problems (things that would fail or break) and
+    warnings (things that work but are likely not meant) are collected, not
+    raised, so one run reports all of them."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    version, note = resolve_version(p.get("vllm_version") or "0.12.0")
+    if note:
+        warnings.append(note)
+    table = VLLM_FLAGS[version]
+    known = set(table["flags"]) | set(table["short_flags"]) | {f"--no-{f[2:]}" for f in table["boolean"]}
+
+    # 1. The command line the user brought: read what the plan owns, check the rest.
+    wanted: dict = {}
+    kept: list[tuple[str, str | None]] = []
+    for flag, value in parse_args(p.get("extra_args")):
+        if flag is None:
+            if "model_path" not in wanted and value not in ("serve",):
+                wanted["model_path"] = value
+            continue
+        if flag == "--api-key":
+            problems.append("--api-key puts the key on the command line (visible in `ps` and the pod spec); "
+                            "leave it out: the key goes in a Secret and reaches vLLM as VLLM_API_KEY")
+            continue
+        if flag in ("--trust-remote-code",) and not p.get("allow_trust_remote_code"):
+            problems.append("--trust-remote-code runs Python code shipped with the model; leave it out, or set "
+                            "allow_trust_remote_code: true if this model needs it and its code is trusted")
+            continue
+        if flag in PLAN_FLAGS:
+            wanted[PLAN_FLAGS[flag]] = value
+            continue
+        if flag not in known:
+            hint = REMOVED_HINTS.get(flag)
+            if not hint:
+                close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}?" if close else "see `vllm serve --help`"
+            problems.append(f"{flag} is not a flag of vLLM {version} (vLLM refuses to start): {hint}")
+            continue
+        if flag in FLAG_NOTES and _version_tuple(version) >= _version_tuple(FLAG_NOTES[flag][0]):
+            warnings.append(f"{flag} {FLAG_NOTES[flag][1]}")
+            continue
+        if flag in table["deprecated"]:
+            warnings.append(f"{flag} is deprecated in vLLM {version}")
+        kept.append((flag, value))
+    kept_flags = {pair[0] for pair in kept}
+    if "--enable-auto-tool-choice" in kept_flags and "--tool-call-parser" not in kept_flags:
+        problems.append("--enable-auto-tool-choice needs --tool-call-parser (e.g. hermes for Qwen); vLLM refuses "
+                        "to start without it")
+
+    def setting(name: str, default=None):
+        value = p.get(name)
+        return value if value is not None else wanted.get(name, default)
+
+    # 2. The model.
+    cfg, index_bytes = load_model_config(p.get("model_config"), p.get("model_dir"))
+    shape = model_shape(cfg)
+    dtype = str(setting("dtype", "auto"))
+    if dtype == "auto":
+        dtype = shape["dtype"]
+    if dtype not in DTYPE_BYTES:
+        raise ParameterError(f"dtype: {dtype!r} is not one of auto, {', '.join(DTYPE_BYTES)}")
+    quant = setting("quantization")
+    if quant not in QUANT_BYTES:
+        raise ParameterError(f"quantization: {quant!r} is not one of {', '.join(k for k in QUANT_BYTES if k)}")
+    params_count = int(p.get("param_count") or parameter_count(shape))
+    bytes_per_param = QUANT_BYTES[quant] or DTYPE_BYTES[dtype]
+    weight_bytes = int(index_bytes) if index_bytes and not quant else int(params_count * bytes_per_param)
+    kv_dtype = str(setting("kv_cache_dtype", "auto"))
+    if kv_dtype not in KV_DTYPE_BYTES:
+        raise ParameterError(f"kv_cache_dtype: {kv_dtype!r} is not one of {', '.join(KV_DTYPE_BYTES)}")
+    kv_elem = KV_DTYPE_BYTES[kv_dtype] or DTYPE_BYTES[dtype]
+
+    # 3. The GPUs.
+    gpu_mib = _num(p.get("gpu_memory_mib"), "gpu_memory_mib", int) if p.get("gpu_memory_mib") else None
+    if not gpu_mib:
+        raise ParameterError("gpu_memory_mib: the memory of one GPU in MiB is required (e.g. 81559 for an "
+                             "H100 80GB, as nvidia-smi reports it)")
+    gpus_available = _num(p.get("gpus_per_node") or 8, "gpus_per_node", int)
+    slice_mib = p.get("gpu_memory_request_mib")
+    if slice_mib is not None:
+        slice_mib = _num(slice_mib, "gpu_memory_request_mib", int)
+        if slice_mib > gpu_mib:
+            guess = ""
+            for n in range(2, 17):
+                if slice_mib % n == 0 and slice_mib // n <= gpu_mib:
+                    guess = f" ({slice_mib} = {n} x {slice_mib // n}: use {slice_mib // n})"
+                    break
+            problems.append(f"gpu_memory_request_mib: {slice_mib} MiB is more than one GPU has ({gpu_mib} MiB). "
+                            f"HAMi's nvidia.com/gpumem is memory per GPU, not the pod's total{guess}; no card can "
+                            "satisfy it, so the pod would never be scheduled")
+            slice_mib = None
+        elif slice_mib == gpu_mib:
+            slice_mib = None  # the whole card: no gpumem needed
+    usable_mib = slice_mib or gpu_mib
+    util = float(setting("gpu_memory_utilization", 0.9))
+    if not 0.1 <= util <= 0.98:
+        raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-0.98")
+    overhead_mib = int(p.get("overhead_mib") or 3072)
+    pp = int(setting("pipeline_parallel_size", 1))
+    if shape["layers"] % pp:
+        problems.append(f"pipeline_parallel_size {pp} does not divide the model's {shape['layers']} layers evenly")
+
+    def valid_tp(tp: int) -> bool:
+        return shape["heads"] % tp == 0 and (shape["kv_heads"] % tp == 0 or tp % shape["kv_heads"] == 0)
+
+    def kv_room(tp: int) -> float:
+        return usable_mib * util * MIB - weight_bytes / (tp * pp) - overhead_mib * MIB
+
+    wanted_tp = setting("tensor_parallel_size")
+    if wanted_tp is not None:
+        tp = int(wanted_tp)
+        if not valid_tp(tp):
+            problems.append(f"tensor_parallel_size {tp} does not divide the {shape['heads']} attention heads "
+                            f"({shape['kv_heads']} KV heads): choose one of "
+                            f"{[t for t in range(1, gpus_available + 1) if valid_tp(t)]}")
+    else:
+        fitting = [t for t in (1, 2, 4, 8, 16, 32) if t * pp <= gpus_available and valid_tp(t) and kv_room(t) > 0]
+        tp = fitting[0] if fitting else max(t for t in (1, 2, 4, 8, 16, 32) if t * pp <= gpus_available and valid_tp(t))
+    gpus = tp * pp
+    if gpus > gpus_available:
+        problems.append(f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} = {gpus} GPUs, but a node has "
+                        f"{gpus_available}")
+    weights_per_gpu = weight_bytes / gpus
+    kv_bytes = kv_room(tp)
+    kv_whole, kv_per_gpu_token = kv_bytes_per_token(shape, tp, kv_elem)
+    if kv_bytes <= 0:
+        problems.append(f"the weights do not fit: {weights_per_gpu / GIB:.1f} GiB per GPU plus about "
+                        f"{overhead_mib / 1024:.1f} GiB overhead is more than {util} of {usable_mib / 1024:.1f} GiB; "
+                        f"use more GPUs (a larger tensor_parallel_size), a quantized model, or a larger "
+                        f"gpu_memory_utilization")
+    kv_tokens = max(0, int(kv_bytes // kv_per_gpu_token) // BLOCK_SIZE * BLOCK_SIZE) if kv_bytes > 0 else 0
+    max_pos = shape["max_position_embeddings"] or kv_tokens
+    proposed = min(max_pos, kv_tokens)
+    max_len = int(setting("max_model_len") or proposed)
+    max_seqs = int(setting("max_num_seqs", 256))
+    if max_len > max_pos and not p.get("allow_long_max_model_len"):
+        problems.append(f"max_model_len {max_len} is above the model's max_position_embeddings {max_pos}: vLLM "
+                        "refuses it (set VLLM_ALLOW_LONG_MAX_MODEL_LEN only for a model with rope scaling)")
+    if kv_tokens and max_len > kv_tokens:
+        problems.append(f"max_model_len {max_len} does not fit the KV cache: about {kv_tokens} tokens fit per "
+                        f"replica ({kv_bytes / GIB:.1f} GiB per GPU at {kv_per_gpu_token} bytes per token); vLLM would "
+                        f"refuse to start. The largest that fits is about {proposed}")
+    concurrency = round(kv_tokens / max_len, 2) if max_len and kv_tokens else 0.0
+    if kv_tokens and max_len <= kv_tokens and concurrency < max_seqs:
+        warnings.append(f"max_num_seqs {max_seqs} x max_model_len {max_len} needs {max_seqs * max_len} KV tokens but "
+                        f"{kv_tokens} fit: at full length only about {concurrency} requests run at once, the rest "
+                        "wait (fine for mostly short prompts; lower max_model_len for more full-length concurrency)")
+
+    # 4. Environment.
+    env_in = dict(p.get("env") or {})
+    if "CUDA_VISIBLE_DEVICES" in env_in:
+        problems.append("env CUDA_VISIBLE_DEVICES: the device plugin chooses the GPUs and sets it; a value set by "
+                        "hand fights that assignment. Remove it")
+    if str(env_in.get("NCCL_SHM_DISABLE", "")) in ("1", "true", "True"):
+        problems.append("env NCCL_SHM_DISABLE=1 turns off NCCL's shared-memory transport while the pod mounts a "
+                        "/dev/shm volume for it; remove it")
+    if "VLLM_API_KEY" in env_in:
+        problems.append("env VLLM_API_KEY: a literal key in the pod spec is readable by anyone who can read the "
+                        "pod; it comes from the Secret (api_key_secret)")
+    if "VLLM_USE_MODELSCOPE" in env_in and str(env_in["VLLM_USE_MODELSCOPE"]).lower() not in ("true", "false"):
+        warnings.append(f"env VLLM_USE_MODELSCOPE={env_in['VLLM_USE_MODELSCOPE']!r} does not enable ModelScope: "
+                        "vLLM reads only 'true'")
+
+    # 5. HAMi and the image.
+    fractional = slice_mib is not None or p.get("gpu_cores_percent")
+    if fractional:
+        glibc = p.get("image_glibc")
+        if glibc and not glibc_in_hami_range(glibc):
+            warnings.append(f"a fractional GPU is asked for, and the image's glibc {glibc} is outside 2.17-2.29, "
+                            "where HAMi-core's memory/compute isolation is known to work (HAMi issues #897, #1190, "
+                            "#2101): vLLM may see and use the whole card")
+        elif not glibc:
+            warnings.append("a fractional GPU is asked for: HAMi-core's isolation depends on the image's glibc "
+                            "(known to work for 2.17-2.29); give image_glibc to have it checked")
+    resources = {L.RESOURCE_GPU: str(gpus)}
+    if slice_mib:
+        resources[L.RESOURCE_GPUMEM] = str(slice_mib)
+    if p.get("gpu_cores_percent"):
+        resources[L.RESOURCE_GPUCORES] = str(int(p["gpu_cores_percent"]))
+    annotations = {}
+    if p.get("gpu_types"):
+        annotations[L.HAMI_USE_GPUTYPE] = ",".join(p["gpu_types"])
+
+    # 6. /dev/shm and the startup probe.
+    shm_mib = min(64 * 1024, max(2 * 1024, 2 * 1024 * gpus)) if gpus > 1 else 1024
+    bandwidth = float(p.get("load_bandwidth_mib_s") or 1000)
+    load_s = weights_per_gpu / MIB / bandwidth * (gpus if p.get("shared_storage", True) else 1)
+    budget_s = int(math.ceil((load_s + float(p.get("warmup_s") or 180)) * 1.5))
+    period = 10
+    startup_probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": period,
+                     "failureThreshold": max(6, math.ceil(budget_s / period)), "timeoutSeconds": 5}
+
+    # 7. The container's args and env (the image's entrypoint is `vllm serve`).
+    model_path = str(p.get("model_path") or wanted.get("model_path") or "/models/model")
+    served = str(setting("served_model_name") or os.path.basename(model_path.rstrip("/")))
+    port = int(setting("port", 8000))
+    args = [model_path, "--served-model-name", served, "--host", "0.0.0.0", "--port", str(port),
+            "--tensor-parallel-size", str(tp), "--max-model-len", str(max_len),
+            "--gpu-memory-utilization", f"{util:g}", "--max-num-seqs", str(max_seqs)]
+    if pp > 1:
+        args += ["--pipeline-parallel-size", str(pp)]
+    if dtype != shape["dtype"]:
+        args += ["--dtype", dtype]
+    if quant:
+        args += ["--quantization", quant]
+    if kv_dtype != "auto":
+        args += ["--kv-cache-dtype", kv_dtype]
+    if p.get("allow_trust_remote_code"):
+        args.append("--trust-remote-code")
+    for flag, value in kept:
+        args += [flag] if value is None else [flag, value]
+    env = [{"name": k, "value": str(v)} for k, v in sorted(env_in.items())
+           if k not in ("CUDA_VISIBLE_DEVICES", "VLLM_API_KEY")]
+    env.append({"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {
+        "name": p.get("api_key_secret") or "vllm-api-key", "key": p.get("api_key_secret_key") or "api-key"}}})
+    if not any(e["name"] == "HF_HUB_OFFLINE" for e in env):
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})  # the model is local: never reach a hub at start
+
+    result = {
+        "vllm_version": version,
+        "model": {"architecture": shape["architecture"], "parameters": params_count,
+                  "parameters_b": round(params_count / 1e9, 2), "dtype": dtype, "quantization": quant,
+                  "weight_bytes": weight_bytes, "weight_gib": round(weight_bytes / GIB, 2),
+                  "weights_from": "safetensors index" if index_bytes and not quant else "config estimate",
+                  "layers": shape["layers"], "attention_heads": shape["heads"], "kv_heads": shape["kv_heads"],
+                  "head_dim": shape["head_dim"], "experts": shape["experts"],
+                  "max_position_embeddings": shape["max_position_embeddings"]},
+        "gpus": {"per_replica": gpus, "tensor_parallel_size": tp, "pipeline_parallel_size": pp,
+                 "memory_mib": gpu_mib, "usable_mib": usable_mib, "fractional": bool(fractional)},
+        "memory": {"weights_per_gpu_gib": round(weights_per_gpu / GIB, 2),
+                   "overhead_per_gpu_gib": round(overhead_mib / 1024, 2),
+                   "kv_cache_per_gpu_gib": round(max(kv_bytes, 0) / GIB, 2),
+                   "kv_bytes_per_token": kv_whole, "kv_bytes_per_token_per_gpu": kv_per_gpu_token,
+                   "kv_cache_tokens": kv_tokens, "gpu_memory_utilization": util},
+        "max_model_len": max_len,
+        "proposed_max_model_len": proposed,
+        "max_num_seqs": max_seqs,
+        "max_concurrency_at_max_len": concurrency,
+        "served_model_name": served,
+        "port": port,
+        "args": args,
+        "env": env,
+        "resources": {"limits": resources},
+        "annotations": annotations,
+        "shm_size_mib": shm_mib,
+        "startup_probe": startup_probe,
+        "startup_budget_s": budget_s,
+        "problems": problems,
+        "warnings": warnings,
+    }
+    result["summary"] = summary(result)
+    return result
+
+
+def summary(r: dict) -> str:
+    m, g, mem = r["model"], r["gpus"], r["memory"]
+    lines = [
+        f"{m['architecture']}: {m['parameters_b']}B parameters, {m['weight_gib']} GiB of {m['quantization'] or m['dtype']} "
+        f"weights ({m['weights_from']})",
+        f"{g['per_replica']} GPU(s) per replica (TP {g['tensor_parallel_size']}, PP {g['pipeline_parallel_size']}), "
+        f"{g['usable_mib']} MiB each{' (a HAMi slice)' if g['fractional'] else ''}",
+        f"per GPU: {mem['weights_per_gpu_gib']} GiB weights + ~{mem['overhead_per_gpu_gib']} GiB overhead + "
+        f"{mem['kv_cache_per_gpu_gib']} GiB KV cache at gpu_memory_utilization {mem['gpu_memory_utilization']}",
+        f"KV cache: {mem['kv_cache_tokens']} tokens ({mem['kv_bytes_per_token_per_gpu']} bytes/token/GPU); "
+        f"max_model_len {r['max_model_len']} (largest that fits: {r['proposed_max_model_len']}), "
+        f"{r['max_concurrency_at_max_len']} requests at full length",
+        f"/dev/shm {r['shm_size_mib']} MiB; startup budget {r['startup_budget_s']} s",
+    ]
+    lines += [f"PROBLEM: {x}" for x in r["problems"]] + [f"warning: {x}" for x in r["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,296 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: serving_plan
+short_description: Check that a model fits the GPUs and that the vLLM command line is right, before deploying
+version_added: 0.1.0
+description:
+  - From the model's C(config.json) (or its directory) and the GPUs, computes the weights per GPU and the smallest
+    tensor-parallel size that fits (it must divide the attention heads), the KV cache bytes per token and how many
+    tokens fit at O(gpu_memory_utilization), the largest O(max_model_len) that fits, HAMi resources
+    (C(nvidia.com/gpu), and C(nvidia.com/gpumem) in MiB per GPU for a slice), the C(/dev/shm) size and a
+    startupProbe budget.
+  - Checks the vLLM command line in O(extra_args) against the flags of O(vllm_version) as vLLM's own released
+    sources define them (0.10.0, 0.11.0 and 0.12.0); refuses unknown and removed flags with the nearest valid flag,
+    warns on deprecated and no-effect ones, refuses C(--api-key) on the command line, C(--trust-remote-code) unless
+    O(allow_trust_remote_code), C(CUDA_VISIBLE_DEVICES) and C(NCCL_SHM_DISABLE=1) in O(env), and a
+    C(nvidia.com/gpumem) larger than one GPU.
+  - Returns the container args, env and resources for the StatefulSet, and a readable summary. Fails, listing every
+    problem at once, when anything would stop vLLM from starting or the pod from being scheduled.
+  - The memory of activations, CUDA graphs and the CUDA context is an estimate (O(overhead_mib)); vLLM measures it
+    at start. Treat the KV numbers as a plan to check.
+options:
+  model_config:
+    description: The model's config.json as a dictionary. One of O(model_config) and O(model_dir) is required.
+    type: dict
+  model_dir:
+    description:
+      - Directory holding the model (on the host the task runs on). Its C(config.json) is read, and when a
+        C(model.safetensors.index.json) is there, its total size gives the exact weight bytes.
+    type: path
+  model_path:
+    description: Path of the model inside the container (the first argument of C(vllm serve)).
+    type: str
+  served_model_name:
+    description: The name clients ask for. Default the last part of O(model_path).
+    type: str
+  vllm_version:
+    description: The vLLM version of the image; flags are checked against it.
+    type: str
+    default: 0.12.0
+  extra_args:
+    description:
+      - More C(vllm serve) flags, as a list or as one command line (the write-up's C(python3 -m
+        vllm.entrypoints.openai.api_server ...) form is accepted). Flags the plan computes (tensor parallel size,
+        max model len, memory utilization, served name, port, ...) given here are read as the wanted values.
+    type: raw
+  env:
+    description: Environment variables meant for the vLLM container (checked, then rendered).
+    type: dict
+    default: {}
+  gpu_memory_mib:
+    description: Memory of one GPU in MiB (what nvidia-smi and NVML report, e.g. 81559 for an H100 80GB HBM3).
+    type: int
+    required: true
+  gpus_per_node:
+    description: GPUs a node has; tensor x pipeline parallel size must fit in one node.
+    type: int
+    default: 8
+  gpu_memory_request_mib:
+    description: For a HAMi slice, the memory per GPU to request (C(nvidia.com/gpumem)). Unset means whole GPUs.
+    type: int
+  gpu_cores_percent:
+    description: For a HAMi slice, the compute share per GPU (C(nvidia.com/gpucores)).
+    type: int
+  gpu_types:
+    description: GPU types HAMi may place the pod on (C(nvidia.com/use-gputype)), e.g. C([H100, A100]).
+    type: list
+    elements: str
+  tensor_parallel_size:
+    description: Tensor-parallel size. Default the smallest that fits.
+    type: int
+  pipeline_parallel_size:
+    description: Pipeline-parallel size.
+    type: int
+  gpu_memory_utilization:
+    description: Share of each GPU's memory (of the slice, for a HAMi slice) vLLM may take. Default 0.9.
+    type: float
+  max_model_len:
+    description: Longest context. Default the largest that fits (capped by the model's max_position_embeddings).
+    type: int
+  max_num_seqs:
+    description: Most sequences in a batch. Default 256.
+    type: int
+  dtype:
+    description: Weight dtype; C(auto) takes the model's.
+    type: str
+  quantization:
+    description: Weight quantization of the checkpoint.
+    type: str
+    choices: [fp8, awq, gptq, int8]
+  kv_cache_dtype:
+    description: KV cache dtype.
+    type: str
+    choices: [auto, fp8, fp8_e4m3, fp8_e5m2]
+  param_count:
+    description: Parameters of the model, when known better than the estimate from config.json.
+    type: int
+  overhead_mib:
+    description: Estimated memory per GPU for activations, CUDA graphs and the CUDA context.
+    type: int
+    default: 3072
+  port:
+    description: Port vLLM listens on. Default 8000.
+    type: int
+  api_key_secret:
+    description: Name of the Secret holding the API key (rendered as the C(VLLM_API_KEY) env source).
+    type: str
+    default: vllm-api-key
+  api_key_secret_key:
+    description: Key of the API key in that Secret.
+    type: str
+    default: api-key
+  allow_trust_remote_code:
+    description: Allow C(--trust-remote-code) (the model's own Python code runs in the server).
+    type: bool
+    default: false
+  allow_long_max_model_len:
+    description: Allow a max_model_len above the model's max_position_embeddings (rope-scaled models).
+    type: bool
+    default: false
+  image_glibc:
+    description: glibc version of the vLLM image, to check HAMi-core's isolation for fractional GPUs.
+    type: str
+  load_bandwidth_mib_s:
+    description: Expected read speed of the model storage, for the startup budget.
+    type: float
+    default: 1000
+  warmup_s:
+    description: Expected seconds of compilation and CUDA-graph capture after loading, for the startup budget.
+    type: float
+    default: 180
+  fail_on_problems:
+    description: Fail when there are problems. With V(false) they are only returned.
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Only computes.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - inferops.vllm maintainers (@inferops)
+"""
+
+EXAMPLES = r"""
+- name: Plan Qwen3-235B-A22B on 8 H100s before deploying anything
+  inferops.vllm.serving_plan:
+    model_dir: /models/qwen3-235b
+    model_path: /models/qwen3-235b
+    served_model_name: qwen3-235b
+    gpu_memory_mib: 81559
+    max_model_len: 131072
+    extra_args: [--enable-auto-tool-choice, --tool-call-parser, hermes]
+  register: vllm_plan
+
+- name: Show it
+  ansible.builtin.debug:
+    msg: "{{ vllm_plan.summary.splitlines() }}"
+"""
+
+RETURN = r"""
+summary:
+  description: The plan in a few lines, problems and warnings last.
+  returned: always
+  type: str
+problems:
+  description: What would stop vLLM or the pod (the task fails when there is any, unless O(fail_on_problems=false)).
+  returned: always
+  type: list
+  elements: str
+warnings:
+  description: What works but is likely not meant.
+  returned: always
+  type: list
+  elements: str
+args:
+  description: The container args (the image's entrypoint is C(vllm serve)).
+  returned: success
+  type: list
+  elements: str
+env:
+  description: The container env, with C(VLLM_API_KEY) from the Secret.
+  returned: success
+  type: list
+  elements: dict
+resources:
+  description: The container resources (HAMi resource names).
+  returned: success
+  type: dict
+annotations:
+  description: Pod annotations for HAMi's scheduler.
+  returned: success
+  type: dict
+shm_size_mib:
+  description: Size for the memory-backed /dev/shm volume.
+  returned: success
+  type: int
+startup_probe:
+  description: A startupProbe with a failure budget from the model size and load speed.
+  returned: success
+  type: dict
+model:
+  description: What was read or estimated of the model (parameters, weight bytes, layers, heads).
+  returned: success
+  type: dict
+gpus:
+  description: GPUs per replica, tensor and pipeline parallel sizes, usable memory per GPU.
+  returned: success
+  type: dict
+memory:
+  description: Per-GPU weights, overhead and KV cache, KV bytes per token, tokens that fit.
+  returned: success
+  type: dict
+max_model_len:
+  description: The context length the plan uses.
+  returned: success
+  type: int
+proposed_max_model_len:
+  description: The largest context length that fits.
+  returned: success
+  type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
+from ansible_collections.inferops.vllm.plugins.module_utils.errors import InferopsError
+from ansible_collections.inferops.vllm.plugins.module_utils.serving_plan import parse_args, plan
+
+
+def run(module):
+    # A key pasted into extra_args is refused below; mask its value in every
+    # output too (the task's own echo of its arguments included).
+    for flag, value in parse_args(module.params["extra_args"]):
+        if flag == "--api-key" and value:
+            module.no_log_values.add(value)
+    result = plan(module.params)
+    if result["problems"] and module.params["fail_on_problems"]:
+        raise InferopsError(f"the serving plan has {len(result['problems'])} problem(s):\n"
+                            + "\n".join(f"- {x}" for x in result["problems"]),
+                            **{k: v for k, v in result.items() if k != "summary"}, summary=result["summary"])
+    return {"changed": False, **result}
+
+
+def main():
+    spec = dict(
+        model_config=dict(type="dict"),
+        model_dir=dict(type="path"),
+        model_path=dict(type="str"),
+        served_model_name=dict(type="str"),
+        vllm_version=dict(type="str", default="0.12.0"),
+        extra_args=dict(type="raw"),
+        env=dict(type="dict", default={}),
+        gpu_memory_mib=dict(type="int", required=True),
+        gpus_per_node=dict(type="int", default=8),
+        gpu_memory_request_mib=dict(type="int"),
+        gpu_cores_percent=dict(type="int"),
+        gpu_types=dict(type="list", elements="str"),
+        tensor_parallel_size=dict(type="int"),
+        pipeline_parallel_size=dict(type="int"),
+        gpu_memory_utilization=dict(type="float"),
+        max_model_len=dict(type="int"),
+        max_num_seqs=dict(type="int"),
+        dtype=dict(type="str"),
+        quantization=dict(type="str", choices=["fp8", "awq", "gptq", "int8"]),
+        kv_cache_dtype=dict(type="str", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]),
+        param_count=dict(type="int"),
+        overhead_mib=dict(type="int", default=3072),
+        port=dict(type="int"),
+        api_key_secret=dict(type="str", default="vllm-api-key", no_log=False),
+        api_key_secret_key=dict(type="str", default="api-key", no_log=False),
+        allow_trust_remote_code=dict(type="bool", default=False),
+        allow_long_max_model_len=dict(type="bool", default=False),
+        image_glibc=dict(type="str"),
+        load_bandwidth_mib_s=dict(type="float", default=1000),
+        warmup_s=dict(type="float", default=180),
+        fail_on_problems=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                           required_one_of=[("model_config", "model_dir")],
+                           mutually_exclusive=[("model_config", "model_dir")])
+    module_runner.run(module, run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""serving_plan against real model configs, checked against hand
+computations written out here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.inferops.vllm.plugins.module_utils.errors import ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.serving_plan import (
+    kv_bytes_per_token, model_shape, parameter_count, parse_args, plan,
+)
+
+CONFIGS = Path(__file__).parent / "model_configs"
+GIB = 1024 ** 3
+H100_MIB = 81559
+
+
+def cfg(name: str) -> dict:
+    return json.loads((CONFIGS / f"{name}.json").read_text())
+
+
+def test_parameter_counts_match_hand_computation_and_published_sizes():
+    # Qwen3-235B-A22B: per layer attention 4096*64*128*2 + 2*4096*4*128 = 71,303,168;
+    # experts 128*3*4096*1536 + router 4096*128 = 2,416,443,392; x94 layers;
+    # embeddings and lm_head 2*151936*4096.
+    assert parameter_count(model_shape(cfg("qwen3-235b-a22b-instruct-2507"))) == \
+        94 * (71_303_168 + 2_416_443_392) + 2 * 151936 * 4096 == 235_092_836_352
+    # Qwen2.5-7B: attention 3584*3584*2 + 2*3584*512 = 29,360,128; MLP 3*3584*18944 = 203,685,888.
+    assert parameter_count(model_shape(cfg("qwen2.5-7b-instruct"))) == \
+        28 * (29_360_128 + 203_685_888) + 2 * 152064 * 3584 == 7_615_283_200  # card: 7.61B (biases left out)
+    # Llama-3.1-70B: attention 8192*8192*2 + 2*8192*1024 = 150,994,944; MLP 3*8192*28672 = 704,643,072.
+    assert parameter_count(model_shape(cfg("llama-3.1-70b"))) == \
+        80 * (150_994_944 + 704_643_072) + 2 * 128256 * 8192 == 70_552_387_584  # card: 70.6B
+    # Qwen2.5-0.5B, tied embeddings: attention 896*896*2 + 2*896*128 = 1,835,008; MLP 3*896*4864.
+    assert parameter_count(model_shape(cfg("qwen2.5-0.5b-instruct"))) == \
+        24 * (1_835_008 + 13_074_432) + 151936 * 896 == 493_961_216  # card: 0.49B
+
+
+def test_kv_cache_per_token():
+    s = model_shape(cfg("qwen3-235b-a22b-instruct-2507"))
+    # 2 (K and V) x 94 layers x 4 KV heads x 128 x 2 bytes
+    assert kv_bytes_per_token(s, 1, 2) == (192_512, 192_512)
+    # TP 8 > 4 KV heads: each GPU keeps one head, so 1/4 of the whole, not 1/8.
+    assert kv_bytes_per_token(s, 8, 2) == (192_512, 48_128)
+    s7 = model_shape(cfg("qwen2.5-7b-instruct"))
+    assert kv_bytes_per_token(s7, 2, 2) == (2 * 28 * 4 * 128 * 2, 2 * 28 * 2 * 128 * 2)
+
+
+def test_qwen3_235b_needs_tp8_on_h100():
+    r = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": H100_MIB, "gpus_per_node": 8})
+    assert r["problems"] == []
+    assert r["gpus"]["tensor_parallel_size"] == 8  # TP 4 would need 109.5 GiB of weights per GPU
+    weights = 235_092_836_352 * 2
+    assert r["model"]["weight_bytes"] == weights
+    # KV room per GPU: 0.9 x 81559 MiB - weights/8 - 3 GiB overhead, at 48,128 bytes per token.
+    room = H100_MIB * 0.9 * 1024 ** 2 - weights / 8 - 3 * GIB
+    assert r["memory"]["kv_cache_tokens"] == int(room // 48_128) // 16 * 16
+    # About 311k tokens fit, more than the model's 262144 positions: the context is capped by the model.
+    assert r["memory"]["kv_cache_tokens"] > 262144 and r["proposed_max_model_len"] == 262144
+    assert r["resources"] == {"limits": {"nvidia.com/gpu": "8"}}  # whole GPUs: no gpumem
+    assert r["shm_size_mib"] == 16 * 1024
+
+
+def test_qwen25_7b_fits_one_gpu_and_refuses_tp8():
+    r = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB})
+    assert r["gpus"]["tensor_parallel_size"] == 1 and r["problems"] == []
+    assert r["max_model_len"] == 32768  # capped by max_position_embeddings: the KV cache holds far more
+    bad = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "tensor_parallel_size": 8})
+    assert any("does not divide the 28 attention heads" in x for x in bad["problems"])
+
+
+def test_llama_70b_smallest_tp_and_long_context_problem():
+    r = plan({"model_config": cfg("llama-3.1-70b"), "gpu_memory_mib": H100_MIB})
+    # 141.1 GB of bf16 weights: TP 2 leaves 0.9*79.6 - 65.7 - 3 = 2.97 GiB of KV per GPU.
+    assert r["gpus"]["tensor_parallel_size"] == 2
+    per_gpu = 2 * 80 * 4 * 128 * 2  # 8 KV heads over 2 GPUs
+    room = H100_MIB * 0.9 * 1024 ** 2 - 70_552_387_584 * 2 / 2 - 3 * GIB
+    assert r["memory"]["kv_cache_tokens"] == int(room // per_gpu) // 16 * 16
+    long = plan({"model_config": cfg("llama-3.1-70b"), "gpu_memory_mib": H100_MIB, "tensor_parallel_size": 2,
+                 "max_model_len": 131072})
+    assert any("max_model_len 131072 does not fit the KV cache" in x for x in long["problems"])
+
+
+def test_small_model_on_a_hami_slice():
+    r = plan({"model_config": cfg("qwen2.5-0.5b-instruct"), "gpu_memory_mib": H100_MIB,
+              "gpu_memory_request_mib": 10240, "gpu_types": ["H100"], "image_glibc": "2.35"})
+    assert r["resources"]["limits"] == {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10240"}
+    assert r["annotations"] == {"nvidia.com/use-gputype": "H100"}
+    assert r["gpus"]["usable_mib"] == 10240  # utilization applies to the slice HAMi-core reports
+    assert any("glibc 2.35 is outside 2.17-2.29" in w for w in r["warnings"])
+    assert r["problems"] == []
+
+
+WRITEUP_COMMAND = """python3 -m vllm.entrypoints.openai.api_server \\
+  --model=/opt/app/models \\
+  --served-model-name=Qwen3-235B-A22B-Instruct-2507 \\
+  --port=9997 \\
+  --host=0.0.0.0 \\
+  --trust-remote-code \\
+  --dtype=auto \\
+  --enable-prefix-caching \\
+  --enable-chunked-prefill \\
+  --tensor-parallel-size=8 \\
+  --gpu-memory-utilization=0.85 \\
+  --api-key=${API_KEY} \\
+  --max-model-len=131072 \\
+  --tool-call-parser=hermes \\
+  --enable-auto-tool-choice \\
+  --swap-space=16 \\
+  --disable-log-requests \\
+  --max-num-seqs=128 \\
+  --max-paddings=256"""
+
+
+def test_the_writeups_command_comes_back_with_every_problem():
+    r = plan({
+        "model_config": cfg("qwen3-235b-a22b-instruct-2507"), "vllm_version": "0.12.0",
+        "gpu_memory_mib": H100_MIB, "gpus_per_node": 8, "gpu_memory_request_mib": 638976,
+        "extra_args": WRITEUP_COMMAND,
+        "env": {"NCCL_SHM_DISABLE": "1", "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1",
+                "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "NCCL_IB_DISABLE": "0"},
+    })
+    problems, warnings = "\n".join(r["problems"]), "\n".join(r["warnings"])
+    assert "--max-paddings is not a flag of vLLM 0.12.0" in problems
+    assert "--api-key puts the key on the command line" in problems
+    assert "--trust-remote-code runs Python code" in problems
+    assert "638976 = 8 x 79872: use 79872" in problems and "memory per GPU" in problems
+    assert "CUDA_VISIBLE_DEVICES" in problems and "NCCL_SHM_DISABLE=1" in problems
+    assert "--swap-space parses but has no effect" in warnings
+    assert "--disable-log-requests is deprecated" in warnings
+    # 131072 fits one sequence in the KV cache, but not 128 of them at that length.
+    assert "max_num_seqs 128 x max_model_len 131072" in warnings
+    assert r["max_model_len"] == 131072 and r["gpus"]["tensor_parallel_size"] == 8
+    assert r["memory"]["gpu_memory_utilization"] == 0.85
+    # What it renders carries none of the mistakes, and the name and port it was given.
+    args = r["args"]
+    assert args[0] == "/opt/app/models" and "--api-key" not in args and "--trust-remote-code" not in args
+    assert "--max-paddings" not in args and "--swap-space" not in args and "--disable-log-requests" not in args
+    assert args[args.index("--served-model-name") + 1] == "Qwen3-235B-A22B-Instruct-2507"
+    assert args[args.index("--port") + 1] == "9997"
+    assert ["--tool-call-parser", "hermes"] == args[args.index("--tool-call-parser"):args.index("--tool-call-parser") + 2]
+    names = {e["name"] for e in r["env"]}
+    assert "CUDA_VISIBLE_DEVICES" not in names
+    assert next(e for e in r["env"] if e["name"] == "VLLM_API_KEY")["valueFrom"]["secretKeyRef"]["name"]
+
+
+def test_flags_are_checked_per_version():
+    # --disable-log-requests is a plain flag in 0.10, deprecated from 0.11 on.
+    old = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "vllm_version": "0.10.0",
+                "extra_args": ["--disable-log-requests"]})
+    assert not any("--disable-log-requests" in w for w in old["warnings"]) and "--disable-log-requests" in old["args"]
+    bad = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB,
+                "extra_args": ["--enable-prefix-cachin", "--no-enable-prefix-caching", "--enable-auto-tool-choice"]})
+    assert any("--enable-prefix-cachin is not a flag" in p and "did you mean --enable-prefix-caching" in p
+               for p in bad["problems"])
+    assert any("needs --tool-call-parser" in p for p in bad["problems"])
+    assert "--no-enable-prefix-caching" in bad["args"]
+
+
+def test_parse_args_forms():
+    assert parse_args("vllm serve /m --port 8000 --enforce-eager -tp=2") == [
+        (None, "/m"), ("--port", "8000"), ("--enforce-eager", None), ("-tp", "2")]
+
+
+def test_bad_inputs_name_the_parameter():
+    with pytest.raises(ParameterError, match="gpu_memory_mib"):
+        plan({"model_config": cfg("qwen2.5-7b-instruct")})
+    with pytest.raises(ParameterError, match="vllm_version: 0.9.0 is not supported"):
+        plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": 1, "vllm_version": "0.9.0"})
+    with pytest.raises(ParameterError, match="config.json lacks"):
+        plan({"model_config": {"model_type": "x"}, "gpu_memory_mib": H100_MIB})
