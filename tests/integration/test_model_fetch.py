@@ -120,6 +120,8 @@ def test_s3_resumes_after_the_server_dies(sandbox, s3, tmp_path):
     dest = tmp_path / "big"
     stopped = threading.Event()
 
+    # One part at a time, so that no other part slips through while the
+    # hook is stopping the server.
     def stop_server_after_three(path, index, done, parts):
         if path == "shard-00001.safetensors" and done == 3 and not stopped.is_set():
             stopped.set()
@@ -127,7 +129,7 @@ def test_s3_resumes_after_the_server_dies(sandbox, s3, tmp_path):
 
     def source(hook=None):
         return S3Source(bucket, "big", sandbox.s3_endpoint, None, creds["access_key"], creds["secret_key"],
-                        part_size=5 * MIB, max_concurrency=2, connect_timeout=2, read_timeout=5, max_attempts=2,
+                        part_size=5 * MIB, max_concurrency=1, connect_timeout=2, read_timeout=5, max_attempts=2,
                         on_part_done=hook, allow=["shard-*", "config.json"])
 
     try:
