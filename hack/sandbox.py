@@ -350,6 +350,7 @@ def health_checks(ports: dict, pki: Path) -> dict:
         "kube-scheduler": lambda: https_ok(f"https://{LOOPBACK}:{ports['scheduler']}/healthz", pki, verify=False),
         "kwok": lambda: _kwok_listening(ports["kwok"]),
         "minio": lambda: http_ok(f"http://{LOOPBACK}:{ports['s3']}/minio/health/ready"),
+        "vllm-standin": lambda: _kwok_listening(ports["vllm_standin"]),
     }
 
 
@@ -572,7 +573,7 @@ def up(args: argparse.Namespace) -> int:
     ports = {
         k: free_port()
         for k in ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "s3", "s3_console",
-                  "standin")
+                  "standin", "vllm_standin")
     }
     s3_creds = {"access_key": "sandbox-" + secrets.token_hex(4), "secret_key": secrets.token_urlsafe(24)}
     creds_file = STATE_DIR / "s3-credentials.json"
@@ -684,7 +685,8 @@ def up(args: argparse.Namespace) -> int:
             kwok_src / "pod" / "chaos" / "pod-container-running-failed.yaml",
         ]
         kwok_config = STATE_DIR / "kwok-config.yaml"
-        kwok_config.write_text("\n---\n".join([p.read_text() for p in stages] + kwok_extras(ports["standin"])))
+        kwok_config.write_text("\n---\n".join([p.read_text() for p in stages]
+                                               + kwok_extras(ports["standin"], ports["vllm_standin"])))
         kwok = run.start(
             "kwok",
             [
@@ -712,11 +714,18 @@ def up(args: argparse.Namespace) -> int:
             ],
             env=minio_env(s3_creds),
         )
+        standin = run.start(
+            "vllm-standin",
+            [sys.executable, str(ROOT / "hack" / "openai_standin.py"), f"--kubeconfig={kubeconfig}",
+             f"--port={ports['vllm_standin']}", *[f"--pod={p}" for p in VLLM_PODS]],
+        )
         for name, proc in (("kube-controller-manager", kcm), ("kube-scheduler", scheduler), ("kwok", kwok),
-                           ("minio", minio)):
+                           ("minio", minio), ("vllm-standin", standin)):
             run.wait_ready(name, proc, healthy[name], 120)
 
         add_nodes(state, args.gpu_nodes, args.gpus_per_node, args.gpu_memory_mib, args.gpu_product, args.cpu_nodes)
+        create_storage(state)
+        seed_model(state, s3_creds)
         wait_default_service_account(kubeconfig, 120)
     except BaseException:
         stop(state, keep_data=False, quiet=True)
@@ -734,7 +743,10 @@ def up(args: argparse.Namespace) -> int:
 # Pods with these names get kubelet-like extras from kwok (its selectors
 # match names, not labels): a port-forward to a local OpenAI-compatible
 # stand-in on the reserved "standin" port, and container logs to read.
-FORWARDED_PODS = ("standin-0", "standin-1")
+FORWARDED_PODS = ("standin-0", "standin-1")  # tests start their own stand-in on the "standin" port
+# The vllm_serve role's pods in the sandbox inventory go to the sandbox's own
+# stand-in, which configures itself from their pod spec (hack/openai_standin.py).
+VLLM_PODS = ("vllm-0", "vllm-1")
 LOGGED_PODS = ("crasher-0",)
 # kwok reads container logs in the CRI log format: time, stream, tag, line.
 CRASH_LOG_PREVIOUS = """\
@@ -745,7 +757,7 @@ CRASH_LOG_PREVIOUS = """\
 CRASH_LOG_CURRENT = "2026-01-01T10:02:40.000000000Z stdout F INFO api_server.py: vLLM API server starting\n"
 
 
-def kwok_extras(standin_port: int) -> list[str]:
+def kwok_extras(standin_port: int, vllm_standin_port: int) -> list[str]:
     import yaml
 
     previous, current = STATE_DIR / "crasher-previous.log", STATE_DIR / "crasher-current.log"
@@ -755,11 +767,70 @@ def kwok_extras(standin_port: int) -> list[str]:
         {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": "standin"},
          "spec": {"selector": {"matchNames": list(FORWARDED_PODS)},
                   "forwards": [{"target": {"port": standin_port, "address": LOOPBACK}}]}},
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": "vllm"},
+         "spec": {"selector": {"matchNames": list(VLLM_PODS)},
+                  "forwards": [{"target": {"port": vllm_standin_port, "address": LOOPBACK}}]}},
         {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs", "metadata": {"name": "crasher"},
          "spec": {"selector": {"matchNames": list(LOGGED_PODS)},
                   "logs": [{"logsFile": str(current), "previousLogsFile": str(previous), "follow": False}]}},
     ]
     return [yaml.safe_dump(d, sort_keys=False) for d in docs]
+
+
+STORAGE_CLASS = "sandbox-local"
+SANDBOX_VOLUMES = 8
+SEED_MODEL = ROOT / ".cache" / "test-models" / "all-minilm-l6-v2"
+SEED_BUCKET, SEED_PREFIX = "models", "all-minilm-l6-v2"
+
+
+def create_storage(state: dict) -> None:
+    """A StorageClass whose claims bind: static hostPath volumes in the state
+    folder, bound by the real controller-manager's volume binder."""
+    from kubernetes import client
+
+    api = api_client(Path(state["kubeconfig"]))
+    client.StorageV1Api(api).create_storage_class({
+        "metadata": {"name": STORAGE_CLASS},
+        "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "Immediate",
+        "reclaimPolicy": "Retain",
+    })
+    core = client.CoreV1Api(api)
+    for i in range(SANDBOX_VOLUMES):
+        path = STATE_DIR / "volumes" / f"pv-{i}"
+        path.mkdir(parents=True, exist_ok=True)
+        core.create_persistent_volume({
+            "metadata": {"name": f"sandbox-pv-{i}", "labels": {SANDBOX_NODE_LABEL: "volume"}},
+            "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+                     "storageClassName": STORAGE_CLASS, "persistentVolumeReclaimPolicy": "Retain",
+                     "hostPath": {"path": str(path), "type": "DirectoryOrCreate"}},
+        })
+    state["storage_class"] = STORAGE_CLASS
+    save_state(state)
+
+
+def seed_model(state: dict, creds: dict) -> None:
+    """Put the small real test model into the S3 server (with a SHA256SUMS),
+    so site.yml on the sandbox has a model to fetch."""
+    if not SEED_MODEL.is_dir():
+        return
+    import hashlib
+
+    import boto3
+    from botocore.config import Config
+
+    s3 = boto3.client("s3", endpoint_url=state["s3"]["endpoint"], aws_access_key_id=creds["access_key"],
+                      aws_secret_access_key=creds["secret_key"], region_name="us-east-1",
+                      config=Config(s3={"addressing_style": "path"}))
+    s3.create_bucket(Bucket=SEED_BUCKET)
+    sums = []
+    for path in sorted(p for p in SEED_MODEL.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        rel = path.relative_to(SEED_MODEL).as_posix()
+        s3.upload_file(str(path), SEED_BUCKET, f"{SEED_PREFIX}/{rel}")
+        sums.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {rel}\n")
+    s3.put_object(Bucket=SEED_BUCKET, Key=f"{SEED_PREFIX}/SHA256SUMS", Body="".join(sums).encode())
+    state["s3"]["seed_model"] = {"bucket": SEED_BUCKET, "prefix": SEED_PREFIX}
+    save_state(state)
 
 
 def _kwok_listening(port: int) -> bool:

@@ -148,6 +148,11 @@ def diagnose_workload(kind: str, obj: dict, pods: list[dict], events: list[dict]
             findings.append(Finding("ProgressDeadlineExceeded", ref, cond.get("message", "")))
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             findings.append(Finding("FailedCreate", ref, cond.get("message", "")))
+    if kind == "PersistentVolumeClaim":
+        said = [e.get("message", "") for e in _events_for(events, kind, meta["name"])[-3:]]
+        sc = (obj.get("spec") or {}).get("storageClassName")
+        findings.append(Finding("PVCPending", ref, f"claim is {(obj.get('status') or {}).get('phase', 'Pending')} "
+                                f"(storageClass {sc!r}): {'; '.join(said) or 'no event yet'}", claim=meta["name"]))
     for ev in _events_for(events, kind, meta["name"])[-3:]:
         if ev.get("type") == "Warning" and ev.get("reason") in ("FailedCreate", "FailedCreatePodSandBox"):
             findings.append(Finding("FailedCreate", ref, ev.get("message", "")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("StatefulSet", "Deployment", "DaemonSet", "Job")
+KINDS = ("StatefulSet", "Deployment", "DaemonSet", "Job", "PersistentVolumeClaim")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ def _observed(obj: dict) -> bool:
 
 
 def status_of(kind: str, obj: dict) -> RolloutStatus:
-    return {"StatefulSet": statefulset, "Deployment": deployment, "DaemonSet": daemonset, "Job": job}[kind](obj)
+    return {"StatefulSet": statefulset, "Deployment": deployment, "DaemonSet": daemonset, "Job": job,
+            "PersistentVolumeClaim": claim}[kind](obj)
 
 
 def deployment(obj: dict) -> RolloutStatus:
@@ -111,3 +112,14 @@ def job(obj: dict) -> RolloutStatus:
     completions = (obj.get("spec") or {}).get("completions") or 1
     return RolloutStatus(False, f"job {name!r}: {s.get('succeeded', 0)} of {completions} completions, "
                                 f"{s.get('active', 0)} active, {s.get('failed', 0)} failed")
+
+
+def claim(obj: dict) -> RolloutStatus:
+    """A claim is ready once Bound; Lost will not recover by waiting."""
+    name = obj["metadata"]["name"]
+    phase = (obj.get("status") or {}).get("phase", "Pending")
+    if phase == "Bound":
+        return RolloutStatus(True, f"claim {name!r} is bound to {(obj.get('spec') or {}).get('volumeName')}")
+    if phase == "Lost":
+        return RolloutStatus(False, f"claim {name!r} lost its volume", failed=True, reason="ClaimLost")
+    return RolloutStatus(False, f"claim {name!r} is {phase}")

@@ -22,6 +22,7 @@ API_PATHS = {
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
     "DaemonSet": "/apis/apps/v1/namespaces/{ns}/daemonsets",
     "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
 }
 
 
@@ -121,8 +122,12 @@ class RolloutWaiter:
         stop = threading.Event()
         workload = Informer(self.api, base, [("fieldSelector", f"metadata.name={self.name}")], changes, stop,
                             self.request_timeout)
-        pods = Informer(self.api, f"/api/v1/namespaces/{self.namespace}/pods",
-                        [("labelSelector", selector)] if selector else [], changes, stop, self.request_timeout)
+        # A claim has no pods: watch a pod list that is always empty.
+        pod_query = [("labelSelector", selector)] if selector else []
+        if self.kind == "PersistentVolumeClaim":
+            pod_query = [("fieldSelector", "metadata.name=inferops-no-such-pod")]
+        pods = Informer(self.api, f"/api/v1/namespaces/{self.namespace}/pods", pod_query, changes, stop,
+                        self.request_timeout)
         workload.start()
         pods.start()
         first_ready = None

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: workload_wait
-short_description: Wait for a StatefulSet, Deployment, DaemonSet or Job to roll out, and say why when it does not
+short_description: Wait for a StatefulSet, Deployment, DaemonSet or Job to roll out (or a claim to bind), and say why when it does not
 version_added: 0.1.0
 description:
   - Watches the workload and its pods through the API (list, then watch from the list's resourceVersion;
     re-lists when the version has expired and reconnects when the connection drops). It never sleeps in a loop.
   - Rolled out means what C(kubectl rollout status) means (observed generation, updated, ready and available
-    replicas, update revision); a Job must complete.
+    replicas, update revision); a Job must complete; a PersistentVolumeClaim must be Bound.
   - When the wait fails it returns a diagnosis naming each cause and the object it was seen on -
     C(ImagePullBackOff) (the image), C(CrashLoopBackOff) (container, restarts, last log lines of the crashed run),
     C(Unschedulable) (the scheduler's message), C(PVCPending)/C(FailedMount) (the claim), C(ProbeFailed) (the
@@ -24,7 +24,7 @@ options:
     description: Kind of the workload.
     type: str
     required: true
-    choices: [StatefulSet, Deployment, DaemonSet, Job]
+    choices: [StatefulSet, Deployment, DaemonSet, Job, PersistentVolumeClaim]
   name:
     description: Name of the workload.
     type: str
@@ -163,7 +163,8 @@ def wait(module):
 
 def main():
     spec = dict(
-        kind=dict(type="str", required=True, choices=["StatefulSet", "Deployment", "DaemonSet", "Job"]),
+        kind=dict(type="str", required=True,
+                  choices=["StatefulSet", "Deployment", "DaemonSet", "Job", "PersistentVolumeClaim"]),
         name=dict(type="str", required=True),
         namespace=dict(type="str", required=True),
         timeout=dict(type="float", default=600),

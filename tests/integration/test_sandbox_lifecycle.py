@@ -39,7 +39,7 @@ def test_second_sandbox_uses_other_ports_and_down_cleans_up(sandbox, tmp_path):
         assert run(state_dir, "kubeconfig").stdout.strip() == str(state_dir / "kubeconfig")
 
         pids = [p["pid"] for p in state["processes"]]
-        assert len(pids) == 6  # etcd, apiserver, controller-manager, scheduler, kwok, minio
+        assert len(pids) == 7  # etcd, apiserver, controller-manager, scheduler, kwok, minio, vllm-standin
     finally:
         down = run(state_dir, "down")
     assert down.returncode == 0, down.stdout + down.stderr

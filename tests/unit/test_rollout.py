@@ -55,3 +55,12 @@ def test_job_rules():
     assert status.failed and status.reason == "BackoffLimitExceeded"
     job["status"]["conditions"] = [{"type": "Complete", "status": "True"}]
     assert rollout.job(job).done
+
+
+def test_claim_rules():
+    pvc = {"metadata": {"name": "models"}, "spec": {"volumeName": "pv-1"}, "status": {"phase": "Pending"}}
+    assert not rollout.claim(pvc).done
+    pvc["status"]["phase"] = "Bound"
+    assert rollout.claim(pvc).done and "pv-1" in rollout.claim(pvc).message
+    pvc["status"]["phase"] = "Lost"
+    assert rollout.claim(pvc).failed
