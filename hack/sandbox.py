@@ -685,8 +685,8 @@ def up(args: argparse.Namespace) -> int:
             kwok_src / "pod" / "chaos" / "pod-container-running-failed.yaml",
         ]
         kwok_config = STATE_DIR / "kwok-config.yaml"
-        kwok_config.write_text("\n---\n".join([p.read_text() for p in stages]
-                                               + kwok_extras(ports["standin"], ports["vllm_standin"])))
+        documents = [p.read_text() for p in stages] + kwok_extras(ports["standin"], ports["vllm_standin"])
+        kwok_config.write_text("\n---\n".join(documents))
         kwok = run.start(
             "kwok",
             [

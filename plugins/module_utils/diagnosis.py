@@ -15,6 +15,7 @@ CONFIG_REASONS = ("CreateContainerConfigError", "CreateContainerError", "RunCont
 # Causes that do not go away by waiting: a wait may stop early on them.
 PERMANENT_CAUSES = (
     "ImagePullBackOff",
+    "PVCMissing",
     "CrashLoopBackOff",
     "CreateContainerConfigError",
     "Unschedulable",

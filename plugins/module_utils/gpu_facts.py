@@ -78,9 +78,9 @@ def container_runtime(root: str = "/") -> dict:
     cfg_dir = os.path.join(root, "etc/containerd")
     texts = []
     main = os.path.join(cfg_dir, "config.toml")
-    for path in [main] + sorted(
-            os.path.join(cfg_dir, "conf.d", n) for n in (os.listdir(os.path.join(cfg_dir, "conf.d"))
-                                                          if os.path.isdir(os.path.join(cfg_dir, "conf.d")) else [])):
+    dropins = os.path.join(cfg_dir, "conf.d")
+    names = sorted(os.listdir(dropins)) if os.path.isdir(dropins) else []
+    for path in [main] + [os.path.join(dropins, n) for n in names]:
         if os.path.isfile(path):
             with open(path, encoding="utf-8", errors="replace") as f:
                 texts.append((path, f.read()))

@@ -42,9 +42,9 @@ options:
       - Causes that end the wait before O(timeout). Give V([]) to always wait for the timeout.
     type: list
     elements: str
-    choices: [ImagePullBackOff, CrashLoopBackOff, CreateContainerConfigError, Unschedulable,
+    choices: [ImagePullBackOff, PVCMissing, CrashLoopBackOff, CreateContainerConfigError, Unschedulable,
               BackoffLimitExceeded, DeadlineExceeded, ProgressDeadlineExceeded]
-    default: [ImagePullBackOff, CrashLoopBackOff, CreateContainerConfigError, Unschedulable,
+    default: [ImagePullBackOff, PVCMissing, CrashLoopBackOff, CreateContainerConfigError, Unschedulable,
               BackoffLimitExceeded, DeadlineExceeded, ProgressDeadlineExceeded]
   fail_fast_after:
     description:

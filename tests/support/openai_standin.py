@@ -8,4 +8,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 
-from openai_standin import StandIn  # noqa: E402,F401  pylint: disable=wrong-import-position
+from openai_standin import StandIn  # noqa: E402  pylint: disable=wrong-import-position
+
+__all__ = ["StandIn"]

@@ -21,8 +21,8 @@ def test_mig_not_supported_reads_as_unsupported():
 
 def test_containerd_dropin_sets_nvidia_default(tmp_path):
     (tmp_path / "etc/containerd/conf.d").mkdir(parents=True)
-    (tmp_path / "etc/containerd/config.toml").write_text('version = 2\nimports = ["/etc/containerd/conf.d/*.toml"]\n'
-                                                          'default_runtime_name = "runc"\n')
+    main = 'version = 2\nimports = ["/etc/containerd/conf.d/*.toml"]\ndefault_runtime_name = "runc"\n'
+    (tmp_path / "etc/containerd/config.toml").write_text(main)
     (tmp_path / "etc/containerd/conf.d/99-nvidia.toml").write_text(
         '[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = "nvidia"\n'
         '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]\n'
