@@ -24,6 +24,7 @@ sandbox-down:
 	hack/sandbox down
 
 test: setup
+	hack/host-test-image >/dev/null
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 unit: setup
