@@ -778,7 +778,7 @@ def kwok_extras(standin_port: int, vllm_standin_port: int) -> list[str]:
 
 
 STORAGE_CLASS = "sandbox-local"
-SANDBOX_VOLUMES = 8
+SANDBOX_VOLUMES = 32  # Retain: a released volume is not bound again, so keep plenty
 SEED_MODEL = ROOT / ".cache" / "test-models" / "all-minilm-l6-v2"
 SEED_BUCKET, SEED_PREFIX = "models", "all-minilm-l6-v2"
 
