@@ -95,6 +95,14 @@ def wait_exit(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
+def terminate(pid: int) -> None:
+    """SIGTERM, wait for the exit, SIGKILL after 20 s."""
+    os.kill(pid, signal.SIGTERM)
+    if not wait_exit(pid, 20):
+        os.kill(pid, signal.SIGKILL)
+        wait_exit(pid, 5)
+
+
 def build_binaries() -> dict[str, Path]:
     out = subprocess.run(
         [str(ROOT / "hack" / "build-sandbox-bins")],
@@ -348,9 +356,9 @@ def health_checks(ports: dict, pki: Path) -> dict:
         "kube-controller-manager": lambda: https_ok(
             f"https://{LOOPBACK}:{ports['controller_manager']}/healthz", pki, verify=False),
         "kube-scheduler": lambda: https_ok(f"https://{LOOPBACK}:{ports['scheduler']}/healthz", pki, verify=False),
-        "kwok": lambda: _kwok_listening(ports["kwok"]),
+        "kwok": lambda: tcp_listening(ports["kwok"]),
         "minio": lambda: http_ok(f"http://{LOOPBACK}:{ports['s3']}/minio/health/ready"),
-        "vllm-standin": lambda: _kwok_listening(ports["vllm_standin"]),
+        "vllm-standin": lambda: tcp_listening(ports["vllm_standin"]),
     }
 
 
@@ -833,7 +841,7 @@ def seed_model(state: dict, creds: dict) -> None:
     save_state(state)
 
 
-def _kwok_listening(port: int) -> bool:
+def tcp_listening(port: int) -> bool:
     with socket.create_connection((LOOPBACK, port), timeout=2):
         return True
 
@@ -861,10 +869,7 @@ def stop(state: dict, keep_data: bool, quiet: bool = False) -> None:
         pid = proc["pid"]
         if not process_alive(pid, marker):
             continue
-        os.kill(pid, signal.SIGTERM)
-        if not wait_exit(pid, 20):
-            os.kill(pid, signal.SIGKILL)
-            wait_exit(pid, 5)
+        terminate(pid)
         if not quiet:
             print(f"stopped {proc['name']} (pid {pid})")
     state["processes"] = []
@@ -893,10 +898,7 @@ def stop_component(args: argparse.Namespace) -> int:
     state = load_state()
     entry = _component(state, args.component)
     if process_alive(entry["pid"], state["state_dir"]):
-        os.kill(entry["pid"], signal.SIGTERM)
-        if not wait_exit(entry["pid"], 20):
-            os.kill(entry["pid"], signal.SIGKILL)
-            wait_exit(entry["pid"], 5)
+        terminate(entry["pid"])
     print(f"stopped {entry['name']}")
     return 0
 

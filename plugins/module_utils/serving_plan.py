@@ -142,7 +142,7 @@ def kv_bytes_per_token(s: dict, tp: int, kv_dtype_bytes: int) -> tuple[int, int]
     """(whole model, per GPU). With more GPUs than KV heads, vLLM keeps one
     KV head per GPU (replicated), so the per-GPU share stops shrinking."""
     whole = 2 * s["layers"] * s["kv_heads"] * s["head_dim"] * kv_dtype_bytes
-    heads_per_gpu = max(1, s["kv_heads"] // tp) if s["kv_heads"] >= tp else 1
+    heads_per_gpu = max(1, s["kv_heads"] // tp)
     return whole, 2 * s["layers"] * heads_per_gpu * s["head_dim"] * kv_dtype_bytes
 
 
