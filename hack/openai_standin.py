@@ -1,25 +1,25 @@
 """A small OpenAI-compatible HTTP server that stands in for vLLM in tests
 (kwok pods run no containers, and no GPU is here). It follows vLLM's API
 where the collection relies on it: GET /health (no auth; 503 while
-"loading"), GET /v1/models, POST /v1/chat/completions with and without
-stream=true, bearer auth on /v1 paths only, 404 for an unknown model."""
+"loading", for a set number of health checks so that tests race no clock),
+GET /v1/models, POST /v1/chat/completions with and without stream=true,
+bearer auth on /v1 paths only, 404 for an unknown model."""
 
 from __future__ import annotations
 
 import json
 import ssl
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class StandIn:
     def __init__(self, model: str = "standin-model", api_key: str | None = "test-key",
-                 loading_seconds: float = 0.0, port: int = 0, tls_cert: tuple[str, str] | None = None,
+                 loading_health_checks: int = 0, port: int = 0, tls_cert: tuple[str, str] | None = None,
                  reply: str = "ready"):
         self.model, self.api_key, self.reply = model, api_key, reply
-        self.ready_at = time.monotonic() + loading_seconds
+        self.loading_health_checks = loading_health_checks
         self.requests: list[dict] = []
         outer = self
 
@@ -50,7 +50,8 @@ class StandIn:
                 outer.requests.append({"method": "GET", "path": self.path,
                                        "authorization": self.headers.get("Authorization")})
                 if self.path == "/health":
-                    if time.monotonic() < outer.ready_at:
+                    if outer.loading_health_checks > 0:
+                        outer.loading_health_checks -= 1
                         return self._send(503, body=b"", ctype="text/plain")
                     return self._send(200, body=b"", ctype="text/plain")
                 if self.path == "/v1/models":

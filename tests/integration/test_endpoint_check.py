@@ -41,10 +41,10 @@ def test_full_check_with_stream():
 
 
 def test_waits_while_the_server_loads():
-    with StandIn(api_key=KEY, loading_seconds=1.5) as server:
+    with StandIn(api_key=KEY, loading_health_checks=2) as server:
         result = check(url=server.url, model="standin-model", api_key=KEY, startup_timeout=30)
         assert result.get("failed") is not True, result.get("msg")
-        assert result["health"]["tries"] > 1
+        assert result["health"]["tries"] == 3  # two 503s while loading, then 200
 
 
 def test_wrong_key():

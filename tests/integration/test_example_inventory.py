@@ -41,7 +41,7 @@ def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace,
     }]))
     result = run_playbook(playbook, inventory="localhost,", extra_args=["-c", "local", "-e",
                           "ansible_python_interpreter=" + sys.executable])
-    assert result.rc == 0, result.stderr + str(result.stats)
+    assert result.rc == 0, result.failures()
 
     sts = apps_v1.read_namespaced_stateful_set("vllm-qwen3-235b", namespace)
     pod_spec = sts.spec.template.spec
@@ -108,7 +108,7 @@ def test_per_replica_storage_with_init_container_fetch(sandbox, namespace, apps_
     }]))
     result = run_playbook(playbook, inventory="localhost,", extra_args=["-c", "local", "-e",
                           "ansible_python_interpreter=" + sys.executable])
-    assert result.rc == 0, result.stderr + str(result.stats)
+    assert result.rc == 0, result.failures()
     assert not core_v1.list_namespaced_persistent_volume_claim(namespace, label_selector="app.kubernetes.io/managed-by=inferops.vllm").items
     sts = apps_v1.read_namespaced_stateful_set("per-replica", namespace)
     assert [t.metadata.name for t in sts.spec.volume_claim_templates] == ["models"]

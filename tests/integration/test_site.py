@@ -20,7 +20,7 @@ def site(sandbox, *extra: str):
 
 def test_site_end_to_end_then_no_change(sandbox, core_v1, apps_v1):
     first = site(sandbox)
-    assert first.rc == 0 and first.failed() == 0, first.stderr + json.dumps(first.stats)
+    assert first.rc == 0 and first.failed() == 0, first.failures()
     assert first.changed() > 0
 
     report = first.task("Report the cluster and its GPU nodes")["msg"]
@@ -45,6 +45,6 @@ def test_site_end_to_end_then_no_change(sandbox, core_v1, apps_v1):
     assert apps_v1.read_namespaced_stateful_set("vllm", "ai-serving").status.ready_replicas == 1
 
     second = site(sandbox)
-    assert second.rc == 0 and second.failed() == 0, second.stderr
+    assert second.rc == 0 and second.failed() == 0, second.failures()
     changed = [t["task"]["name"] for t in second.tasks() if any(h.get("changed") for h in t["hosts"].values())]
     assert second.changed() == 0, changed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from support.ansible import run_module
+from support.k8s import wait_for
 
 pytestmark = pytest.mark.integration
 IMAGE = "registry.invalid/vllm-openai:v0.12.0"
@@ -81,11 +82,14 @@ def test_crashloop_reports_restarts_and_previous_log(sandbox, namespace, apps_v1
     assert any("CUDA out of memory" in line for line in finding["log_tail"]), finding["log_tail"]
 
 
-def test_probe_failure_is_reported_on_timeout(sandbox, namespace, apps_v1):
+def test_probe_failure_is_reported_on_timeout(sandbox, namespace, apps_v1, core_v1):
     apps_v1.create_namespaced_stateful_set(
         namespace, statefulset("unready", labels={"sandbox.inferops.io/fail": "readiness"}, probe=True))
-    result = wait(sandbox, "StatefulSet", "unready", namespace, timeout=8)
-    assert result["failed"] is True and "timed out after 8s" in result["msg"]
+    # The probe has failed (the kubelet's event is there) before the wait
+    # starts, so the short timeout races nothing on a slow machine.
+    wait_for(core_v1.list_namespaced_event, lambda e: e.reason == "Unhealthy", 120, namespace)
+    result = wait(sandbox, "StatefulSet", "unready", namespace, timeout=3)
+    assert result["failed"] is True and "timed out after 3s" in result["msg"]
     [finding] = [d for d in result["diagnosis"] if d["cause"] == "ProbeFailed"]
     assert "Readiness probe failed" in finding["message"]
 

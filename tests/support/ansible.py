@@ -32,6 +32,17 @@ class PlaybookResult:
     def failed(self) -> int:
         return sum(s.get("failures", 0) + s.get("unreachable", 0) for s in self.stats.values())
 
+    def failures(self) -> str:
+        """Each failed task with its host and message, for assertion messages:
+        the stats alone do not say what broke."""
+        lines = []
+        for t in self.tasks():
+            for host, r in t["hosts"].items():
+                if r.get("failed") or r.get("unreachable"):
+                    detail = {k: r[k] for k in ("msg", "diagnosis", "stderr", "module_stderr") if r.get(k)}
+                    lines.append(f"{t['task']['name']} [{host}]: {json.dumps(detail)[:4000]}")
+        return "\n".join(lines) + "\n" + self.stderr[-4000:] + json.dumps(self.stats)
+
     def tasks(self) -> list[dict]:
         return [t for play in self.data.get("plays", []) for t in play["tasks"]]
 
