@@ -137,7 +137,11 @@ class ClusterBackedStandIn(StandIn):
 
         def refresh_then(method):
             def wrapped(h):
-                outer.load_from_cluster()
+                try:
+                    outer.load_from_cluster()
+                except Exception as exc:  # noqa: BLE001 - answer it, as a broken server would, rather than hang up
+                    h.send_error(500, f"stand-in cannot read its pod from the cluster: {exc}"[:200])
+                    return None
                 return method(h)
             return wrapped
 
@@ -152,10 +156,12 @@ class ClusterBackedStandIn(StandIn):
         if self._api is None:
             self._api = client.CoreV1Api(config.new_client_from_config(config_file=self.kubeconfig))
         for name in self.pod_names:
-            pods = self._api.list_pod_for_all_namespaces(field_selector=f"metadata.name={name}").items
+            pods = [p for p in self._api.list_pod_for_all_namespaces(field_selector=f"metadata.name={name}").items
+                    if not p.metadata.deletion_timestamp]
             if not pods:
                 continue
-            pod = pods[0]
+            # The newest, if a pod of that name is left in another namespace.
+            pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
             container = pod.spec.containers[0]
             args = list(container.args or [])
             if "--served-model-name" in args:

@@ -13,13 +13,26 @@ from support import sandbox as sandbox_support
 
 
 @pytest.fixture(scope="session")
-def sandbox():
+def sandbox(request):
     sb, started = sandbox_support.start()
     yield sb
+    if request.session.testsfailed:
+        # What the sandbox's processes said, kept before `down` removes it.
+        SANDBOX_REPORT.extend(sandbox_support.keep_logs())
     # SANDBOX_KEEP=1 leaves a sandbox this session started running, for the
     # next run (local development); CI always stops it.
     if started and os.environ.get("SANDBOX_KEEP") != "1":
         sandbox_support.stop()
+
+
+SANDBOX_REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SANDBOX_REPORT:
+        terminalreporter.section("sandbox logs (tests failed)")
+        for line in SANDBOX_REPORT:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
