@@ -297,7 +297,13 @@ class Launcher:
         )
         log.close()
         entry = {"name": name, "pid": proc.pid, "argv": argv, "env_keys": sorted(env or {})}
-        self.state["processes"] = [p for p in self.state["processes"] if p["name"] != name] + [entry]
+        # A restarted component keeps its place: `down` stops in reverse start
+        # order, clients before the API server (which otherwise waits 20 s on them).
+        names = [p["name"] for p in self.state["processes"]]
+        if name in names:
+            self.state["processes"][names.index(name)] = entry
+        else:
+            self.state["processes"].append(entry)
         save_state(self.state)
         return proc
 
