@@ -156,7 +156,8 @@ class ClusterBackedStandIn(StandIn):
         if self._api is None:
             self._api = client.CoreV1Api(config.new_client_from_config(config_file=self.kubeconfig))
         for name in self.pod_names:
-            pods = [p for p in self._api.list_pod_for_all_namespaces(field_selector=f"metadata.name={name}").items
+            pods = [p for p in self._api.list_pod_for_all_namespaces(field_selector=f"metadata.name={name}",
+                                                                _request_timeout=10).items
                     if not p.metadata.deletion_timestamp]
             if not pods:
                 continue
@@ -169,7 +170,7 @@ class ClusterBackedStandIn(StandIn):
             for env in container.env or []:
                 ref = env.value_from.secret_key_ref if env.name == "VLLM_API_KEY" and env.value_from else None
                 if ref:
-                    secret = self._api.read_namespaced_secret(ref.name, pod.metadata.namespace)
+                    secret = self._api.read_namespaced_secret(ref.name, pod.metadata.namespace, _request_timeout=10)
                     self.api_key = base64.b64decode(secret.data[ref.key]).decode()
             return
 
