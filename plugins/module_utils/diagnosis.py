@@ -167,3 +167,12 @@ def diagnose_workload(kind: str, obj: dict, pods: list[dict], events: list[dict]
             keys.add(key)
             unique.append(f)
     return unique
+
+
+def final_findings(findings: list[Finding], pods: list[dict], causes) -> list[Finding]:
+    """The findings among causes that waiting will not fix. Unschedulable is
+    not final while a pod of the same workload is still terminating: what it
+    holds (GPUs above all) is freed when it goes, as in a rolling update that
+    replaces pods, so the pending pod may yet fit."""
+    terminating = any((p.get("metadata") or {}).get("deletionTimestamp") for p in pods)
+    return [f for f in findings if f.cause in causes and not (f.cause == "Unschedulable" and terminating)]

@@ -166,7 +166,7 @@ class RolloutWaiter:
                 # Fail fast on causes that waiting will not fix, once they
                 # have persisted for fail_fast_after seconds.
                 findings = self._diagnose(obj, pod_list, with_events=False) if pod_list else []
-                permanent = {(f.cause, f.object) for f in findings if f.cause in self.fail_fast}
+                permanent = {(f.cause, f.object) for f in diagnosis.final_findings(findings, pod_list, self.fail_fast)}
                 seen_since = {k: seen_since.get(k, now) for k in permanent}
                 due = [k for k, t in seen_since.items() if now - t >= self.fail_fast_after]
                 if due:

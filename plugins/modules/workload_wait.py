@@ -40,6 +40,8 @@ options:
   fail_fast:
     description:
       - Causes that end the wait before O(timeout). Give V([]) to always wait for the timeout.
+      - C(Unschedulable) does not end the wait while a pod of the same workload is terminating, since the GPUs it
+        holds are freed when it goes (a rolling update that replaces pods).
     type: list
     elements: str
     choices: [ImagePullBackOff, PVCMissing, CrashLoopBackOff, CreateContainerConfigError, Unschedulable,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from ansible_collections.inferops.vllm.plugins.module_utils.diagnosis import diagnose_pod, diagnose_workload
+from ansible_collections.inferops.vllm.plugins.module_utils.diagnosis import (
+    diagnose_pod, diagnose_workload, final_findings)
 from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import selector_string
 
 
@@ -63,3 +64,24 @@ def test_selector_string():
     sel = {"matchLabels": {"b": "2", "a": "1"},
            "matchExpressions": [{"key": "c", "operator": "In", "values": ["x", "y"]}, {"key": "d", "operator": "DoesNotExist"}]}
     assert selector_string(sel) == "a=1,b=2,c in (x,y),!d"
+
+
+def test_unschedulable_is_not_final_while_a_pod_of_the_workload_terminates():
+    msg = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+    pending = pod("vllm-1", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                         "message": msg}])
+    leaving = pod("vllm-0")
+    leaving["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    findings = diagnose_workload("Deployment", {"metadata": {"name": "vllm", "namespace": "ns"}}, [pending, leaving],
+                                 [], {})
+    causes = ("Unschedulable", "ImagePullBackOff")
+    assert [f.cause for f in findings] == ["Unschedulable"]
+    assert final_findings(findings, [pending, leaving], causes) == []
+    # Once it has gone, the pending pod's Unschedulable is final again.
+    assert [f.cause for f in final_findings(findings, [pending], causes)] == ["Unschedulable"]
+    # Other causes stay final whatever terminates, and only the causes asked for count.
+    pulling = pod("vllm-2", statuses=[{"name": "vllm", "state": {"waiting": {"reason": "ImagePullBackOff"}}}])
+    both = diagnose_workload("Deployment", {"metadata": {"name": "vllm", "namespace": "ns"}},
+                             [pending, leaving, pulling], [], {})
+    assert [f.cause for f in final_findings(both, [pending, leaving, pulling], causes)] == ["ImagePullBackOff"]
+    assert final_findings(both, [pending, pulling], ("ImagePullBackOff",))[0].cause == "ImagePullBackOff"
