@@ -82,6 +82,44 @@ def test_crashloop_reports_restarts_and_previous_log(sandbox, namespace, apps_v1
     assert any("CUDA out of memory" in line for line in finding["log_tail"]), finding["log_tail"]
 
 
+def test_unschedulable_waits_while_the_old_pod_terminates(sandbox, namespace, apps_v1, core_v1):
+    """A rolling update that replaces a whole-node pod: the new pod cannot fit
+    until the old one, still terminating (held here by a finalizer, as vLLM
+    draining would hold it), has gone. That is not a reason to give up."""
+    busy = {p.spec.node_name for p in core_v1.list_pod_for_all_namespaces().items
+            if p.spec.node_name and p.status.phase not in ("Succeeded", "Failed")
+            and any("nvidia.com/gpu" in ((c.resources and c.resources.limits) or {}) for c in p.spec.containers)}
+    node = next(n for n in sandbox.gpu_nodes if n not in busy)
+    gpus = core_v1.read_node(node).status.allocatable["nvidia.com/gpu"]
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "whole"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "whole"}},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+                 "template": {"metadata": {"labels": {"app": "whole"}}, "spec": {
+                     "nodeSelector": {"kubernetes.io/hostname": node},
+                     "containers": [{"name": "vllm", "image": IMAGE,
+                                     "resources": {"limits": {"nvidia.com/gpu": gpus}}}]}}}}
+    apps_v1.create_namespaced_deployment(namespace, deployment)
+    assert wait(sandbox, "Deployment", "whole", namespace, timeout=120)["rolled_out"] is True
+    [old] = core_v1.list_namespaced_pod(namespace, label_selector="app=whole").items
+    hold = {"metadata": {"finalizers": ["sandbox.inferops.io/hold"]}}
+    core_v1.patch_namespaced_pod(old.metadata.name, namespace, hold)
+    try:
+        apps_v1.patch_namespaced_deployment("whole", namespace, {"spec": {"template": {"spec": {"containers": [
+            {"name": "vllm", "image": IMAGE.replace("v0.12.0", "v0.12.1")}]}}}})
+        wait_for(core_v1.list_namespaced_pod, lambda p: any(
+            c.reason == "Unschedulable" for c in (p.status.conditions or [])), 120, namespace)
+        held = wait(sandbox, "Deployment", "whole", namespace, timeout=4, fail_fast_after=0.5)
+        assert held["failed"] is True and "timed out after 4s" in held["msg"], held["msg"]
+        assert any(d["cause"] == "Unschedulable" for d in held["diagnosis"])
+    finally:
+        core_v1.patch_namespaced_pod(old.metadata.name, namespace, {"metadata": {"finalizers": None}})
+    # The old pod goes, its GPUs come back, and the same wait now succeeds.
+    result = wait(sandbox, "Deployment", "whole", namespace, timeout=120, fail_fast_after=0.5)
+    assert result.get("failed") is not True, result.get("msg")
+    assert result["rolled_out"] is True
+
+
 def test_probe_failure_is_reported_on_timeout(sandbox, namespace, apps_v1, core_v1):
     apps_v1.create_namespaced_stateful_set(
         namespace, statefulset("unready", labels={"sandbox.inferops.io/fail": "readiness"}, probe=True))
