@@ -113,5 +113,15 @@ class PodTunnel:
             if err:
                 self.errors.append(f"port-forward to pod {self.namespace}/{self.pod}:{self.port}: {err}")
             conn.close()
+            # Half-close and drain before closing: a Unix socket closed with
+            # unread data resets its peer, and the client library's proxy
+            # thread would print that reset as a traceback.
+            try:
+                remote.shutdown(socket.SHUT_WR)
+                remote.settimeout(1.0)
+                while remote.recv(65536):
+                    pass
+            except OSError:
+                pass
             remote.close()
             pf.close()
