@@ -48,3 +48,10 @@ def test_site_end_to_end_then_no_change(sandbox, core_v1, apps_v1):
     assert second.rc == 0 and second.failed() == 0, second.failures()
     changed = [t["task"]["name"] for t in second.tasks() if any(h.get("changed") for h in t["hosts"].values())]
     assert second.changed() == 0, changed
+
+    # One stage alone, as an operator re-runs it: the serve stage finds the
+    # model from the claim's volume, and changes nothing either.
+    serve = site(sandbox, "--tags", "serve")
+    assert serve.rc == 0 and serve.failed() == 0, serve.failures()
+    assert serve.changed() == 0
+    assert serve.task("inferops.vllm.vllm_serve : Ask the server, as a client would")["chat"]["reply"] == "ready"
