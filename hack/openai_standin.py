@@ -156,9 +156,8 @@ class ClusterBackedStandIn(StandIn):
         if self._api is None:
             self._api = client.CoreV1Api(config.new_client_from_config(config_file=self.kubeconfig))
         for name in self.pod_names:
-            pods = [p for p in self._api.list_pod_for_all_namespaces(field_selector=f"metadata.name={name}",
-                                                                _request_timeout=10).items
-                    if not p.metadata.deletion_timestamp]
+            listed = self._api.list_pod_for_all_namespaces(field_selector=f"metadata.name={name}", _request_timeout=10)
+            pods = [p for p in listed.items if not p.metadata.deletion_timestamp]
             if not pods:
                 continue
             # The newest, if a pod of that name is left in another namespace.
