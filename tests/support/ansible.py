@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,34 @@ def run_playbook(
     except json.JSONDecodeError as exc:
         raise AssertionError(f"ansible-playbook printed no JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from exc
     return PlaybookResult(data, proc.returncode, proc.stderr)
+
+
+class TextRun:
+    """A playbook run with Ansible's default output, as an operator sees it."""
+
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.rc = proc.returncode
+        self.output = proc.stdout + proc.stderr
+        totals = {"ok": 0, "changed": 0, "unreachable": 0, "failed": 0}
+        for line in self.output.splitlines():
+            if " : ok=" in line:  # a PLAY RECAP line, one a host
+                for key in totals:
+                    totals[key] += int(re.search(rf"\b{key}=(\d+)", line).group(1))
+        self.recap = totals
+        task, self.changed_tasks = None, []
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                task = line[6:line.rfind("]")]
+            elif line.startswith("changed: ") and task not in self.changed_tasks:
+                self.changed_tasks.append(task)
+
+
+def run_playbook_text(playbook: str | Path, inventory: str | Path, *extra_args: str, env: dict | None = None) -> TextRun:
+    run_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", **(env or {})}
+    run_env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), *extra_args], cwd=ROOT,
+                          env=run_env, text=True, capture_output=True, timeout=1200, check=False)
+    return TextRun(proc)
 
 
 def run_module(
