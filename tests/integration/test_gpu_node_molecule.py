@@ -1,7 +1,8 @@
-"""The gpu_node role's host side, by its molecule scenario, on a real Debian
-bookworm container (podman): preflight, the toolkit from a signed local APT
+"""The gpu_node role's host side, by its molecule scenario, on real Debian
+bookworm containers (podman): preflight, the toolkit from a signed local APT
 repository the scenario builds, containerd's drop-in (read back with
-`containerd config dump`), handlers that fire once, a second converge that
+`containerd config dump`) on one host and Docker's daemon.json (merged,
+parsed back) on the other, handlers that fire once, a second converge that
 changes nothing."""
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def test_gpu_node_molecule_scenario():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "INFEROPS_APT_REPO_PORT": str(port), "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1",
+    env = {**os.environ, "INFEROPS_APT_REPO_PORT": str(port), "INFEROPS_HOST_IMAGE": image.stdout.strip(),
+           "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(["molecule", "test"], cwd=ROOT / "roles" / "gpu_node", env=env, capture_output=True,
                           text=True, timeout=900, check=False)
@@ -33,7 +35,9 @@ def test_gpu_node_molecule_scenario():
     assert proc.returncode == 0, out[-6000:]
     for step in ("create", "prepare", "converge", "idempotence", "verify", "destroy"):
         assert f"{step}: Executed: Successful" in out, step
-    # The runtime's handler ran once, in the first converge; the second changed nothing.
+    # Each runtime's handler ran once, in the first converge; the second changed nothing.
     assert out.count("RUNNING HANDLER [inferops.vllm.gpu_node : Restart containerd]") == 1
-    recaps = re.findall(r"gpu-host-1\s+: ok=\d+\s+changed=(\d+)", out)
-    assert int(recaps[1]) > 0 and int(recaps[2]) == 0, recaps
+    assert out.count("RUNNING HANDLER [inferops.vllm.gpu_node : Restart docker]") == 1
+    for host in ("gpu-host-1", "gpu-host-2"):
+        recaps = re.findall(rf"{host}\s+: ok=\d+\s+changed=(\d+)", out)
+        assert int(recaps[1]) > 0 and int(recaps[2]) == 0, (host, recaps)
