@@ -78,44 +78,74 @@ def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace,
     assert pdb.spec.max_unavailable == 1
 
 
-def test_per_replica_storage_with_init_container_fetch(sandbox, namespace, apps_v1, core_v1, tmp_path):
-    """model_store's other layout: a claim per replica (volumeClaimTemplates),
-    each pod fetching the model in an initContainer before vLLM starts."""
+def deploy_with_init_container_fetch(sandbox, namespace, tmp_path, name: str, storage: dict) -> dict:
+    """model_store then vllm_serve, the model fetched by each pod's
+    initContainer; storage: the model_store/vllm_serve variables of the layout."""
     creds = sandbox.s3_credentials()
     playbook = tmp_path / "deploy.yml"
     playbook.write_text(yaml.safe_dump([{
-        "name": "per-replica model storage", "hosts": "localhost", "gather_facts": False,
+        "name": f"{name}: model storage with an initContainer fetch", "hosts": "localhost", "gather_facts": False,
         "vars": {
             "inferops_kubeconfig": sandbox.kubeconfig,
             "model_store_namespace": namespace, "model_store_name": "minilm",
-            "model_store_storage": "per_replica", "model_store_download": "init_container",
-            "model_store_storage_class": sandbox.state["storage_class"], "model_store_size": "10Gi",
+            "model_store_download": "init_container",
             "model_store_source": "s3", "model_store_endpoint_url": sandbox.s3_endpoint,
             "model_store_s3_bucket": "models", "model_store_s3_prefix": "all-minilm-l6-v2",
             "model_store_s3_access_key": creds["access_key"], "model_store_s3_secret_key": creds["secret_key"],
             "model_store_fetch_image": "registry.invalid/inferops-model-fetch:0.1.0",
-            "vllm_serve_namespace": namespace, "vllm_serve_name": "per-replica",
+            "vllm_serve_namespace": namespace, "vllm_serve_name": name,
             "vllm_serve_served_model_name": "minilm", "vllm_serve_model_subpath": "minilm",
             "vllm_serve_model_dir": str(ROOT / ".cache" / "test-models" / "all-minilm-l6-v2"),
-            "vllm_serve_model_claim_template": "{{ model_store_claim_template }}",
             "vllm_serve_init_containers": ["{{ model_store_fetch_container }}"],
             "vllm_serve_replicas": 2, "vllm_serve_max_model_len": 512, "vllm_serve_gpu_memory_request_mib": 8192,
             "vllm_serve_image_glibc": "2.28", "vllm_serve_cpu_request": "1", "vllm_serve_memory_request": "4Gi",
             "vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"}, "vllm_serve_check": False,
             "vllm_serve_wait_timeout": 120,
+            **storage,
         },
         "roles": [{"role": "inferops.vllm.model_store"}, {"role": "inferops.vllm.vllm_serve"}],
     }]))
     result = run_playbook(playbook, inventory="localhost,", extra_args=["-c", "local", "-e",
                           "ansible_python_interpreter=" + sys.executable])
     assert result.rc == 0, result.failures()
-    assert not core_v1.list_namespaced_persistent_volume_claim(namespace, label_selector="app.kubernetes.io/managed-by=inferops.vllm").items
-    sts = apps_v1.read_namespaced_stateful_set("per-replica", namespace)
-    assert [t.metadata.name for t in sts.spec.volume_claim_templates] == ["models"]
+    return creds
+
+
+def assert_fetched_by_init_container(sts, creds: dict) -> None:
     init = sts.spec.template.spec.init_containers[0]
     assert init.args[:4] == ["--source", "s3", "--dest", "/models/minilm"]
     assert creds["secret_key"] not in str(init.to_dict())  # the key comes from the Secret, by envFrom
     assert init.env_from[0].secret_ref.name == "minilm-fetch-credentials"
+    assert sts.status.ready_replicas == 2
+
+
+def test_per_replica_storage_with_init_container_fetch(sandbox, namespace, apps_v1, core_v1, tmp_path):
+    """model_store's other layout: a claim per replica (volumeClaimTemplates),
+    each pod fetching the model in an initContainer before vLLM starts."""
+    creds = deploy_with_init_container_fetch(sandbox, namespace, tmp_path, "per-replica", {
+        "model_store_storage": "per_replica", "model_store_storage_class": sandbox.state["storage_class"],
+        "model_store_size": "10Gi", "vllm_serve_model_claim_template": "{{ model_store_claim_template }}"})
+    assert not core_v1.list_namespaced_persistent_volume_claim(namespace, label_selector="app.kubernetes.io/managed-by=inferops.vllm").items
+    sts = apps_v1.read_namespaced_stateful_set("per-replica", namespace)
+    assert [t.metadata.name for t in sts.spec.volume_claim_templates] == ["models"]
+    assert_fetched_by_init_container(sts, creds)
     claims = {c.metadata.name: c.status.phase for c in core_v1.list_namespaced_persistent_volume_claim(namespace).items}
     assert claims == {"models-per-replica-0": "Bound", "models-per-replica-1": "Bound"}
     assert not client.BatchV1Api(apps_v1.api_client).list_namespaced_job(namespace).items  # no Job: each pod fetches
+
+
+def test_hostpath_cache_with_init_container_fetch(sandbox, namespace, apps_v1, core_v1, tmp_path):
+    """The third layout: a cache folder on each GPU node (hostPath), filled
+    by each pod's initContainer; no claim at all."""
+    creds = deploy_with_init_container_fetch(sandbox, namespace, tmp_path, "node-cache", {
+        "model_store_storage": "hostpath", "model_store_hostpath": "/srv/models",
+        "vllm_serve_model_volume": "{{ model_store_volume }}"})
+    sts = apps_v1.read_namespaced_stateful_set("node-cache", namespace)
+    [volume] = [v for v in sts.spec.template.spec.volumes if v.name == "models"]
+    assert volume.host_path.path == "/srv/models" and volume.host_path.type == "DirectoryOrCreate"
+    assert not sts.spec.volume_claim_templates
+    assert not core_v1.list_namespaced_persistent_volume_claim(namespace).items
+    mounts = {m.name: m.mount_path for m in sts.spec.template.spec.containers[0].volume_mounts}
+    assert mounts["models"] == "/models"
+    assert_fetched_by_init_container(sts, creds)
+    assert not client.BatchV1Api(apps_v1.api_client).list_namespaced_job(namespace).items

@@ -41,6 +41,10 @@ class PlaybookResult:
             for host, r in t["hosts"].items():
                 if r.get("failed") or r.get("unreachable"):
                     detail = {k: r[k] for k in ("msg", "diagnosis", "stderr", "module_stderr") if r.get(k)}
+                    # A loop's own message says only that an item failed: add the items'.
+                    items = [i.get("msg") for i in r.get("results") or [] if i.get("failed")]
+                    if items:
+                        detail["items"] = items
                     lines.append(f"{t['task']['name']} [{host}]: {json.dumps(detail)[:4000]}")
         return "\n".join(lines) + "\n" + self.stderr[-4000:] + json.dumps(self.stats)
 
