@@ -46,7 +46,7 @@ class PlaybookResult:
                     if items:
                         detail["items"] = items
                     lines.append(f"{t['task']['name']} [{host}]: {json.dumps(detail)[:4000]}")
-        return "\n".join(lines) + "\n" + self.stderr[-4000:] + json.dumps(self.stats)
+        return "\n".join(lines) + "\n" + self.stderr[-1500:] + json.dumps(self.stats)
 
     def tasks(self) -> list[dict]:
         return [t for play in self.data.get("plays", []) for t in play["tasks"]]
