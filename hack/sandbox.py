@@ -862,6 +862,15 @@ def add_nodes(state: dict, gpu_nodes: int, gpus: int, mem_mib: int, product: str
         gpu_node_manifest(n, ZONES[(start + i) % len(ZONES)], gpus, mem_mib, product)
         for i, n in enumerate(gpu_names)
     ] + [cpu_node_manifest(n, ZONES[(cpu_start + i) % len(ZONES)]) for i, n in enumerate(cpu_names)]
+    for m in manifests:
+        # Registered with its addresses and kubelet port, as a kubelet
+        # registers its node: the API server finds a node's kubelet (logs,
+        # port-forward) by them. kwok's node-initialize stage would add them
+        # too, but a loaded machine once left a node without them ("no
+        # preferred addresses found"); kwok keeps what is there.
+        m["status"]["addresses"] = [{"type": "InternalIP", "address": LOOPBACK},
+                                    {"type": "Hostname", "address": m["metadata"]["name"]}]
+        m["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": state["ports"]["kwok"]}}
     create_nodes(kubeconfig, manifests)
     wait_nodes_ready(kubeconfig, set(gpu_names) | set(cpu_names), timeout=120 + len(manifests))
     state["gpu_nodes"] += gpu_names
