@@ -48,6 +48,52 @@ class FileSpec:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+class UnsafePath(InferopsError):
+    """A file name from the source would land outside the destination, or on
+    one of the destination's own bookkeeping files."""
+
+
+def check_relative_path(name: str, source: str = "the source") -> str:
+    """A remote file name as a path inside the destination, or UnsafePath.
+
+    A remote name never leaves the destination: no absolute path, no '..',
+    and no '.' or empty segment either (those would map two remote names to
+    one file). Our own bookkeeping (the marker, the partial folder, the hub
+    caches) is not the source's to write."""
+    if not isinstance(name, str) or not name:
+        raise UnsafePath(f"{source} lists a file with an empty name", file=name)
+    reason = None
+    if "\0" in name:
+        reason = "it contains a NUL byte"
+    elif name.startswith("/"):
+        reason = "it is an absolute path"
+    else:
+        segments = name.split("/")
+        if ".." in segments:
+            reason = "it contains '..'"
+        elif "" in segments or "." in segments:
+            reason = "it contains an empty or '.' path segment"
+        elif segments[0] in PRIVATE_DIRS or name == MARKER or name.startswith(MARKER + "."):
+            reason = "it names the destination's own bookkeeping files"
+    if reason:
+        raise UnsafePath(f"refusing {source}'s file {name!r}: {reason}, so it would be written outside the "
+                         "destination or over its bookkeeping; nothing was downloaded. Fix the source's file "
+                         "names (or exclude them with ignore_patterns)", file=name)
+    return name
+
+
+def target_path(dest: str, name: str) -> str:
+    """Where a checked remote name lands in dest; refuses a folder that
+    resolves outside dest (a symlink planted inside the destination)."""
+    path = os.path.join(dest, check_relative_path(name))
+    root = os.path.realpath(dest)
+    parent = os.path.realpath(os.path.dirname(path))
+    if parent != root and not parent.startswith(root + os.sep):
+        raise UnsafePath(f"refusing to write {name!r}: its folder resolves to {parent}, outside the destination "
+                         f"{root} (a symbolic link inside the destination); remove the link", file=name)
+    return path
+
+
 def match_patterns(path: str, allow: list[str] | None, ignore: list[str] | None) -> bool:
     if allow and not any(fnmatch.fnmatch(path, p) for p in allow):
         return False
@@ -98,7 +144,11 @@ def marker_still_true(dest: str, marker: dict, full: bool) -> list[str]:
     size and mtime (as rsync does); full: the sha256 of every file."""
     problems = []
     for entry in marker.get("files", []):
-        path = os.path.join(dest, entry["path"])
+        try:
+            path = target_path(dest, entry["path"])
+        except UnsafePath:
+            problems.append(f"{entry['path']!r}: not a path inside the destination")
+            continue
         try:
             st = os.stat(path)
         except OSError:
@@ -199,10 +249,12 @@ def fetch_model(source, dest: str, verify: str = "quick", check_mode: bool = Fal
     specs = source.list_files()
     if not specs:
         raise ModelInvalid(f"the source {source.describe()} lists no files (check the id, prefix and patterns)")
+    for spec in specs:  # every name is checked before anything is read or written
+        check_relative_path(spec.path, source.describe())
     todo, keep = [], []
     recorded = {f["path"]: f for f in (marker or {}).get("files", [])} if marker and marker.get("source") == identity else {}
     for spec in specs:
-        path = os.path.join(dest, spec.path)
+        path = target_path(dest, spec.path)
         if os.path.isfile(path) and (spec.size is None or os.path.getsize(path) == spec.size):
             rec = recorded.get(spec.path)
             st = os.stat(path)

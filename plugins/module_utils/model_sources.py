@@ -19,7 +19,7 @@ from ansible_collections.inferops.vllm.plugins.module_utils.errors import (
     EndpointError, MissingDependency, ParameterError,
 )
 from ansible_collections.inferops.vllm.plugins.module_utils.model_fetch import (
-    MARKER, PRIVATE_DIRS, FileSpec, VerifyFailed, match_patterns, verify_file,
+    MARKER, PRIVATE_DIRS, FileSpec, UnsafePath, VerifyFailed, match_patterns, target_path, verify_file,
 )
 
 CHECKSUM_MANIFEST = "SHA256SUMS"  # "<sha256>  <path>" per line, as sha256sum writes it
@@ -107,7 +107,7 @@ class DirectorySource:
         digests = {}
         root = self.root()
         for spec in specs:
-            target = os.path.join(dest, spec.path)
+            target = target_path(dest, spec.path)
             _place(os.path.join(root, spec.path), target, self.hardlink)
             digests[spec.path] = verify_file(target, spec)
             progress.add(spec.size or 0)
@@ -287,8 +287,9 @@ class S3Source:
         specs = []
         for o in objects:
             rel = o["Key"][len(prefix):]
-            if not rel or rel.endswith("/") or rel in (CHECKSUM_MANIFEST, MARKER):
-                continue
+            if not rel or rel.endswith("/") or rel in (CHECKSUM_MANIFEST, MARKER) \
+                    or rel.split("/", 1)[0] in PRIVATE_DIRS:
+                continue  # a copy of a fetched folder carries our bookkeeping: not the model's
             if not match_patterns(rel, self.allow, self.ignore):
                 continue
             etag = o.get("ETag", "").strip('"')
@@ -308,6 +309,9 @@ class S3Source:
         etag = self._etags.get(spec.path, "")
         partial_dir = os.path.join(dest, PARTIAL_DIR)
         os.makedirs(partial_dir, exist_ok=True)
+        if os.path.islink(partial_dir):
+            raise UnsafePath(f"{partial_dir} is a symbolic link; the partial files must stay inside the "
+                             "destination: remove the link")
         safe = spec.path.replace("/", "__")
         partial, state_path = os.path.join(partial_dir, safe), os.path.join(partial_dir, safe + ".json")
         size = spec.size or 0
@@ -384,7 +388,7 @@ class S3Source:
                 if os.path.exists(path):
                     os.unlink(path)
             raise
-        target = os.path.join(dest, spec.path)
+        target = target_path(dest, spec.path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(partial, target)
         os.unlink(state_path)
