@@ -27,7 +27,7 @@ options:
     description: Name of the Service in front of the server; reached through the Kubernetes API.
     type: str
   namespace:
-    description: Namespace of O(service).
+    description: Namespace of O(service) and of O(api_key_secret).
     type: str
   service_port:
     description: Port of O(service), by number or name. Default the first.
@@ -41,6 +41,15 @@ options:
       - The bearer key the server was started with (vLLM reads it from C(VLLM_API_KEY)). Only requests under
         C(/v1) send it.
     type: str
+  api_key_secret:
+    description:
+      - Name of the Secret (in O(namespace)) that holds the bearer key, read through the Kubernetes API, so that
+        the key never passes through Ansible's variables. Mutually exclusive with O(api_key).
+    type: str
+  api_key_secret_key:
+    description: The key in O(api_key_secret) whose value is the bearer key.
+    type: str
+    default: api-key
   stream:
     description: Also make one streamed chat completion and time its first token.
     type: bool
@@ -91,12 +100,12 @@ EXAMPLES = r"""
     api_key: "{{ vllm_api_key }}"
     stream: true
 
-- name: Check it through the Kubernetes API, with no Ingress
+- name: Check it through the Kubernetes API, with no Ingress, with the key from its Secret
   inferops.vllm.endpoint_check:
     service: vllm-qwen3
     namespace: ai-serving
     model: qwen3-235b
-    api_key: "{{ vllm_api_key }}"
+    api_key_secret: vllm-qwen3-api-key
 """
 
 RETURN = r"""
@@ -135,10 +144,8 @@ elapsed_s:
   type: float
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_AUTH_ARG_SPEC
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_AUTH_ARG_SPEC, K8sModule
 from ansible_collections.inferops.vllm.plugins.module_utils.openai_check import EndpointChecker, Transport
 
 
@@ -151,15 +158,25 @@ def check(module):
                                   p["startup_timeout"])
         return checker.check(stream=p["stream"])
 
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
+
+    api = None
+    if p["api_key_secret"] or p["service"]:
+        # The cluster is reached with the connection options only: api_key here is
+        # the model server's key and must not become the cluster's bearer token.
+        api = api_client({k: v for k, v in p.items() if k != "api_key"})
+    if p["api_key_secret"]:
+        from ansible_collections.inferops.vllm.plugins.module_utils.k8s_secret import masked_forms, read_value
+
+        p["api_key"] = read_value(api, p["api_key_secret"], p["namespace"], p["api_key_secret_key"],
+                                  p["request_timeout"])
+        module.no_log_values.update(masked_forms(p["api_key"]))
+
     if p["url"]:
         return {"changed": False, **run(p["url"])}
 
-    from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
     from ansible_collections.inferops.vllm.plugins.module_utils.k8s_tunnel import PodTunnel, resolve_service_pod
 
-    # The cluster is reached with the connection options only: api_key here is
-    # the model server's key and must not become the cluster's bearer token.
-    api = api_client({k: v for k, v in p.items() if k != "api_key"})
     pod, port = resolve_service_pod(api, p["namespace"], p["service"], p["service_port"], p["request_timeout"])
     tunnel = PodTunnel(api, p["namespace"], pod, port)
     with tunnel as local_port:
@@ -180,6 +197,8 @@ def main():
         service_port=dict(type="str"),
         model=dict(type="str", required=True),
         api_key=dict(type="str", no_log=True),
+        api_key_secret=dict(type="str", no_log=False),
+        api_key_secret_key=dict(type="str", default="api-key", no_log=False),
         stream=dict(type="bool", default=False),
         prompt=dict(type="str", default="Reply with the single word: ready"),
         max_tokens=dict(type="int", default=16, no_log=False),
@@ -189,12 +208,12 @@ def main():
         server_ca_cert=dict(type="path"),
         **K8S_AUTH_ARG_SPEC,
     )
-    module = AnsibleModule(
+    module = K8sModule(
         argument_spec=spec,
         supports_check_mode=True,
         required_one_of=[("url", "service")],
-        mutually_exclusive=[("url", "service")],
-        required_by={"service": "namespace"},
+        mutually_exclusive=[("url", "service"), ("api_key", "api_key_secret")],
+        required_by={"service": "namespace", "api_key_secret": "namespace"},
     )
     module_runner.run(module, check)
 

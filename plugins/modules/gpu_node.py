@@ -192,11 +192,9 @@ diff:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu_node import apply
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_API_KEY_ARG_SPEC, K8S_AUTH_ARG_SPEC
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_API_KEY_ARG_SPEC, K8S_AUTH_ARG_SPEC, K8sModule
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
 
 
@@ -222,7 +220,7 @@ def main():
         **K8S_AUTH_ARG_SPEC,
         **K8S_API_KEY_ARG_SPEC,
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = K8sModule(argument_spec=spec, supports_check_mode=True)
     module_runner.run(
         module,
         lambda m: apply(api_client(m.params, pool_size=m.params["parallelism"]), m.params, m.check_mode),

@@ -137,12 +137,10 @@ watch:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
 from ansible_collections.inferops.vllm.plugins.module_utils.diagnosis import PERMANENT_CAUSES
 from ansible_collections.inferops.vllm.plugins.module_utils.errors import NotFoundError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_API_KEY_ARG_SPEC, K8S_AUTH_ARG_SPEC
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_API_KEY_ARG_SPEC, K8S_AUTH_ARG_SPEC, K8sModule
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
 from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import RolloutWaiter
 
@@ -176,7 +174,7 @@ def main():
         **K8S_AUTH_ARG_SPEC,
         **K8S_API_KEY_ARG_SPEC,
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = K8sModule(argument_spec=spec, supports_check_mode=True)
     module_runner.run(module, wait)
 
 

@@ -1,0 +1,168 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A Secret kept to the given data without leaving a copy anywhere else.
+
+Why not kubernetes.core.k8s: its client-side apply stores the whole object,
+data included, in the last-applied-configuration annotation; its failure
+message is the API server's body, which ansible-core (2.19 and later) prints
+in its error line even under no_log, and an admission policy or webhook may
+echo the object's data there; and its diff shows the values. Here the Secret
+is created or replaced (no annotation), a copy left by an earlier
+client-side apply is removed, the diff names keys only, and every value (and
+its base64 form) is masked in whatever the module returns."""
+
+from __future__ import annotations
+
+import base64
+import secrets as _random
+import string
+
+from ansible_collections.inferops.vllm.plugins.module_utils.errors import ClusterError, ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import request_json
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+MAX_CONFLICT_RETRIES = 5
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def generate_value(length: int) -> str:
+    return "".join(_random.choice(_ALPHABET) for _ in range(length))
+
+
+def encode(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def decode(value: str) -> str:
+    return base64.b64decode(value).decode(errors="replace")
+
+
+def masked_forms(value: str) -> set[str]:
+    """The forms in which a value could reach an output: as given, base64
+    (a Secret's data), and base64 of base64 (data echoed inside data)."""
+    if not value:
+        return set()
+    b64 = encode(value)
+    return {value, b64, encode(b64)}
+
+
+def validate(name: str, namespace: str, data: dict, generate: list[str], length: int) -> None:
+    if not name:
+        raise ParameterError("name: the Secret's name is required")
+    if not namespace:
+        raise ParameterError("namespace: the Secret's namespace is required")
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise ParameterError(f"data: the value of {key!r} must be a string, got {type(value).__name__}; "
+                                 "quote it in YAML")
+    both = sorted(set(data) & set(generate))
+    if both:
+        raise ParameterError(f"data and generate: {', '.join(both)} given in both; a generated key takes no value")
+    if generate and length < 16:
+        raise ParameterError(f"generate_length: {length} is too short for a credential; use at least 16")
+
+
+def plan(existing: dict | None, data: dict, generate: list[str], length: int, labels: dict, secret_type: str,
+         name: str, namespace: str) -> tuple[dict | None, dict, list[str]]:
+    """(the object to write or None, the key-level diff, the keys generated)."""
+    current = {k: v for k, v in ((existing or {}).get("data") or {}).items()}
+    desired = {k: encode(v) for k, v in data.items()}
+    generated = []
+    for key in generate:
+        if key in current:
+            desired[key] = current[key]  # generated once, then kept
+        else:
+            desired[key] = encode(generate_value(length))
+            generated.append(key)
+    if existing is None:
+        obj = {"apiVersion": "v1", "kind": "Secret", "type": secret_type,
+               "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)}, "data": desired}
+        return obj, {"before": {}, "after": {"keys": sorted(desired), "labels": dict(labels)}}, generated
+    if existing.get("type", "Opaque") != secret_type:
+        raise ParameterError(f"type: Secret {namespace}/{name} exists with type {existing.get('type')!r}, which "
+                             f"cannot change to {secret_type!r}; delete the Secret or choose another name")
+    meta = existing.get("metadata") or {}
+    old_labels = meta.get("labels") or {}
+    new_labels = {**old_labels, **labels}
+    annotations = dict(meta.get("annotations") or {})
+    had_copy = annotations.pop(LAST_APPLIED, None) is not None
+    changed_keys = sorted(k for k in set(current) | set(desired) if current.get(k) != desired.get(k))
+    if not changed_keys and new_labels == old_labels and not had_copy:
+        return None, {}, []
+    obj = dict(existing)
+    obj["metadata"] = {**meta, "labels": new_labels, "annotations": annotations}
+    obj["data"] = desired
+    obj.pop("stringData", None)
+    diff = {
+        "before": {"keys": sorted(current), "labels": old_labels,
+                   **({"annotations": [LAST_APPLIED]} if had_copy else {})},
+        "after": {"keys": sorted(desired), "labels": new_labels,
+                  "changed_keys": changed_keys},
+    }
+    return obj, diff, generated
+
+
+def ensure(api, name: str, namespace: str, data: dict, generate: list[str], length: int, labels: dict,
+           secret_type: str, state: str, check_mode: bool, timeout: float | None, mask=lambda values: None) -> dict:
+    """Make the Secret hold exactly ``data`` plus the ``generate`` keys.
+    ``mask`` is handed every value as soon as it is known (given, read or
+    generated), before any request that could fail with it in the answer."""
+    validate(name, namespace, data, generate, length)
+    mask(list(data.values()))
+    path = f"/api/v1/namespaces/{namespace}/secrets"
+    dry = [("dryRun", "All")] if check_mode else []
+    for _attempt in range(MAX_CONFLICT_RETRIES):
+        existing = _read(api, path, name, namespace, timeout)
+        mask([decode(v) for v in ((existing or {}).get("data") or {}).values()])
+        if state == "absent":
+            if existing is None:
+                return {"changed": False}
+            request_json(api, "DELETE", f"{path}/{name}", query=dry, timeout=timeout,
+                         action=f"deleting Secret {namespace}/{name}")
+            return {"changed": True, "diff": {"before": {"keys": sorted(existing.get("data") or {})}, "after": {}}}
+        obj, diff, generated = plan(existing, data, generate, length, labels, secret_type, name, namespace)
+        if obj is None:
+            return {"changed": False, "keys": sorted(existing.get("data") or {}), "generated": []}
+        mask([decode(obj["data"][k]) for k in generated])
+        try:
+            if existing is None:
+                request_json(api, "POST", path, query=dry, body=obj, timeout=timeout,
+                             action=f"creating Secret {namespace}/{name}")
+            else:
+                # A replace conditional on the version read: no annotation is
+                # written, and a change made meanwhile is not overwritten.
+                request_json(api, "PUT", f"{path}/{name}", query=dry, body=obj, timeout=timeout,
+                             action=f"replacing Secret {namespace}/{name}")
+        except ClusterError as exc:
+            if exc.details.get("status") == 409:
+                continue
+            if exc.details.get("status") == 422 and (existing or {}).get("immutable"):
+                raise ClusterError(f"Secret {namespace}/{name} is immutable and its data differs from what is asked; "
+                                   "delete it (or choose another name) and run again", status=422) from exc
+            raise
+        return {"changed": True, "keys": sorted(obj["data"]), "generated": generated, "diff": diff}
+    raise ClusterError(f"Secret {namespace}/{name} kept changing under us: gave up after {MAX_CONFLICT_RETRIES} "
+                       "conflicting writes")
+
+
+def _read(api, path: str, name: str, namespace: str, timeout: float | None) -> dict | None:
+    try:
+        return request_json(api, "GET", f"{path}/{name}", timeout=timeout, action=f"reading Secret {namespace}/{name}")
+    except ClusterError as exc:
+        if exc.details.get("status") == 404:
+            return None
+        raise
+
+
+def read_value(api, name: str, namespace: str, key: str, timeout: float | None) -> str:
+    """One value of a Secret (for a module that needs a key, so that it never
+    passes through Ansible's variables)."""
+    obj = _read(api, f"/api/v1/namespaces/{namespace}/secrets", name, namespace, timeout)
+    if obj is None:
+        raise ParameterError(f"api_key_secret: Secret {name!r} does not exist in namespace {namespace!r}")
+    data = obj.get("data") or {}
+    if key not in data:
+        raise ParameterError(f"api_key_secret_key: Secret {namespace}/{name} has no key {key!r}; it has "
+                             f"{', '.join(sorted(data)) or 'none'}")
+    return decode(data[key])

@@ -1,0 +1,164 @@
+"""Credentials stay out of every output: a kubeconfig given as a dict, and
+the Secrets the roles write (no copy in annotations, nothing echoed when the
+API server refuses a change). Only booleans are asserted, so a failing test
+does not print the secret it found."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.ansible import ROOT, run_playbook_text
+
+pytestmark = pytest.mark.integration
+# Run on this machine with the test's Python (the one with the libraries).
+LOCAL = ("-c", "local", "-e", f"ansible_python_interpreter={sys.executable}")
+
+
+def dict_kubeconfig(sandbox) -> tuple[dict, list[str]]:
+    """The sandbox's kubeconfig with its credentials inline (as a user would
+    paste it into a vault), plus a second user holding a token and an exec
+    plugin's secret env; returns it and the secret strings it carries."""
+    cfg = yaml.safe_load(Path(sandbox.kubeconfig).read_text())
+    user = cfg["users"][0]["user"]
+    cert = Path(user.pop("client-certificate")).read_bytes()
+    key = Path(user.pop("client-key")).read_bytes()
+    cluster = cfg["clusters"][0]["cluster"]
+    cluster["certificate-authority-data"] = base64.b64encode(Path(cluster.pop("certificate-authority")).read_bytes()).decode()
+    user["client-certificate-data"] = base64.b64encode(cert).decode()
+    user["client-key-data"] = base64.b64encode(key).decode()
+    token, exec_secret = "tok-" + "q" * 40, "exec-" + "z" * 30
+    cfg["users"].append({"name": "robot", "user": {"token": token, "exec": {
+        "apiVersion": "client.authentication.k8s.io/v1", "command": "get-token",
+        "env": [{"name": "SECRET", "value": exec_secret}], "interactiveMode": "Never"}}})
+    key_lines = [line for line in key.decode().splitlines() if line and "-----" not in line]
+    return cfg, [user["client-key-data"], token, exec_secret, *key_lines]
+
+
+def play_file(tmp_path, tasks: list[dict]) -> Path:
+    path = tmp_path / "play.yml"
+    path.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
+    return path
+
+
+def test_dict_kubeconfig_credentials_never_shown_at_vvvv(sandbox, tmp_path):
+    kubeconfig, secrets = dict_kubeconfig(sandbox)
+    node = sandbox.gpu_nodes[0]
+    play = play_file(tmp_path, [
+        # Works with the dict: reads the node, changes nothing.
+        {"name": "read", "inferops.vllm.gpu_node": {"kubeconfig": kubeconfig, "names": [node], "labels": {}}},
+        # Fails in argument validation, before the module's own code runs.
+        {"name": "bad", "inferops.vllm.workload_wait": {"kubeconfig": kubeconfig, "kind": "StatefulSet",
+                                                        "name": "x", "namespace": "default", "timeout": "soon"},
+         "ignore_errors": True},
+        # Fails on the cluster side: the object does not exist.
+        {"name": "missing", "inferops.vllm.workload_wait": {"kubeconfig": kubeconfig, "kind": "StatefulSet",
+                                                            "name": "nope", "namespace": "no-such-ns",
+                                                            "timeout": 1}, "ignore_errors": True},
+    ])
+    run = run_playbook_text(play, "localhost,", "-vvvv", *LOCAL)
+    assert run.recap["ok"] == 3 and run.recap["failed"] == 0, run.output[-3000:]
+    assert run.output.count("...ignoring") == 2, run.output[-3000:]  # both failures happened
+    leaked = [i for i, s in enumerate(secrets) if s in run.output]
+    assert leaked == [], f"credential strings {leaked} (indexes) of the dict kubeconfig are in the -vvvv output"
+    # Only the credentials are hidden: the rest of the kubeconfig stays readable.
+    assert kubeconfig["clusters"][0]["cluster"]["server"] in run.output
+    assert '"kind": "Config"' in run.output or "'kind': 'Config'" in run.output
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+ACCESS, SECRET = "AKIA" + "R" * 16, "s3cr3t-" + "x" * 33
+
+
+def secret_task(namespace: str, data: dict, **extra) -> dict:
+    return {"name": "creds", "inferops.vllm.k8s_secret": {"name": "creds", "namespace": namespace, "data": data,
+                                                           **extra}, "no_log": True}
+
+
+def forms(*values: str) -> list[str]:
+    out = []
+    for v in values:
+        b64 = base64.b64encode(v.encode()).decode()
+        out += [v, b64, base64.b64encode(b64.encode()).decode()]
+    return out
+
+
+def test_k8s_secret_leaves_no_copy_and_removes_an_old_one(sandbox, namespace, core_v1, tmp_path):
+    """A Secret first written by client-side apply (kubernetes.core.k8s
+    apply: true, as the roles did before) carries its data in the
+    last-applied annotation; k8s_secret removes that copy, and writes none."""
+    first = play_file(tmp_path, [{"name": "old way", "kubernetes.core.k8s": {
+        "apply": True, "definition": {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                      "metadata": {"name": "creds", "namespace": namespace},
+                                      "stringData": {"AWS_SECRET_ACCESS_KEY": SECRET}}}, "no_log": True}])
+    env = {"K8S_AUTH_KUBECONFIG": sandbox.kubeconfig}
+    assert run_playbook_text(first, "localhost,", *LOCAL, env=env).recap["failed"] == 0
+    before = core_v1.read_namespaced_secret("creds", namespace)
+    assert SECRET in before.metadata.annotations[LAST_APPLIED]  # the copy this fixes
+
+    play = play_file(tmp_path, [secret_task(namespace, {"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})])
+    run = run_playbook_text(play, "localhost,", *LOCAL, "-vvvv", "--diff", env=env)
+    assert run.recap["failed"] == 0 and run.recap["changed"] == 1, run.output[-2000:]
+    after = core_v1.read_namespaced_secret("creds", namespace)
+    assert LAST_APPLIED not in (after.metadata.annotations or {})
+    assert sorted(after.data) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    assert base64.b64decode(after.data["AWS_SECRET_ACCESS_KEY"]).decode() == SECRET
+    text = json_dump(after.to_dict())
+    assert not any(f in json_dump(after.metadata.to_dict()) for f in forms(SECRET, ACCESS)), "a value in metadata"
+    assert SECRET not in text  # data holds base64 only
+    assert not any(f in run.output for f in forms(SECRET, ACCESS)), "a value in the -vvvv --diff output"
+
+    again = run_playbook_text(play, "localhost,", *LOCAL, env=env)
+    assert again.recap["changed"] == 0 and again.recap["failed"] == 0
+
+
+def json_dump(obj) -> str:
+    import json
+
+    return json.dumps(obj, default=str)
+
+
+def test_refused_change_echoing_the_data_shows_no_value(sandbox, namespace, tmp_path):
+    """An admission policy that refuses the Secret and echoes its data in
+    the message (as policy engines' messages may): ansible-core prints a
+    module's failure message even under no_log, so the module masks every
+    value, plain and base64, in what it returns."""
+    from kubernetes import client, config
+
+    api = client.AdmissionregistrationV1Api(config.new_client_from_config(sandbox.kubeconfig))
+    policy = f"echo-secret-{namespace}"
+    api.create_validating_admission_policy({
+        "metadata": {"name": policy},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                         "operations": ["CREATE", "UPDATE"],
+                                                         "resources": ["secrets"]}]},
+                 "validations": [{"expression": "false",
+                                  "messageExpression": "'refused: data=' + string(object.data.AWS_SECRET_ACCESS_KEY)"
+                                                       " + ' key=' + string(object.data.AWS_ACCESS_KEY_ID)"}]}})
+    api.create_validating_admission_policy_binding({
+        "metadata": {"name": policy},
+        "spec": {"policyName": policy, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {
+                     "kubernetes.io/metadata.name": namespace}}}}})
+    try:
+        play = play_file(tmp_path, [secret_task(namespace, {"AWS_ACCESS_KEY_ID": ACCESS,
+                                                            "AWS_SECRET_ACCESS_KEY": SECRET})])
+        env = {"K8S_AUTH_KUBECONFIG": sandbox.kubeconfig}
+        # The policy takes effect within a second or two: the first refusal is awaited, not slept for.
+        for _ in range(30):
+            run = run_playbook_text(play, "localhost,", *LOCAL, env=env)
+            if run.recap["failed"]:
+                break
+            core = client.CoreV1Api(config.new_client_from_config(sandbox.kubeconfig))
+            core.delete_namespaced_secret("creds", namespace)
+        assert run.recap["failed"] == 1, run.output[-2000:]
+        assert "refused: data=" in run.output  # the policy's message is shown, masked
+        assert not any(f in run.output for f in forms(SECRET, ACCESS)), "a value in the failure output"
+    finally:
+        api.delete_validating_admission_policy_binding(policy)
+        api.delete_validating_admission_policy(policy)
