@@ -32,7 +32,7 @@ unit: setup
 
 # Re-resolve requirements.in into the pinned requirements.txt.
 lock:
-	rm -rf .cache/lock-venv && python3 -m venv .cache/lock-venv
+	. hack/lib/python.sh && py=$$(require_python) && rm -rf .cache/lock-venv && "$$py" -m venv .cache/lock-venv
 	.cache/lock-venv/bin/pip install -q -r requirements.in
-	{ echo "# Pinned, resolved from requirements.in (make lock). Python 3.11."; \
+	{ echo "# Pinned, resolved from requirements.in (make lock) with Python $$(.cache/lock-venv/bin/python -c 'import sys; print(*sys.version_info[:2], sep=".")')."; \
 	  .cache/lock-venv/bin/pip freeze; } > requirements.txt

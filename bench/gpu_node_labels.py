@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / ".cache" / "collections"))
 
-from ansible_collections.inferops.vllm.plugins.module_utils.gpu_node import apply  # noqa: E402
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client  # noqa: E402
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._nodes import apply  # noqa: E402
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import api_client  # noqa: E402
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ options:
     description: Name of the Service in front of the server; reached through the Kubernetes API.
     type: str
   namespace:
-    description: Namespace of O(service) and of O(api_key_secret).
+    description: Namespace of O(service) and of O(server_api_key_secret).
     type: str
   service_port:
     description: Port of O(service), by number or name. Default the first.
@@ -36,18 +36,18 @@ options:
     description: The served model name that C(/v1/models) must list and the completion asks for.
     type: str
     required: true
-  api_key:
+  server_api_key:
     description:
       - The bearer key the server was started with (vLLM reads it from C(VLLM_API_KEY)). Only requests under
         C(/v1) send it.
     type: str
-  api_key_secret:
+  server_api_key_secret:
     description:
       - Name of the Secret (in O(namespace)) that holds the bearer key, read through the Kubernetes API, so that
-        the key never passes through Ansible's variables. Mutually exclusive with O(api_key).
+        the key never passes through Ansible's variables. Mutually exclusive with O(server_api_key).
     type: str
-  api_key_secret_key:
-    description: The key in O(api_key_secret) whose value is the bearer key.
+  server_api_key_secret_key:
+    description: The key in O(server_api_key_secret) whose value is the bearer key.
     type: str
     default: api-key
   stream:
@@ -78,16 +78,15 @@ options:
     description: CA file for the server's certificate.
     type: path
 extends_documentation_fragment:
-  - inferops.vllm.k8s_auth
   - ansible.builtin.action_common_attributes
+  - inferops.vllm.attributes
+  - inferops.vllm.k8s_auth
+  - kubernetes.core.k8s_auth_options
+  - inferops.vllm.attributes.READ_ONLY
+  - inferops.vllm.attributes.ACTION_GROUP_K8S
 attributes:
   check_mode:
-    support: full
-    details: Only reads; it runs the same requests in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+    details: It only reads; it runs the same requests in check mode.
 author:
   - inferops.vllm maintainers (@inferops)
 """
@@ -97,7 +96,7 @@ EXAMPLES = r"""
   inferops.vllm.endpoint_check:
     url: https://llm.example.com
     model: qwen3-235b
-    api_key: "{{ vllm_api_key }}"
+    server_api_key: "{{ vllm_api_key }}"
     stream: true
 
 - name: Check it through the Kubernetes API, with no Ingress, with the key from its Secret
@@ -105,7 +104,7 @@ EXAMPLES = r"""
     service: vllm-qwen3
     namespace: ai-serving
     model: qwen3-235b
-    api_key_secret: vllm-qwen3-api-key
+    server_api_key_secret: vllm-qwen3-api-key
 """
 
 RETURN = r"""
@@ -144,9 +143,9 @@ elapsed_s:
   type: float
 """
 
-from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_AUTH_ARG_SPEC, K8sModule
-from ansible_collections.inferops.vllm.plugins.module_utils.openai_check import EndpointChecker, Transport
+from ansible_collections.inferops.vllm.plugins.module_utils import _runner
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._openai_check import EndpointChecker, Transport
 
 
 def check(module):
@@ -154,28 +153,24 @@ def check(module):
 
     def run(base_url):
         transport = Transport(base_url, p["server_validate_certs"], p["server_ca_cert"], p["http_timeout"])
-        checker = EndpointChecker(transport, p["model"], p["api_key"], p["prompt"], p["max_tokens"],
+        checker = EndpointChecker(transport, p["model"], p["server_api_key"], p["prompt"], p["max_tokens"],
                                   p["startup_timeout"])
         return checker.check(stream=p["stream"])
 
-    from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
 
-    api = None
-    if p["api_key_secret"] or p["service"]:
-        # The cluster is reached with the connection options only: api_key here is
-        # the model server's key and must not become the cluster's bearer token.
-        api = api_client({k: v for k, v in p.items() if k != "api_key"})
-    if p["api_key_secret"]:
-        from ansible_collections.inferops.vllm.plugins.module_utils.k8s_secret import masked_forms, read_value
+    api = connect(p) if p["server_api_key_secret"] or p["service"] else None
+    if p["server_api_key_secret"]:
+        from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import masked_forms, read_value
 
-        p["api_key"] = read_value(api, p["api_key_secret"], p["namespace"], p["api_key_secret_key"],
+        p["server_api_key"] = read_value(api, p["server_api_key_secret"], p["namespace"], p["server_api_key_secret_key"],
                                   p["request_timeout"])
-        module.no_log_values.update(masked_forms(p["api_key"]))
+        module.no_log_values.update(masked_forms(p["server_api_key"]))
 
     if p["url"]:
         return {"changed": False, **run(p["url"])}
 
-    from ansible_collections.inferops.vllm.plugins.module_utils.k8s_tunnel import PodTunnel, resolve_service_pod
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._tunnel import PodTunnel, resolve_service_pod
 
     pod, port = resolve_service_pod(api, p["namespace"], p["service"], p["service_port"], p["request_timeout"])
     tunnel = PodTunnel(api, p["namespace"], pod, port)
@@ -196,9 +191,9 @@ def main():
         namespace=dict(type="str"),
         service_port=dict(type="str"),
         model=dict(type="str", required=True),
-        api_key=dict(type="str", no_log=True),
-        api_key_secret=dict(type="str", no_log=False),
-        api_key_secret_key=dict(type="str", default="api-key", no_log=False),
+        server_api_key=dict(type="str", no_log=True),
+        server_api_key_secret=dict(type="str", no_log=False),
+        server_api_key_secret_key=dict(type="str", default="api-key", no_log=False),
         stream=dict(type="bool", default=False),
         prompt=dict(type="str", default="Reply with the single word: ready"),
         max_tokens=dict(type="int", default=16, no_log=False),
@@ -212,10 +207,10 @@ def main():
         argument_spec=spec,
         supports_check_mode=True,
         required_one_of=[("url", "service")],
-        mutually_exclusive=[("url", "service"), ("api_key", "api_key_secret")],
-        required_by={"service": "namespace", "api_key_secret": "namespace"},
+        mutually_exclusive=[("url", "service"), ("server_api_key", "server_api_key_secret")],
+        required_by={"service": "namespace", "server_api_key_secret": "namespace"},
     )
-    module_runner.run(module, check)
+    _runner.run(module, check)
 
 
 if __name__ == "__main__":

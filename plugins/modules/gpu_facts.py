@@ -23,15 +23,11 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.facts
+  - inferops.vllm.attributes
+  - inferops.vllm.attributes.READ_ONLY
 attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
   facts:
     support: full
-  platform:
-    platforms: posix
 author:
   - inferops.vllm maintainers (@inferops)
 """
@@ -83,8 +79,8 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.inferops.vllm.plugins.module_utils import gpu_facts
-from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _facts as gpu_facts
+from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 
 
 def gather(module):
@@ -121,7 +117,7 @@ def main():
     module = AnsibleModule(argument_spec=dict(method=dict(type="str", choices=["auto", "nvml", "nvidia-smi"],
                                                           default="auto")),
                            supports_check_mode=True)
-    module_runner.run(module, gather)
+    _runner.run(module, gather)
 
 
 if __name__ == "__main__":

@@ -72,22 +72,20 @@ options:
     default: false
   parallelism:
     description:
-      - How many node patches may be in flight at once.
+      - How many node patches may be in flight at once, at most the Python client's connection pool (by default
+        five per CPU of the controller).
     type: int
     default: 16
 extends_documentation_fragment:
-  - inferops.vllm.k8s_auth
-  - inferops.vllm.k8s_auth.api_key
   - ansible.builtin.action_common_attributes
+  - inferops.vllm.attributes
+  - inferops.vllm.k8s_auth
+  - kubernetes.core.k8s_auth_options
+  - inferops.vllm.attributes.CLUSTER_WRITES
+  - inferops.vllm.attributes.ACTION_GROUP_K8S
 attributes:
-  check_mode:
-    support: full
-    details: Patches are sent as server-side dry runs, so the API server validates them and nothing is stored.
   diff_mode:
-    support: full
     details: Before and after of every label, annotation and taint that changes, per node.
-  platform:
-    platforms: posix
 author:
   - inferops.vllm maintainers (@inferops)
 """
@@ -192,10 +190,10 @@ diff:
   type: dict
 """
 
-from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
-from ansible_collections.inferops.vllm.plugins.module_utils.gpu_node import apply
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_API_KEY_ARG_SPEC, K8S_AUTH_ARG_SPEC, K8sModule
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
+from ansible_collections.inferops.vllm.plugins.module_utils import _runner
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._nodes import apply
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
 
 
 def main():
@@ -218,12 +216,11 @@ def main():
         allow_missing=dict(type="bool", default=False),
         parallelism=dict(type="int", default=16),
         **K8S_AUTH_ARG_SPEC,
-        **K8S_API_KEY_ARG_SPEC,
     )
     module = K8sModule(argument_spec=spec, supports_check_mode=True)
-    module_runner.run(
+    _runner.run(
         module,
-        lambda m: apply(api_client(m.params, pool_size=m.params["parallelism"]), m.params, m.check_mode),
+        lambda m: apply(connect(m.params), m.params, m.check_mode),
     )
 
 

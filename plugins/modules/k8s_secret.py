@@ -57,18 +57,15 @@ options:
     choices: [present, absent]
     default: present
 extends_documentation_fragment:
-  - inferops.vllm.k8s_auth
-  - inferops.vllm.k8s_auth.api_key
   - ansible.builtin.action_common_attributes
+  - inferops.vllm.attributes
+  - inferops.vllm.k8s_auth
+  - kubernetes.core.k8s_auth_options
+  - inferops.vllm.attributes.CLUSTER_WRITES
+  - inferops.vllm.attributes.ACTION_GROUP_K8S
 attributes:
-  check_mode:
-    support: full
-    details: The write is sent as a server-side dry run.
   diff_mode:
-    support: full
     details: Keys and labels only, never values.
-  platform:
-    platforms: posix
 author:
   - inferops.vllm maintainers (@inferops)
 """
@@ -102,10 +99,10 @@ generated:
   elements: str
 """
 
-from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_API_KEY_ARG_SPEC, K8S_AUTH_ARG_SPEC, K8sModule
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_secret import ensure, masked_forms
+from ansible_collections.inferops.vllm.plugins.module_utils import _runner
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import ensure, masked_forms
 
 
 def run(module):
@@ -115,7 +112,7 @@ def run(module):
         for value in values:
             module.no_log_values.update(masked_forms(value))
 
-    result = ensure(api_client(p), p["name"], p["namespace"], p["data"], p["generate"], p["generate_length"],
+    result = ensure(connect(p), p["name"], p["namespace"], p["data"], p["generate"], p["generate_length"],
                     p["labels"], p["type"], p["state"], module.check_mode, p["request_timeout"], mask=mask)
     if not module._diff:
         result.pop("diff", None)
@@ -133,10 +130,9 @@ def main():
         type=dict(type="str", default="Opaque"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         **K8S_AUTH_ARG_SPEC,
-        **K8S_API_KEY_ARG_SPEC,
     )
     module = K8sModule(argument_spec=spec, supports_check_mode=True)
-    module_runner.run(module, run)
+    _runner.run(module, run)
 
 
 if __name__ == "__main__":

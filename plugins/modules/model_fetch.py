@@ -20,7 +20,7 @@ description:
     modification time are as recorded, O(verify=full) hashes every file again.
   - Every network call has a timeout, and failed calls are retried with backoff (O(max_attempts)).
   - The same code runs as a command inside a Kubernetes Job or initContainer -
-    C(python -m ansible_collections.inferops.vllm.plugins.module_utils.model_fetch_cli --help).
+    C(python -m ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli --help).
 options:
   source:
     description: Where the model comes from.
@@ -123,14 +123,14 @@ options:
     type: path
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - inferops.vllm.attributes
 attributes:
   check_mode:
     support: full
     details: Lists what would be downloaded and downloads nothing. Hub sources are listed from their local cache.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
+    details: It reports the files it downloaded (and would download, in check mode), not a diff.
 requirements:
   - boto3 (source s3)
   - huggingface_hub (source huggingface)
@@ -213,9 +213,9 @@ rate_bytes_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
-from ansible_collections.inferops.vllm.plugins.module_utils.model_fetch import fetch_model
-from ansible_collections.inferops.vllm.plugins.module_utils.model_sources import build_source
+from ansible_collections.inferops.vllm.plugins.module_utils import _runner
+from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
+from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import build_source
 
 
 def run(module):
@@ -266,7 +266,7 @@ def main():
         ],
         required_together=[("access_key", "secret_key")],
     )
-    module_runner.run(module, run)
+    _runner.run(module, run)
 
 
 if __name__ == "__main__":

@@ -140,14 +140,8 @@ options:
     default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Only computes.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - inferops.vllm.attributes
+  - inferops.vllm.attributes.READ_ONLY
 author:
   - inferops.vllm maintainers (@inferops)
 """
@@ -178,8 +172,8 @@ problems:
   returned: always
   type: list
   elements: str
-warnings:
-  description: What works but is likely not meant.
+plan_warnings:
+  description: What works but is likely not meant (also shown as warnings).
   returned: always
   type: list
   elements: str
@@ -233,9 +227,9 @@ proposed_max_model_len:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import InferopsError
-from ansible_collections.inferops.vllm.plugins.module_utils.serving_plan import parse_args, plan
+from ansible_collections.inferops.vllm.plugins.module_utils import _runner
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._plan import parse_args, plan
 
 
 def run(module):
@@ -245,6 +239,11 @@ def run(module):
         if flag == "--api-key" and value:
             module.no_log_values.add(value)
     result = plan(module.params)
+    # Shown as Ansible warnings, and kept in the result under a name of its own
+    # (a result's `warnings` key is Ansible's, and is going away in 2.23).
+    for warning in result["warnings"]:
+        module.warn(warning)
+    result["plan_warnings"] = result.pop("warnings")
     if result["problems"] and module.params["fail_on_problems"]:
         raise InferopsError(f"the serving plan has {len(result['problems'])} problem(s):\n"
                             + "\n".join(f"- {x}" for x in result["problems"]),
@@ -289,7 +288,7 @@ def main():
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            required_one_of=[("model_config", "model_dir")],
                            mutually_exclusive=[("model_config", "model_dir")])
-    module_runner.run(module, run)
+    _runner.run(module, run)
 
 
 if __name__ == "__main__":

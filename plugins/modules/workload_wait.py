@@ -59,18 +59,15 @@ options:
     type: int
     default: 20
 extends_documentation_fragment:
-  - inferops.vllm.k8s_auth
-  - inferops.vllm.k8s_auth.api_key
   - ansible.builtin.action_common_attributes
+  - inferops.vllm.attributes
+  - inferops.vllm.k8s_auth
+  - kubernetes.core.k8s_auth_options
+  - inferops.vllm.attributes.READ_ONLY
+  - inferops.vllm.attributes.ACTION_GROUP_K8S
 attributes:
   check_mode:
-    support: full
-    details: Only reads. In check mode a workload that does not exist (because an earlier task only pretended to
-      create it) is reported, not failed.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+    details: Only reads. In check mode a workload that does not exist (because an earlier task only pretended to create it) is reported, not failed.
 author:
   - inferops.vllm maintainers (@inferops)
 """
@@ -137,18 +134,19 @@ watch:
   type: dict
 """
 
-from ansible_collections.inferops.vllm.plugins.module_utils import module_runner
-from ansible_collections.inferops.vllm.plugins.module_utils.diagnosis import PERMANENT_CAUSES
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import NotFoundError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import K8S_API_KEY_ARG_SPEC, K8S_AUTH_ARG_SPEC, K8sModule
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
-from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import RolloutWaiter
+from ansible_collections.inferops.vllm.plugins.module_utils import _runner
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._diagnosis import PERMANENT_CAUSES
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._rollout import KINDS
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import NotFoundError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._wait import RolloutWaiter
 
 
 def wait(module):
     p = module.params
     waiter = RolloutWaiter(
-        api_client(p), p["kind"], p["name"], p["namespace"], p["timeout"], p["fail_fast"], p["fail_fast_after"],
+        connect(p), p["kind"], p["name"], p["namespace"], p["timeout"], p["fail_fast"], p["fail_fast_after"],
         p["log_lines"], p["request_timeout"],
     )
     try:
@@ -163,8 +161,7 @@ def wait(module):
 
 def main():
     spec = dict(
-        kind=dict(type="str", required=True,
-                  choices=["StatefulSet", "Deployment", "DaemonSet", "Job", "PersistentVolumeClaim"]),
+        kind=dict(type="str", required=True, choices=list(KINDS)),
         name=dict(type="str", required=True),
         namespace=dict(type="str", required=True),
         timeout=dict(type="float", default=600),
@@ -172,10 +169,9 @@ def main():
         fail_fast_after=dict(type="float", default=15),
         log_lines=dict(type="int", default=20),
         **K8S_AUTH_ARG_SPEC,
-        **K8S_API_KEY_ARG_SPEC,
     )
     module = K8sModule(argument_spec=spec, supports_check_mode=True)
-    module_runner.run(module, wait)
+    _runner.run(module, wait)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def check(**args) -> dict:
 
 def test_full_check_with_stream():
     with StandIn(model="qwen3-235b", api_key=KEY, reply="ready to serve") as server:
-        result = check(url=server.url, model="qwen3-235b", api_key=KEY, stream=True)
+        result = check(url=server.url, model="qwen3-235b", server_api_key=KEY, stream=True)
         assert result.get("failed") is not True, result.get("msg")
         assert result["health"]["status"] == 200
         assert result["models"]["ids"] == ["qwen3-235b"]
@@ -42,21 +42,21 @@ def test_full_check_with_stream():
 
 def test_waits_while_the_server_loads():
     with StandIn(api_key=KEY, loading_health_checks=2) as server:
-        result = check(url=server.url, model="standin-model", api_key=KEY, startup_timeout=30)
+        result = check(url=server.url, model="standin-model", server_api_key=KEY, startup_timeout=30)
         assert result.get("failed") is not True, result.get("msg")
         assert result["health"]["tries"] == 3  # two 503s while loading, then 200
 
 
 def test_wrong_key():
     with StandIn(api_key=KEY) as server:
-        result = check(url=server.url, model="standin-model", api_key="sk-wrong")
+        result = check(url=server.url, model="standin-model", server_api_key="sk-wrong")
     assert result["failed"] is True and "refused the API key (401)" in result["msg"]
     assert "sk-wrong" not in json.dumps(result)
 
 
 def test_wrong_model_lists_what_is_served():
     with StandIn(model="Qwen3-235B-A22B-Instruct-2507", api_key=KEY) as server:
-        result = check(url=server.url, model="qwen3-235b", api_key=KEY)
+        result = check(url=server.url, model="qwen3-235b", server_api_key=KEY)
     assert result["failed"] is True
     assert "'qwen3-235b' is not served" in result["msg"] and "Qwen3-235B-A22B-Instruct-2507" in result["msg"]
 
@@ -93,8 +93,8 @@ def self_signed(tmp_path):
 def test_tls_failure_and_fix(tmp_path):
     cert, key = self_signed(tmp_path)
     with StandIn(api_key=KEY, tls_cert=(cert, key)) as server:
-        bad = check(url=server.url, model="standin-model", api_key=KEY)
-        good = check(url=server.url, model="standin-model", api_key=KEY, server_ca_cert=cert)
+        bad = check(url=server.url, model="standin-model", server_api_key=KEY)
+        good = check(url=server.url, model="standin-model", server_api_key=KEY, server_ca_cert=cert)
     assert bad["failed"] is True and "TLS verification" in bad["msg"] and "server_ca_cert" in bad["msg"]
     assert good.get("failed") is not True, good.get("msg")
 
@@ -119,7 +119,7 @@ def test_through_the_kubernetes_api(sandbox, namespace, apps_v1, core_v1):
              lambda p: any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])), 60, namespace)
     with StandIn(model="qwen3-235b", api_key=KEY, port=sandbox.state["ports"]["standin"]):
         result = run_module("inferops.vllm.endpoint_check",
-                            {"service": "standin", "namespace": namespace, "model": "qwen3-235b", "api_key": KEY,
+                            {"service": "standin", "namespace": namespace, "model": "qwen3-235b", "server_api_key": KEY,
                              "stream": True}, kubeconfig=sandbox.kubeconfig)
     assert result.get("failed") is not True, result.get("msg")
     assert result["pod"] == "standin-0" and result["chat"]["reply"] == "ready"

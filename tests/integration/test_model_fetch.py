@@ -109,9 +109,9 @@ def test_s3_resumes_after_the_server_dies(sandbox, s3, tmp_path):
     """The S3 server is stopped after a few parts: the run fails with a clear
     message and leaves its finished parts; once the server is back, the next
     run fetches only what is missing, and the file verifies."""
-    from ansible_collections.inferops.vllm.plugins.module_utils.errors import EndpointError
-    from ansible_collections.inferops.vllm.plugins.module_utils.model_fetch import fetch_model
-    from ansible_collections.inferops.vllm.plugins.module_utils.model_sources import S3Source
+    from ansible_collections.inferops.vllm.plugins.module_utils._errors import EndpointError
+    from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
+    from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import S3Source
 
     bucket = f"models-{uuid.uuid4().hex[:8]}"
     big = os.urandom(60 * MIB)
@@ -216,7 +216,7 @@ def test_modelscope_missing_from_offline_cache(tmp_path):
 def test_local_directory_hardlinks_and_cli(tmp_path):
     dest = tmp_path / "model"
     env = {**os.environ, "PYTHONPATH": str(ROOT / ".cache" / "collections")}
-    cmd = [sys.executable, "-m", "ansible_collections.inferops.vllm.plugins.module_utils.model_fetch_cli",
+    cmd = [sys.executable, "-m", "ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli",
            "--source", "local", "--local-path", str(TEST_MODEL), "--dest", str(dest)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -230,7 +230,7 @@ def test_local_directory_hardlinks_and_cli(tmp_path):
 
 def test_cli_bad_arguments_exit_2(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / ".cache" / "collections")}
-    proc = subprocess.run([sys.executable, "-m", "ansible_collections.inferops.vllm.plugins.module_utils.model_fetch_cli",
+    proc = subprocess.run([sys.executable, "-m", "ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli",
                            "--source", "huggingface", "--dest", str(tmp_path)], env=env, capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 2 and "model_id: required" in proc.stdout

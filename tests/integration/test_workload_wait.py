@@ -166,8 +166,8 @@ def test_wait_survives_an_api_server_restart(sandbox, namespace, apps_v1):
     comes back; the rollout that finishes afterwards is still seen."""
     import threading
 
-    from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import api_client
-    from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import RolloutWaiter
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import api_client
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._wait import RolloutWaiter
     from support.sandbox import sandbox_cmd
 
     deployment = {

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from ansible_collections.inferops.vllm.plugins.module_utils.diagnosis import (
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._diagnosis import (
     diagnose_pod, diagnose_workload, final_findings)
-from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import selector_string
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._wait import selector_string
 
 
 def pod(name="p-0", statuses=None, conditions=None, volumes=None):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ansible_collections.inferops.vllm.plugins.module_utils.gpu_facts import container_runtime, parse_nvidia_smi
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._facts import container_runtime, parse_nvidia_smi
 
 # What nvidia-smi printed on the device tool's H100 (2026-11-25), in the query form gpu_facts uses.
 SMI_CSV = "0, NVIDIA H100 80GB HBM3, GPU-c1d8ae68-1524-9cf5-762c-4f51646bae33, 81559, 00000000:00:06.0, Disabled, 580.159.04\n"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.inferops.vllm.plugins.module_utils.gpu_inventory import node_inventory, parse_hami_register
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._inventory import node_inventory, parse_hami_register
 
 # The example from HAMi's protocol document (two V100s, the pre-2.5 text form).
 LEGACY = ("GPU-00552014-5c87-89ac-b1a6-7b53aa24b0ec,10,32768,100,NVIDIA-Tesla V100-PCIE-32GB,0,true:"

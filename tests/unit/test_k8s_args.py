@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_args import kubeconfig_secrets
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import kubeconfig_secrets
 
 
 def test_user_credentials_are_secret_and_the_rest_is_not():

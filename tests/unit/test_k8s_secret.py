@@ -7,8 +7,8 @@ import base64
 
 import pytest
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_secret import (
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import (
     LAST_APPLIED, masked_forms, plan, validate,
 )
 

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import ClusterError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_watch import Gone, Informer
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Gone, Informer
 
 
 def informer() -> Informer:

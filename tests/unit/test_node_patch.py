@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.node_patch import plan_node, validate_request
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._node_patch import plan_node, validate_request
 
 
 def node(labels=None, annotations=None, taints=None):

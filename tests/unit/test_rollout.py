@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ansible_collections.inferops.vllm.plugins.module_utils import rollout
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _rollout as rollout
 
 
 def sts(generation=2, observed=2, replicas=2, ready=2, updated=2, current="r1", update="r1", partition=None, strategy="RollingUpdate"):

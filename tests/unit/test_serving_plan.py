@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.serving_plan import (
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._plan import (
     kv_bytes_per_token, model_shape, parameter_count, parse_args, plan,
 )
 

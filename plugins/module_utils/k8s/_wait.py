@@ -10,20 +10,12 @@ import queue
 import threading
 import time
 
-from ansible_collections.inferops.vllm.plugins.module_utils import diagnosis, rollout
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import (
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _diagnosis as diagnosis, _rollout as rollout
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import (
     ClusterError, NotFoundError, ParameterError, WaitFailed,
 )
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import request_json
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_watch import Informer
-
-API_PATHS = {
-    "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets",
-    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
-    "DaemonSet": "/apis/apps/v1/namespaces/{ns}/daemonsets",
-    "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
-    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
-}
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import request_json, request_text
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
 
 
 def selector_string(selector: dict | None) -> str:
@@ -55,12 +47,9 @@ def pod_log_tail(api, namespace: str, pod: str, container: str, lines: int, time
     errors = []
     for previous in ("true", "false"):
         try:
-            text = api.call_api(
-                f"/api/v1/namespaces/{namespace}/pods/{pod}/log", "GET",
-                query_params=[("container", container), ("previous", previous), ("tailLines", str(lines))],
-                header_params={"Accept": "*/*"}, auth_settings=["BearerToken"],
-                response_type="str", _return_http_data_only=True, _request_timeout=timeout,
-            )
+            text = request_text(api, f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+                                [("container", container), ("previous", previous), ("tailLines", str(lines))],
+                                timeout=timeout)
             if text:
                 return text.rstrip("\n").splitlines()[-lines:]
         except Exception as exc:  # noqa: BLE001 - logs are a best effort
@@ -108,7 +97,7 @@ class RolloutWaiter:
         return findings
 
     def wait(self) -> dict:
-        base = API_PATHS[self.kind].format(ns=self.namespace)
+        base = rollout.KIND_PATHS[self.kind].format(ns=self.namespace)
         try:
             obj = request_json(self.api, "GET", f"{base}/{self.name}", timeout=self.request_timeout,
                                action=f"reading {self.kind} {self.namespace}/{self.name}")

@@ -18,8 +18,8 @@ import base64
 import secrets as _random
 import string
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import ClusterError, ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import request_json
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import request_json
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 MAX_CONFLICT_RETRIES = 5
@@ -155,14 +155,15 @@ def _read(api, path: str, name: str, namespace: str, timeout: float | None) -> d
         raise
 
 
-def read_value(api, name: str, namespace: str, key: str, timeout: float | None) -> str:
+def read_value(api, name: str, namespace: str, key: str, timeout: float | None,
+               param: str = "server_api_key_secret") -> str:
     """One value of a Secret (for a module that needs a key, so that it never
     passes through Ansible's variables)."""
     obj = _read(api, f"/api/v1/namespaces/{namespace}/secrets", name, namespace, timeout)
     if obj is None:
-        raise ParameterError(f"api_key_secret: Secret {name!r} does not exist in namespace {namespace!r}")
+        raise ParameterError(f"{param}: Secret {name!r} does not exist in namespace {namespace!r}")
     data = obj.get("data") or {}
     if key not in data:
-        raise ParameterError(f"api_key_secret_key: Secret {namespace}/{name} has no key {key!r}; it has "
+        raise ParameterError(f"{param}_key: Secret {namespace}/{name} has no key {key!r}; it has "
                              f"{', '.join(sorted(data)) or 'none'}")
     return decode(data[key])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import traceback
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import InferopsError
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError
 
 
 def run(module, action):

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("StatefulSet", "Deployment", "DaemonSet", "Job", "PersistentVolumeClaim")
+# The kinds a rollout can be waited for, with where their namespaced
+# collection lives in the API. The one list: the wait, the module's choices
+# and the tests take it from here.
+KIND_PATHS = {
+    "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets",
+    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+    "DaemonSet": "/apis/apps/v1/namespaces/{ns}/daemonsets",
+    "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+}
+KINDS = tuple(KIND_PATHS)
 
 
 @dataclass(frozen=True)

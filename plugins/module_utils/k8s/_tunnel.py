@@ -11,9 +11,9 @@ import select
 import socket
 import threading
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import EndpointError, NotFoundError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import ClusterError, request_json
-from ansible_collections.inferops.vllm.plugins.module_utils.workload_wait import pod_ready, selector_string
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, EndpointError, NotFoundError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import api_client_of, request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._wait import pod_ready, selector_string
 
 
 def resolve_service_pod(api, namespace: str, service: str, port: int | str | None, timeout: float = 30.0) -> tuple[str, int]:
@@ -88,7 +88,7 @@ class PodTunnel:
         from kubernetes.stream import portforward
 
         try:
-            core = client.CoreV1Api(self.api)
+            core = client.CoreV1Api(api_client_of(self.api))
             pf = portforward(core.connect_get_namespaced_pod_portforward, self.pod, self.namespace,
                              ports=str(self.port))
         except Exception as exc:  # noqa: BLE001 - reported by the caller's request failing

@@ -15,10 +15,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import (
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import (
     EndpointError, MissingDependency, ParameterError,
 )
-from ansible_collections.inferops.vllm.plugins.module_utils.model_fetch import (
+from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import (
     MARKER, PRIVATE_DIRS, FileSpec, UnsafePath, VerifyFailed, match_patterns, target_path, verify_file,
 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.inferops.vllm.plugins.module_utils import gpu_labels as L
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _labels as L
 
 
 def parse_hami_register(value: str | None) -> list[dict]:

@@ -21,9 +21,9 @@ import math
 import os
 import shlex
 
-from ansible_collections.inferops.vllm.plugins.module_utils import gpu_labels as L
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.vllm_flags_data import VLLM_FLAGS
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _labels as L
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._vllm_flags_data import VLLM_FLAGS
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

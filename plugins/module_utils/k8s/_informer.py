@@ -11,8 +11,8 @@ import json
 import queue
 import threading
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import ClusterError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import request_json
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import raw_request, request_json
 
 WATCH_SECONDS = 240  # the server ends each watch by then; we re-watch from the last version
 
@@ -81,11 +81,9 @@ class Informer(threading.Thread):
         query = self.query + [("watch", "true"), ("resourceVersion", version), ("allowWatchBookmarks", "true"),
                               ("timeoutSeconds", str(WATCH_SECONDS))]
         try:
-            resp = self.api.call_api(
-                self.path, "GET", query_params=query, header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=False,
-                _request_timeout=(self.request_timeout, WATCH_SECONDS + 30),
-            )
+            # One try: on a dropped connection run() reconnects with backoff.
+            resp = raw_request(self.api, "GET", self.path, query, timeout=(self.request_timeout, WATCH_SECONDS + 30),
+                               retries=0)
         except Exception as exc:
             if getattr(exc, "status", None) == 410:
                 raise Gone() from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
 
 # Kubernetes' rules for qualified names and label values.
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"

@@ -8,7 +8,7 @@ atomically (a marker file), so a half download is never taken for a model.
 
 Sources are in model_sources; this module is the orchestration and the
 marker. It runs inside the model_fetch module and, as
-``python -m ansible_collections.inferops.vllm.plugins.module_utils.model_fetch_cli``,
+``python -m ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli``,
 inside a Kubernetes Job."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import InferopsError, ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError, ParameterError
 
 MARKER = ".inferops-model-complete.json"
 MARKER_VERSION = 1

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """model_fetch as a command, for a Kubernetes Job or initContainer:
 
-    python -m ansible_collections.inferops.vllm.plugins.module_utils.model_fetch_cli \\
+    python -m ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli \\
         --source s3 --bucket models --prefix qwen3 --dest /models/qwen3
 
 Secrets come only from the environment (a Secret mounted as env), never
@@ -19,9 +19,9 @@ import json
 import os
 import sys
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import InferopsError, ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.model_fetch import fetch_model
-from ansible_collections.inferops.vllm.plugins.module_utils.model_sources import build_source
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError, ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
+from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import build_source
 
 
 def parse(argv: list[str] | None) -> dict:

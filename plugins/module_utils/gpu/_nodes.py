@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.inferops.vllm.plugins.module_utils import node_patch
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import ClusterError, NotFoundError, ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.gpu_inventory import node_inventory
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s_client import merge_patch, request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _node_patch as node_patch
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, NotFoundError, ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._inventory import node_inventory
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import merge_patch, pool_size, request_json
 
 MAX_CONFLICT_RETRIES = 5
 
@@ -76,7 +76,10 @@ def apply(api, params: dict, check_mode: bool) -> dict:
                 node = request_json(api, "GET", f"/api/v1/nodes/{name}", timeout=timeout, action=f"reading node {name}")
         raise ClusterError(f"node {name} kept changing under us: gave up after {MAX_CONFLICT_RETRIES} conflicting writes")
 
-    with ThreadPoolExecutor(max_workers=max(1, min(params.get("parallelism", 16), len(nodes) or 1))) as pool:
+    # No more at once than the client keeps connections for: beyond that each
+    # request would open (and drop) a connection of its own.
+    workers = max(1, min(params.get("parallelism", 16), pool_size(api), len(nodes) or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(work, nodes))
 
     changed_nodes = [o[0]["metadata"]["name"] for o in outcomes if o[1]]

@@ -17,7 +17,7 @@ import urllib.parse
 
 from ansible.module_utils.urls import SSLValidationError, open_url
 
-from ansible_collections.inferops.vllm.plugins.module_utils.errors import EndpointError, ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import EndpointError, ParameterError
 
 
 class Transport:

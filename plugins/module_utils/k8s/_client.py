@@ -1,0 +1,169 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The API connection: kubernetes.core's client factory (its auth options,
+K8S_AUTH_* variables, dict kubeconfigs, in-cluster config, proxies,
+impersonation) gives a ``kubernetes.dynamic`` client, and every request goes
+through that client's ``request()``, the surface that stays put across
+releases of the Python client (35 and 37 both). Answers are plain JSON dicts:
+cheaper than generated models for long lists, and what diffs and results need
+anyway. Errors become ClusterError with what was being done."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, MissingDependency
+
+try:
+    import urllib3
+
+    from kubernetes.config.config_exception import ConfigException
+    from kubernetes.dynamic.exceptions import DynamicApiError
+
+    HAS_KUBERNETES = True
+    KUBERNETES_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - exercised where the library is missing
+    HAS_KUBERNETES = False
+    KUBERNETES_IMPORT_ERROR = exc
+    ConfigException = DynamicApiError = Exception  # type: ignore[misc,assignment]
+
+# Transient trouble reaching the API server: a connection refused or reset
+# while it restarts, a read that timed out. Retried a bounded number of times.
+RETRIES = 4
+
+
+def require_kubernetes() -> None:
+    if not HAS_KUBERNETES:
+        raise MissingDependency(
+            "the 'kubernetes' Python library is required where this module runs "
+            f"({KUBERNETES_IMPORT_ERROR}); install it with: pip install kubernetes"
+        )
+
+
+def connect(params: dict):
+    """A ``kubernetes.dynamic`` client from the module's connection options
+    (kubernetes.core's AUTH_ARG_SPEC names)."""
+    require_kubernetes()
+    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+
+    kubeconfig = params.get("kubeconfig")
+    if isinstance(kubeconfig, str) and kubeconfig:
+        # Several files may be given, separated as in KUBECONFIG.
+        for path in (os.path.expanduser(p) for p in kubeconfig.split(os.pathsep) if p):
+            if not os.path.isfile(path):
+                raise ClusterError(f"kubeconfig: {path} is not a file; give the path of the cluster's kubeconfig "
+                                   "(or set K8S_AUTH_KUBECONFIG)")
+    elif kubeconfig is not None and not isinstance(kubeconfig, (str, dict)):
+        raise ClusterError(f"kubeconfig: a path or a dict is needed, got {type(kubeconfig).__name__}")
+    auth = {k: params[k] for k in AUTH_ARG_SPEC if params.get(k) is not None}
+    try:
+        return get_api_client(**auth).client
+    except Exception as exc:  # noqa: BLE001 - the config loaders raise many kinds; all mean the same to a user
+        where = "the kubeconfig given as a dict" if isinstance(kubeconfig, dict) else \
+            (f"kubeconfig {kubeconfig}" if kubeconfig else "the default kubeconfig or in-cluster config")
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise ClusterError(f"kubeconfig/context: cannot load the cluster configuration from {where}: "
+                           f"{exc.__class__.__name__}: {first}. Check the file (kubectl --kubeconfig ... "
+                           "cluster-info reads it the same way) and the context") from exc
+
+
+def pool_size(api) -> int:
+    """How many connections the client keeps: more requests at once than this
+    open and drop connections."""
+    return int(getattr(api.configuration, "connection_pool_maxsize", 0) or 4)
+
+
+def describe_api_error(exc, action: str) -> ClusterError:
+    """Turn an API error into a ClusterError whose message says what was
+    being done and what the server said."""
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", "") or ""
+    body = getattr(exc, "body", "") or ""
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    message = body
+    try:
+        message = json.loads(body).get("message", body)
+    except (ValueError, AttributeError):
+        pass
+    hint = ""
+    if status == 401:
+        hint = " (the credentials were refused: check kubeconfig/api_key)"
+    elif status == 403:
+        hint = " (the user is not allowed to do this: check its RBAC)"
+    return ClusterError(f"{action} failed: {status} {reason}: {message}{hint}".strip(), status=status)
+
+
+def transient(exc: Exception) -> bool:
+    """Whether no answer came (the server is restarting, the connection
+    dropped, a read timed out), or the answer said 'later' (429, 5xx)."""
+    if HAS_KUBERNETES and isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
+        return True
+    return getattr(exc, "status", None) in (429, 500, 502, 503, 504)
+
+
+# Sending these twice has the effect of sending them once (a replace carries
+# the resourceVersion it was planned from, so a repeat gets 409).
+REPEATABLE = ("GET", "PUT", "PATCH", "DELETE")
+
+
+def raw_request(api, method: str, path: str, query: list | None = None, body=None,
+                content_type: str = "application/json", accept: str = "application/json",
+                timeout=None, retries: int = RETRIES):
+    """The urllib3 response of one request, unread (a watch streams it).
+    Transient trouble is retried with backoff, a bounded number of times; a
+    create only on 429, since one whose answer was lost may have been made.
+    Raises the client's API error for any other non-2xx answer."""
+    attempt = 0
+    while True:
+        try:
+            return api.request(method, path, body=body, query_params=list(query or []),
+                               header_params={"Accept": accept}, content_type=content_type,
+                               serialize=False, _request_timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - sorted by transient()
+            again = transient(exc) and (method in REPEATABLE or getattr(exc, "status", None) == 429)
+            if attempt >= retries or not again:
+                raise
+            time.sleep(min(8.0, 0.5 * 2 ** attempt))
+            attempt += 1
+
+
+def request_json(api, method: str, path: str, query: list | None = None, body=None,
+                 content_type: str = "application/json", timeout=None, action: str | None = None,
+                 retries: int = RETRIES):
+    """One request, answered as plain JSON."""
+    try:
+        resp = raw_request(api, method, path, query, body, content_type, timeout=timeout, retries=retries)
+        data = resp.data
+    except DynamicApiError as exc:
+        raise describe_api_error(exc, action or f"{method} {path}") from exc
+    except Exception as exc:  # noqa: BLE001 - no answer at all: say where, not a traceback
+        raise ClusterError(f"{action or f'{method} {path}'} failed: the API server did not answer "
+                           f"({exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0][:200]})",
+                           status=None, reachable=False) from exc
+    return json.loads(data) if data else {}
+
+
+def request_text(api, path: str, query: list | None = None, timeout=None, action: str | None = None) -> str:
+    """A plain-text answer (a container's log)."""
+    try:
+        return raw_request(api, "GET", path, query, accept="*/*", timeout=timeout).data.decode(errors="replace")
+    except DynamicApiError as exc:
+        raise describe_api_error(exc, action or f"GET {path}") from exc
+
+
+def merge_patch(api, path: str, patch: dict, dry_run: bool = False, timeout=None, action: str | None = None):
+    """JSON merge patch (RFC 7386)."""
+    query = [("dryRun", "All")] if dry_run else []
+    return request_json(api, "PATCH", path, query=query, body=patch,
+                        content_type="application/merge-patch+json", timeout=timeout, action=action)
+
+
+def api_client_of(api):
+    """The generated ApiClient under the dynamic client, for
+    kubernetes.stream (port-forward)."""
+    return api.client
