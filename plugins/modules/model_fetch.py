@@ -215,7 +215,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
-from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import build_source
+from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import FETCH_DEFAULTS, SOURCES, build_source
 
 
 def run(module):
@@ -227,7 +227,7 @@ def run(module):
 
 def main():
     spec = dict(
-        source=dict(type="str", required=True, choices=["modelscope", "huggingface", "s3", "local"]),
+        source=dict(type="str", required=True, choices=list(SOURCES)),
         dest=dict(type="path", required=True),
         model_id=dict(type="str"),
         revision=dict(type="str"),
@@ -248,11 +248,11 @@ def main():
         verify=dict(type="str", choices=["quick", "full"], default="quick"),
         refresh=dict(type="bool", default=False),
         require_config=dict(type="bool", default=True),
-        part_size=dict(type="int", default=16 * 1024 * 1024),
-        max_concurrency=dict(type="int", default=8),
-        connect_timeout=dict(type="float", default=10),
-        read_timeout=dict(type="float", default=60),
-        max_attempts=dict(type="int", default=5),
+        part_size=dict(type="int", default=FETCH_DEFAULTS["part_size"]),
+        max_concurrency=dict(type="int", default=FETCH_DEFAULTS["max_concurrency"]),
+        connect_timeout=dict(type="float", default=FETCH_DEFAULTS["connect_timeout"]),
+        read_timeout=dict(type="float", default=FETCH_DEFAULTS["read_timeout"]),
+        max_attempts=dict(type="int", default=FETCH_DEFAULTS["max_attempts"]),
         progress_file=dict(type="path"),
     )
     module = AnsibleModule(

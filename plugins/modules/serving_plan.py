@@ -229,7 +229,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError
-from ansible_collections.inferops.vllm.plugins.module_utils.serving._plan import parse_args, plan
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._plan import DEFAULT_VLLM_VERSION, parse_args, plan
 
 
 def run(module):
@@ -257,7 +257,7 @@ def main():
         model_dir=dict(type="path"),
         model_path=dict(type="str"),
         served_model_name=dict(type="str"),
-        vllm_version=dict(type="str", default="0.12.0"),
+        vllm_version=dict(type="str", default=DEFAULT_VLLM_VERSION),
         extra_args=dict(type="raw"),
         env=dict(type="dict", default={}),
         gpu_memory_mib=dict(type="int", required=True),

@@ -22,6 +22,16 @@ from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import 
     MARKER, PRIVATE_DIRS, FileSpec, UnsafePath, VerifyFailed, match_patterns, target_path, verify_file,
 )
 
+# How a download is tuned, in one place: the module's defaults, the command's
+# and the sources' own come from here.
+FETCH_DEFAULTS = {
+    "part_size": 16 * 1024 * 1024,  # bytes per ranged S3 request
+    "max_concurrency": 8,  # parts (S3) or files (hubs) in flight
+    "connect_timeout": 10.0,  # seconds to connect, per try
+    "read_timeout": 60.0,  # seconds without a byte before a try fails
+    "max_attempts": 5,  # tries of each request, with backoff
+}
+SOURCES = ("modelscope", "huggingface", "s3", "local")
 CHECKSUM_MANIFEST = "SHA256SUMS"  # "<sha256>  <path>" per line, as sha256sum writes it
 PARTIAL_DIR = ".inferops-partial"
 
@@ -121,7 +131,8 @@ class HubSource(DirectorySource):
 
     def __init__(self, kind: str, repo_id: str, revision: str | None, cache_dir: str, token: str | None = None,
                  endpoint: str | None = None, allow: list[str] | None = None, ignore: list[str] | None = None,
-                 offline: bool = False, max_attempts: int = 3, timeout: float = 60.0, max_workers: int = 8):
+                 offline: bool = False, max_attempts: int = FETCH_DEFAULTS["max_attempts"],
+                 timeout: float = FETCH_DEFAULTS["read_timeout"], max_workers: int = FETCH_DEFAULTS["max_concurrency"]):
         super().__init__(path="", allow=allow, ignore=ignore, hardlink=True)
         if kind not in ("huggingface", "modelscope"):
             raise ParameterError(f"source: {kind!r} is not a hub")
@@ -223,8 +234,10 @@ class S3Source:
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None, session_token: str | None = None,
                  allow: list[str] | None = None, ignore: list[str] | None = None,
-                 part_size: int = 16 * 1024 * 1024, max_concurrency: int = 8, connect_timeout: float = 10,
-                 read_timeout: float = 60, max_attempts: int = 5, on_part_done=None):
+                 part_size: int = FETCH_DEFAULTS["part_size"], max_concurrency: int = FETCH_DEFAULTS["max_concurrency"],
+                 connect_timeout: float = FETCH_DEFAULTS["connect_timeout"],
+                 read_timeout: float = FETCH_DEFAULTS["read_timeout"], max_attempts: int = FETCH_DEFAULTS["max_attempts"],
+                 on_part_done=None):
         if not bucket:
             raise ParameterError("bucket: the S3 bucket is required")
         if part_size < 5 * 1024 * 1024:
@@ -414,11 +427,23 @@ def _s3_error(what: str, source: S3Source, exc) -> EndpointError:
     return EndpointError(f"S3 {what} of {source.describe()} failed: {_short(exc)}{hint}", status=status, code=code)
 
 
+def fetch_setting(p: dict, name: str):
+    """A tuning value from the parameters, or its default; zero or less is
+    refused (it would mean no progress at all), not silently replaced."""
+    value = p.get(name)
+    if value is None:
+        return FETCH_DEFAULTS[name]
+    if value <= 0:
+        raise ParameterError(f"{name}: {value} must be more than 0 (default {FETCH_DEFAULTS[name]})")
+    return value
+
+
 def build_source(p: dict, on_part_done=None):
     """A source from the model_fetch module's parameters (the CLI builds the
     same dict from its flags and environment)."""
     kind = p["source"]
     allow, ignore = p.get("allow_patterns") or None, p.get("ignore_patterns") or None
+    tuning = {name: fetch_setting(p, name) for name in FETCH_DEFAULTS}
     if kind == "local":
         if not p.get("local_path"):
             raise ParameterError("local_path: required with source: local")
@@ -428,14 +453,12 @@ def build_source(p: dict, on_part_done=None):
             raise ParameterError("bucket: required with source: s3")
         return S3Source(p["bucket"], p.get("prefix") or "", p.get("endpoint_url"), p.get("region"),
                         p.get("access_key"), p.get("secret_key"), p.get("session_token"), allow, ignore,
-                        part_size=p.get("part_size") or 16 * 1024 * 1024, max_concurrency=p.get("max_concurrency") or 8,
-                        connect_timeout=p.get("connect_timeout") or 10, read_timeout=p.get("read_timeout") or 60,
-                        max_attempts=p.get("max_attempts") or 5, on_part_done=on_part_done)
+                        on_part_done=on_part_done, **tuning)
     if kind in ("huggingface", "modelscope"):
         if not p.get("model_id"):
             raise ParameterError(f"model_id: required with source: {kind}")
         cache_dir = p.get("cache_dir") or os.path.join(p["dest"], ".cache", kind)
         return HubSource(kind, p["model_id"], p.get("revision"), cache_dir, p.get("token"), p.get("endpoint_url"),
-                         allow, ignore, offline=p.get("offline", False), max_attempts=p.get("max_attempts") or 5,
-                         timeout=p.get("read_timeout") or 60, max_workers=p.get("max_concurrency") or 8)
-    raise ParameterError(f"source: {kind!r} is not one of local, s3, huggingface, modelscope")
+                         allow, ignore, offline=p.get("offline", False), max_attempts=tuning["max_attempts"],
+                         timeout=tuning["read_timeout"], max_workers=tuning["max_concurrency"])
+    raise ParameterError(f"source: {kind!r} is not one of {', '.join(SOURCES)}")

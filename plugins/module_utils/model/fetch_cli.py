@@ -21,13 +21,13 @@ import sys
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError, ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
-from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import build_source
+from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import SOURCES, build_source
 
 
 def parse(argv: list[str] | None) -> dict:
     ap = argparse.ArgumentParser(prog="model_fetch", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", required=True, choices=["local", "s3", "huggingface", "modelscope"])
+    ap.add_argument("--source", required=True, choices=SOURCES)
     ap.add_argument("--dest", required=True)
     ap.add_argument("--model-id")
     ap.add_argument("--revision")
@@ -43,6 +43,7 @@ def parse(argv: list[str] | None) -> dict:
     ap.add_argument("--verify", choices=["quick", "full"], default="quick")
     ap.add_argument("--part-size", type=int)
     ap.add_argument("--max-concurrency", type=int)
+    ap.add_argument("--connect-timeout", type=float)
     ap.add_argument("--read-timeout", type=float)
     ap.add_argument("--max-attempts", type=int)
     ap.add_argument("--no-hardlink", action="store_false", dest="hardlink")

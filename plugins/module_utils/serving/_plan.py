@@ -25,6 +25,9 @@ from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _labels a
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.serving._vllm_flags_data import VLLM_FLAGS
 
+# The vLLM release the collection plans for when none is named: the module's
+# default, and through it the role's (whose image tag follows the plan).
+DEFAULT_VLLM_VERSION = "0.12.0"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
@@ -200,19 +203,22 @@ def glibc_in_hami_range(version: str) -> bool:
     return low <= (major, minor) < high
 
 
-def plan(p: dict) -> dict:
-    """The whole plan. Problems (things that would fail or break) and
-    warnings (things that work but are likely not meant) are collected, not
-    raised, so one run reports all of them."""
-    problems: list[str] = []
-    warnings: list[str] = []
-    version, note = resolve_version(p.get("vllm_version") or "0.12.0")
-    if note:
-        warnings.append(note)
+class Findings:
+    """Problems (things that would fail or break) and warnings (things that
+    work but are likely not meant), collected, not raised, so one run reports
+    all of them."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+
+def read_command_line(p: dict, version: str, found: Findings) -> tuple[dict, list[tuple[str, str | None]]]:
+    """The command line the user brought: what the plan owns is read as the
+    wanted values (rendered once, later); every other flag is checked
+    against the version's own and kept."""
     table = VLLM_FLAGS[version]
     known = set(table["flags"]) | set(table["short_flags"]) | {f"--no-{f[2:]}" for f in table["boolean"]}
-
-    # 1. The command line the user brought: read what the plan owns, check the rest.
     wanted: dict = {}
     kept: list[tuple[str, str | None]] = []
     for flag, value in parse_args(p.get("extra_args")):
@@ -221,12 +227,12 @@ def plan(p: dict) -> dict:
                 wanted["model_path"] = value
             continue
         if flag == "--api-key":
-            problems.append("--api-key puts the key on the command line (visible in `ps` and the pod spec); "
-                            "leave it out: the key goes in a Secret and reaches vLLM as VLLM_API_KEY")
+            found.problems.append("--api-key puts the key on the command line (visible in `ps` and the pod spec); "
+                                  "leave it out: the key goes in a Secret and reaches vLLM as VLLM_API_KEY")
             continue
         if flag in ("--trust-remote-code",) and not p.get("allow_trust_remote_code"):
-            problems.append("--trust-remote-code runs Python code shipped with the model; leave it out, or set "
-                            "allow_trust_remote_code: true if this model needs it and its code is trusted")
+            found.problems.append("--trust-remote-code runs Python code shipped with the model; leave it out, or set "
+                                  "allow_trust_remote_code: true if this model needs it and its code is trusted")
             continue
         if flag in PLAN_FLAGS:
             wanted[PLAN_FLAGS[flag]] = value
@@ -236,24 +242,24 @@ def plan(p: dict) -> dict:
             if not hint:
                 close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]}?" if close else "see `vllm serve --help`"
-            problems.append(f"{flag} is not a flag of vLLM {version} (vLLM refuses to start): {hint}")
+            found.problems.append(f"{flag} is not a flag of vLLM {version} (vLLM refuses to start): {hint}")
             continue
         if flag in FLAG_NOTES and _version_tuple(version) >= _version_tuple(FLAG_NOTES[flag][0]):
-            warnings.append(f"{flag} {FLAG_NOTES[flag][1]}")
+            found.warnings.append(f"{flag} {FLAG_NOTES[flag][1]}")
             continue
         if flag in table["deprecated"]:
-            warnings.append(f"{flag} is deprecated in vLLM {version}")
+            found.warnings.append(f"{flag} is deprecated in vLLM {version}")
         kept.append((flag, value))
     kept_flags = {pair[0] for pair in kept}
     if "--enable-auto-tool-choice" in kept_flags and "--tool-call-parser" not in kept_flags:
-        problems.append("--enable-auto-tool-choice needs --tool-call-parser (e.g. hermes for Qwen); vLLM refuses "
-                        "to start without it")
+        found.problems.append("--enable-auto-tool-choice needs --tool-call-parser (e.g. hermes for Qwen); vLLM "
+                              "refuses to start without it")
+    return wanted, kept
 
-    def setting(name: str, default=None):
-        value = p.get(name)
-        return value if value is not None else wanted.get(name, default)
 
-    # 2. The model.
+def model_weights(p: dict, setting) -> dict:
+    """The model's shape, dtype and quantization, its parameter count and the
+    bytes of its weights; the bytes of one KV cache element."""
     cfg, index_bytes = load_model_config(p.get("model_config"), p.get("model_dir"))
     shape = model_shape(cfg)
     dtype = str(setting("dtype", "auto"))
@@ -270,9 +276,15 @@ def plan(p: dict) -> dict:
     kv_dtype = str(setting("kv_cache_dtype", "auto"))
     if kv_dtype not in KV_DTYPE_BYTES:
         raise ParameterError(f"kv_cache_dtype: {kv_dtype!r} is not one of {', '.join(KV_DTYPE_BYTES)}")
-    kv_elem = KV_DTYPE_BYTES[kv_dtype] or DTYPE_BYTES[dtype]
+    return {"shape": shape, "dtype": dtype, "quant": quant, "params": params_count, "weight_bytes": weight_bytes,
+            "from_index": bool(index_bytes and not quant), "kv_dtype": kv_dtype,
+            "kv_elem": KV_DTYPE_BYTES[kv_dtype] or DTYPE_BYTES[dtype]}
 
-    # 3. The GPUs.
+
+def gpu_memory(p: dict, setting, found: Findings) -> dict:
+    """One GPU's memory, the HAMi slice of it asked for (memory per GPU, not
+    per pod: the write-up's 8 x 79872 is caught here), and the share vLLM
+    may take."""
     gpu_mib = _num(p.get("gpu_memory_mib"), "gpu_memory_mib", int) if p.get("gpu_memory_mib") else None
     if not gpu_mib:
         raise ParameterError("gpu_memory_mib: the memory of one GPU in MiB is required (e.g. 81559 for an "
@@ -287,168 +299,234 @@ def plan(p: dict) -> dict:
                 if slice_mib % n == 0 and slice_mib // n <= gpu_mib:
                     guess = f" ({slice_mib} = {n} x {slice_mib // n}: use {slice_mib // n})"
                     break
-            problems.append(f"gpu_memory_request_mib: {slice_mib} MiB is more than one GPU has ({gpu_mib} MiB). "
-                            f"HAMi's nvidia.com/gpumem is memory per GPU, not the pod's total{guess}; no card can "
-                            "satisfy it, so the pod would never be scheduled")
+            found.problems.append(f"gpu_memory_request_mib: {slice_mib} MiB is more than one GPU has ({gpu_mib} MiB). "
+                                  f"HAMi's nvidia.com/gpumem is memory per GPU, not the pod's total{guess}; no card "
+                                  "can satisfy it, so the pod would never be scheduled")
             slice_mib = None
         elif slice_mib == gpu_mib:
             slice_mib = None  # the whole card: no gpumem needed
-    usable_mib = slice_mib or gpu_mib
     util = float(setting("gpu_memory_utilization", 0.9))
     if not 0.1 <= util <= 0.98:
         raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-0.98")
-    overhead_mib = int(p.get("overhead_mib") or 3072)
+    return {"gpu_mib": gpu_mib, "gpus_available": gpus_available, "slice_mib": slice_mib,
+            "usable_mib": slice_mib or gpu_mib, "util": util, "overhead_mib": int(p.get("overhead_mib") or 3072)}
+
+
+def parallelism(setting, weights: dict, mem: dict, found: Findings) -> tuple[int, int]:
+    """(tensor parallel, pipeline parallel): the given ones checked, or the
+    smallest tensor-parallel size that divides the heads and leaves room
+    for a KV cache."""
+    shape = weights["shape"]
     pp = int(setting("pipeline_parallel_size", 1))
     if shape["layers"] % pp:
-        problems.append(f"pipeline_parallel_size {pp} does not divide the model's {shape['layers']} layers evenly")
+        found.problems.append(f"pipeline_parallel_size {pp} does not divide the model's {shape['layers']} layers "
+                              "evenly")
 
     def valid_tp(tp: int) -> bool:
         return shape["heads"] % tp == 0 and (shape["kv_heads"] % tp == 0 or tp % shape["kv_heads"] == 0)
-
-    def kv_room(tp: int) -> float:
-        return usable_mib * util * MIB - weight_bytes / (tp * pp) - overhead_mib * MIB
 
     wanted_tp = setting("tensor_parallel_size")
     if wanted_tp is not None:
         tp = int(wanted_tp)
         if not valid_tp(tp):
-            problems.append(f"tensor_parallel_size {tp} does not divide the {shape['heads']} attention heads "
-                            f"({shape['kv_heads']} KV heads): choose one of "
-                            f"{[t for t in range(1, gpus_available + 1) if valid_tp(t)]}")
+            found.problems.append(f"tensor_parallel_size {tp} does not divide the {shape['heads']} attention heads "
+                                  f"({shape['kv_heads']} KV heads): choose one of "
+                                  f"{[t for t in range(1, mem['gpus_available'] + 1) if valid_tp(t)]}")
     else:
-        fitting = [t for t in (1, 2, 4, 8, 16, 32) if t * pp <= gpus_available and valid_tp(t) and kv_room(t) > 0]
-        tp = fitting[0] if fitting else max(t for t in (1, 2, 4, 8, 16, 32) if t * pp <= gpus_available and valid_tp(t))
-    gpus = tp * pp
-    if gpus > gpus_available:
-        problems.append(f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} = {gpus} GPUs, but a node has "
-                        f"{gpus_available}")
-    weights_per_gpu = weight_bytes / gpus
-    kv_bytes = kv_room(tp)
-    kv_whole, kv_per_gpu_token = kv_bytes_per_token(shape, tp, kv_elem)
+        sizes = [t for t in (1, 2, 4, 8, 16, 32) if t * pp <= mem["gpus_available"] and valid_tp(t)]
+        fitting = [t for t in sizes if kv_room(weights, mem, t, pp) > 0]
+        tp = fitting[0] if fitting else max(sizes)
+    if tp * pp > mem["gpus_available"]:
+        found.problems.append(f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} = {tp * pp} GPUs, but a node "
+                              f"has {mem['gpus_available']}")
+    return tp, pp
+
+
+def kv_room(weights: dict, mem: dict, tp: int, pp: int) -> float:
+    """Bytes per GPU left for the KV cache: vLLM's share of the GPU, less the
+    GPU's share of the weights and the overhead."""
+    return mem["usable_mib"] * mem["util"] * MIB - weights["weight_bytes"] / (tp * pp) - mem["overhead_mib"] * MIB
+
+
+def kv_cache(p: dict, setting, weights: dict, mem: dict, tp: int, pp: int, found: Findings) -> dict:
+    """Tokens the KV cache holds, the context length that fits, and how many
+    full-length requests run at once."""
+    shape = weights["shape"]
+    kv_bytes = kv_room(weights, mem, tp, pp)
+    kv_whole, kv_per_gpu_token = kv_bytes_per_token(shape, tp, weights["kv_elem"])
     if kv_bytes <= 0:
-        problems.append(f"the weights do not fit: {weights_per_gpu / GIB:.1f} GiB per GPU plus about "
-                        f"{overhead_mib / 1024:.1f} GiB overhead is more than {util} of {usable_mib / 1024:.1f} GiB; "
-                        f"use more GPUs (a larger tensor_parallel_size), a quantized model, or a larger "
-                        f"gpu_memory_utilization")
+        found.problems.append(
+            f"the weights do not fit: {weights['weight_bytes'] / (tp * pp) / GIB:.1f} GiB per GPU plus about "
+            f"{mem['overhead_mib'] / 1024:.1f} GiB overhead is more than {mem['util']} of "
+            f"{mem['usable_mib'] / 1024:.1f} GiB; use more GPUs (a larger tensor_parallel_size), a quantized model, or "
+            "a larger gpu_memory_utilization")
     kv_tokens = max(0, int(kv_bytes // kv_per_gpu_token) // BLOCK_SIZE * BLOCK_SIZE) if kv_bytes > 0 else 0
     max_pos = shape["max_position_embeddings"] or kv_tokens
     proposed = min(max_pos, kv_tokens)
     max_len = int(setting("max_model_len") or proposed)
     max_seqs = int(setting("max_num_seqs", 256))
     if max_len > max_pos and not p.get("allow_long_max_model_len"):
-        problems.append(f"max_model_len {max_len} is above the model's max_position_embeddings {max_pos}: vLLM "
-                        "refuses it (set VLLM_ALLOW_LONG_MAX_MODEL_LEN only for a model with rope scaling)")
+        found.problems.append(f"max_model_len {max_len} is above the model's max_position_embeddings {max_pos}: vLLM "
+                              "refuses it (set VLLM_ALLOW_LONG_MAX_MODEL_LEN only for a model with rope scaling)")
     if kv_tokens and max_len > kv_tokens:
-        problems.append(f"max_model_len {max_len} does not fit the KV cache: about {kv_tokens} tokens fit per "
-                        f"replica ({kv_bytes / GIB:.1f} GiB per GPU at {kv_per_gpu_token} bytes per token); vLLM would "
-                        f"refuse to start. The largest that fits is about {proposed}")
+        found.problems.append(f"max_model_len {max_len} does not fit the KV cache: about {kv_tokens} tokens fit per "
+                              f"replica ({kv_bytes / GIB:.1f} GiB per GPU at {kv_per_gpu_token} bytes per token); vLLM "
+                              f"would refuse to start. The largest that fits is about {proposed}")
     concurrency = round(kv_tokens / max_len, 2) if max_len and kv_tokens else 0.0
     if kv_tokens and max_len <= kv_tokens and concurrency < max_seqs:
-        warnings.append(f"max_num_seqs {max_seqs} x max_model_len {max_len} needs {max_seqs * max_len} KV tokens but "
-                        f"{kv_tokens} fit: at full length only about {concurrency} requests run at once, the rest "
-                        "wait (fine for mostly short prompts; lower max_model_len for more full-length concurrency)")
+        found.warnings.append(f"max_num_seqs {max_seqs} x max_model_len {max_len} needs {max_seqs * max_len} KV tokens "
+                              f"but {kv_tokens} fit: at full length only about {concurrency} requests run at once, the "
+                              "rest wait (fine for mostly short prompts; lower max_model_len for more full-length "
+                              "concurrency)")
+    return {"bytes": kv_bytes, "whole": kv_whole, "per_gpu_token": kv_per_gpu_token, "tokens": kv_tokens,
+            "proposed": proposed, "max_len": max_len, "max_seqs": max_seqs, "concurrency": concurrency}
 
-    # 4. Environment.
-    env_in = dict(p.get("env") or {})
+
+def check_env(env_in: dict, found: Findings) -> None:
+    """Environment variables that fight the cluster or leak the key."""
     if "CUDA_VISIBLE_DEVICES" in env_in:
-        problems.append("env CUDA_VISIBLE_DEVICES: the device plugin chooses the GPUs and sets it; a value set by "
-                        "hand fights that assignment. Remove it")
+        found.problems.append("env CUDA_VISIBLE_DEVICES: the device plugin chooses the GPUs and sets it; a value set "
+                              "by hand fights that assignment. Remove it")
     if str(env_in.get("NCCL_SHM_DISABLE", "")) in ("1", "true", "True"):
-        problems.append("env NCCL_SHM_DISABLE=1 turns off NCCL's shared-memory transport while the pod mounts a "
-                        "/dev/shm volume for it; remove it")
+        found.problems.append("env NCCL_SHM_DISABLE=1 turns off NCCL's shared-memory transport while the pod mounts "
+                              "a /dev/shm volume for it; remove it")
     if "VLLM_API_KEY" in env_in:
-        problems.append("env VLLM_API_KEY: a literal key in the pod spec is readable by anyone who can read the "
-                        "pod; it comes from the Secret (api_key_secret)")
+        found.problems.append("env VLLM_API_KEY: a literal key in the pod spec is readable by anyone who can read the "
+                              "pod; it comes from the Secret (api_key_secret)")
     if "VLLM_USE_MODELSCOPE" in env_in and str(env_in["VLLM_USE_MODELSCOPE"]).lower() not in ("true", "false"):
-        warnings.append(f"env VLLM_USE_MODELSCOPE={env_in['VLLM_USE_MODELSCOPE']!r} does not enable ModelScope: "
-                        "vLLM reads only 'true'")
+        found.warnings.append(f"env VLLM_USE_MODELSCOPE={env_in['VLLM_USE_MODELSCOPE']!r} does not enable "
+                              "ModelScope: vLLM reads only 'true'")
 
-    # 5. HAMi and the image.
-    fractional = slice_mib is not None or p.get("gpu_cores_percent")
+
+def hami_request(p: dict, gpus: int, mem: dict, found: Findings) -> dict:
+    """HAMi's resources and annotations for one replica; and whether the
+    image's glibc lets HAMi-core isolate a fractional GPU."""
+    fractional = bool(mem["slice_mib"] is not None or p.get("gpu_cores_percent"))
     if fractional:
         glibc = p.get("image_glibc")
         if glibc and not glibc_in_hami_range(glibc):
-            warnings.append(f"a fractional GPU is asked for, and the image's glibc {glibc} is outside 2.17-2.29, "
-                            "where HAMi-core's memory/compute isolation is known to work (HAMi issues #897, #1190, "
-                            "#2101): vLLM may see and use the whole card")
+            found.warnings.append(f"a fractional GPU is asked for, and the image's glibc {glibc} is outside "
+                                  "2.17-2.29, where HAMi-core's memory/compute isolation is known to work (HAMi "
+                                  "issues #897, #1190, #2101): vLLM may see and use the whole card")
         elif not glibc:
-            warnings.append("a fractional GPU is asked for: HAMi-core's isolation depends on the image's glibc "
-                            "(known to work for 2.17-2.29); give image_glibc to have it checked")
+            found.warnings.append("a fractional GPU is asked for: HAMi-core's isolation depends on the image's glibc "
+                                  "(known to work for 2.17-2.29); give image_glibc to have it checked")
     resources = {L.RESOURCE_GPU: str(gpus)}
-    if slice_mib:
-        resources[L.RESOURCE_GPUMEM] = str(slice_mib)
+    if mem["slice_mib"]:
+        resources[L.RESOURCE_GPUMEM] = str(mem["slice_mib"])
     if p.get("gpu_cores_percent"):
         resources[L.RESOURCE_GPUCORES] = str(int(p["gpu_cores_percent"]))
     annotations = {}
     if p.get("gpu_types"):
         annotations[L.HAMI_USE_GPUTYPE] = ",".join(p["gpu_types"])
+    return {"fractional": fractional, "resources": resources, "annotations": annotations}
 
-    # 6. /dev/shm and the startup probe.
+
+def startup(p: dict, gpus: int, weights_per_gpu: float) -> dict:
+    """/dev/shm for NCCL, and a startup probe whose budget covers loading the
+    weights at the storage's speed plus warm-up."""
     shm_mib = min(64 * 1024, max(2 * 1024, 2 * 1024 * gpus)) if gpus > 1 else 1024
     bandwidth = float(p.get("load_bandwidth_mib_s") or 1000)
     load_s = weights_per_gpu / MIB / bandwidth * (gpus if p.get("shared_storage", True) else 1)
     budget_s = int(math.ceil((load_s + float(p.get("warmup_s") or 180)) * 1.5))
     period = 10
-    startup_probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": period,
-                     "failureThreshold": max(6, math.ceil(budget_s / period)), "timeoutSeconds": 5}
+    probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": period,
+             "failureThreshold": max(6, math.ceil(budget_s / period)), "timeoutSeconds": 5}
+    return {"shm_mib": shm_mib, "budget_s": budget_s, "probe": probe}
 
-    # 7. The container's args and env (the image's entrypoint is `vllm serve`).
+
+def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: dict, kv: dict, tp: int,
+              pp: int) -> dict:
+    """The container's args and env (the image's entrypoint is `vllm serve`):
+    the plan's flags once, then the user's, the key from its Secret."""
     model_path = str(p.get("model_path") or wanted.get("model_path") or "/models/model")
-    served = str(setting("served_model_name") or os.path.basename(model_path.rstrip("/")))
+    served = setting("served_model_name")
+    if served is not None and not str(served).strip():
+        raise ParameterError("served_model_name: empty; give the name clients will ask for (it is the model's id "
+                             "in /v1/models), or leave the option out to use the model folder's name")
+    served = str(served or os.path.basename(model_path.rstrip("/")))
     port = int(setting("port", 8000))
     args = [model_path, "--served-model-name", served, "--host", "0.0.0.0", "--port", str(port),
-            "--tensor-parallel-size", str(tp), "--max-model-len", str(max_len),
-            "--gpu-memory-utilization", f"{util:g}", "--max-num-seqs", str(max_seqs)]
+            "--tensor-parallel-size", str(tp), "--max-model-len", str(kv["max_len"]),
+            "--gpu-memory-utilization", f"{mem['util']:g}", "--max-num-seqs", str(kv["max_seqs"])]
     if pp > 1:
         args += ["--pipeline-parallel-size", str(pp)]
-    if dtype != shape["dtype"]:
-        args += ["--dtype", dtype]
-    if quant:
-        args += ["--quantization", quant]
-    if kv_dtype != "auto":
-        args += ["--kv-cache-dtype", kv_dtype]
+    if weights["dtype"] != weights["shape"]["dtype"]:
+        args += ["--dtype", weights["dtype"]]
+    if weights["quant"]:
+        args += ["--quantization", weights["quant"]]
+    if weights["kv_dtype"] != "auto":
+        args += ["--kv-cache-dtype", weights["kv_dtype"]]
     if p.get("allow_trust_remote_code"):
         args.append("--trust-remote-code")
     for flag, value in kept:
         args += [flag] if value is None else [flag, value]
-    env = [{"name": k, "value": str(v)} for k, v in sorted(env_in.items())
+    env = [{"name": k, "value": str(v)} for k, v in sorted(dict(p.get("env") or {}).items())
            if k not in ("CUDA_VISIBLE_DEVICES", "VLLM_API_KEY")]
     env.append({"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {
         "name": p.get("api_key_secret") or "vllm-api-key", "key": p.get("api_key_secret_key") or "api-key"}}})
     if not any(e["name"] == "HF_HUB_OFFLINE" for e in env):
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})  # the model is local: never reach a hub at start
+    return {"served": served, "port": port, "args": args, "env": env}
 
+
+def plan(p: dict) -> dict:
+    """The whole plan, step by step; see Findings for how problems are
+    reported."""
+    found = Findings()
+    version, note = resolve_version(p.get("vllm_version") or DEFAULT_VLLM_VERSION)
+    if note:
+        found.warnings.append(note)
+    wanted, kept = read_command_line(p, version, found)
+
+    def setting(name: str, default=None):
+        value = p.get(name)
+        return value if value is not None else wanted.get(name, default)
+
+    weights = model_weights(p, setting)
+    mem = gpu_memory(p, setting, found)
+    tp, pp = parallelism(setting, weights, mem, found)
+    gpus = tp * pp
+    weights_per_gpu = weights["weight_bytes"] / gpus
+    kv = kv_cache(p, setting, weights, mem, tp, pp, found)
+    check_env(dict(p.get("env") or {}), found)
+    hami = hami_request(p, gpus, mem, found)
+    boot = startup(p, gpus, weights_per_gpu)
+    run = container(p, setting, wanted, kept, weights, mem, kv, tp, pp)
+
+    shape = weights["shape"]
     result = {
         "vllm_version": version,
-        "model": {"architecture": shape["architecture"], "parameters": params_count,
-                  "parameters_b": round(params_count / 1e9, 2), "dtype": dtype, "quantization": quant,
-                  "weight_bytes": weight_bytes, "weight_gib": round(weight_bytes / GIB, 2),
-                  "weights_from": "safetensors index" if index_bytes and not quant else "config estimate",
+        "model": {"architecture": shape["architecture"], "parameters": weights["params"],
+                  "parameters_b": round(weights["params"] / 1e9, 2), "dtype": weights["dtype"],
+                  "quantization": weights["quant"], "weight_bytes": weights["weight_bytes"],
+                  "weight_gib": round(weights["weight_bytes"] / GIB, 2),
+                  "weights_from": "safetensors index" if weights["from_index"] else "config estimate",
                   "layers": shape["layers"], "attention_heads": shape["heads"], "kv_heads": shape["kv_heads"],
                   "head_dim": shape["head_dim"], "experts": shape["experts"],
                   "max_position_embeddings": shape["max_position_embeddings"]},
         "gpus": {"per_replica": gpus, "tensor_parallel_size": tp, "pipeline_parallel_size": pp,
-                 "memory_mib": gpu_mib, "usable_mib": usable_mib, "fractional": bool(fractional)},
+                 "memory_mib": mem["gpu_mib"], "usable_mib": mem["usable_mib"], "fractional": hami["fractional"]},
         "memory": {"weights_per_gpu_gib": round(weights_per_gpu / GIB, 2),
-                   "overhead_per_gpu_gib": round(overhead_mib / 1024, 2),
-                   "kv_cache_per_gpu_gib": round(max(kv_bytes, 0) / GIB, 2),
-                   "kv_bytes_per_token": kv_whole, "kv_bytes_per_token_per_gpu": kv_per_gpu_token,
-                   "kv_cache_tokens": kv_tokens, "gpu_memory_utilization": util},
-        "max_model_len": max_len,
-        "proposed_max_model_len": proposed,
-        "max_num_seqs": max_seqs,
-        "max_concurrency_at_max_len": concurrency,
-        "served_model_name": served,
-        "port": port,
-        "args": args,
-        "env": env,
-        "resources": {"limits": resources},
-        "annotations": annotations,
-        "shm_size_mib": shm_mib,
-        "startup_probe": startup_probe,
-        "startup_budget_s": budget_s,
-        "problems": problems,
-        "warnings": warnings,
+                   "overhead_per_gpu_gib": round(mem["overhead_mib"] / 1024, 2),
+                   "kv_cache_per_gpu_gib": round(max(kv["bytes"], 0) / GIB, 2),
+                   "kv_bytes_per_token": kv["whole"], "kv_bytes_per_token_per_gpu": kv["per_gpu_token"],
+                   "kv_cache_tokens": kv["tokens"], "gpu_memory_utilization": mem["util"]},
+        "max_model_len": kv["max_len"],
+        "proposed_max_model_len": kv["proposed"],
+        "max_num_seqs": kv["max_seqs"],
+        "max_concurrency_at_max_len": kv["concurrency"],
+        "served_model_name": run["served"],
+        "port": run["port"],
+        "args": run["args"],
+        "env": run["env"],
+        "resources": {"limits": hami["resources"]},
+        "annotations": hami["annotations"],
+        "shm_size_mib": boot["shm_mib"],
+        "startup_probe": boot["probe"],
+        "startup_budget_s": boot["budget_s"],
+        "problems": found.problems,
+        "warnings": found.warnings,
     }
     result["summary"] = summary(result)
     return result
