@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help setup sandbox sandbox-down test unit lock
+.PHONY: help setup sandbox sandbox-down test unit lock ee-context
 
 help:
 	@echo "make sandbox   - set up, start the sandbox cluster, run site.yml against it"
@@ -36,3 +36,12 @@ lock:
 	.cache/lock-venv/bin/pip install -q -r requirements.in
 	{ echo "# Pinned, resolved from requirements.in (make lock) with Python $$(.cache/lock-venv/bin/python -c 'import sys; print(*sys.version_info[:2], sep=".")')."; \
 	  .cache/lock-venv/bin/pip freeze; } > requirements.txt
+
+# The execution environment's build context (execution-environment.yml):
+# the collection tarball, then ansible-builder's Containerfile and files.
+ee-context:
+	hack/setup-python
+	rm -rf .cache/ee-collection .cache/ee-context && mkdir -p .cache/ee-collection
+	.venv/bin/ansible-galaxy collection build --force --output-path .cache/ee-collection .
+	mv .cache/ee-collection/inferops-vllm-*.tar.gz .cache/ee-collection/inferops-vllm.tar.gz
+	.venv/bin/ansible-builder create -f execution-environment.yml -c .cache/ee-context --output-filename Containerfile
