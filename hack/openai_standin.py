@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -151,31 +152,38 @@ class ClusterBackedStandIn(StandIn):
     def load_from_cluster(self) -> None:
         import base64
 
-        from kubernetes import client, config
+        from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _client as k8s
 
         if self._api is None:
-            self._api = client.CoreV1Api(config.new_client_from_config(config_file=self.kubeconfig))
+            self._api = k8s.connect({"kubeconfig": self.kubeconfig})
         for name in self.pod_names:
-            listed = self._api.list_pod_for_all_namespaces(field_selector=f"metadata.name={name}", _request_timeout=10)
-            pods = [p for p in listed.items if not p.metadata.deletion_timestamp]
+            listed = k8s.request_json(self._api, "GET", "/api/v1/pods", query=[("fieldSelector", f"metadata.name={name}")],
+                                      timeout=10, retries=0)
+            pods = [p for p in listed.get("items", []) if not p["metadata"].get("deletionTimestamp")]
             if not pods:
                 continue
             # The newest, if a pod of that name is left in another namespace.
-            pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
-            container = pod.spec.containers[0]
-            args = list(container.args or [])
+            pod = max(pods, key=lambda p: p["metadata"]["creationTimestamp"])
+            container = pod["spec"]["containers"][0]
+            args = list(container.get("args") or [])
             if "--served-model-name" in args:
                 self.model = args[args.index("--served-model-name") + 1]
-            for env in container.env or []:
-                ref = env.value_from.secret_key_ref if env.name == "VLLM_API_KEY" and env.value_from else None
+            for env in container.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef") if env["name"] == "VLLM_API_KEY" else None
                 if ref:
-                    secret = self._api.read_namespaced_secret(ref.name, pod.metadata.namespace, _request_timeout=10)
-                    self.api_key = base64.b64decode(secret.data[ref.key]).decode()
+                    ns = pod["metadata"]["namespace"]
+                    secret = k8s.request_json(self._api, "GET", f"/api/v1/namespaces/{ns}/secrets/{ref['name']}",
+                                              timeout=10, retries=0)
+                    self.api_key = base64.b64decode(secret["data"][ref["key"]]).decode()
             return
 
 
 def main() -> int:
     import argparse
+    from pathlib import Path
+
+    # The collection's API client, as the modules use it (hack/setup-python puts the checkout there).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / ".cache" / "collections"))
 
     parser = argparse.ArgumentParser(description="OpenAI-compatible stand-in for vLLM (sandbox)")
     parser.add_argument("--kubeconfig", required=True)

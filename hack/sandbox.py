@@ -25,6 +25,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The collection's own module_utils (its API client and informer), as the
+# modules use them; hack/setup-python puts the checkout there.
+sys.path.insert(0, str(ROOT / ".cache" / "collections"))
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError  # noqa: E402
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _client as k8s_client  # noqa: E402
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _informer as informer  # noqa: E402
 STATE_DIR = Path(os.environ.get("SANDBOX_DIR", ROOT / ".sandbox"))
 BIN_CACHE = os.environ.get("SANDBOX_BIN_CACHE", str(ROOT / ".cache" / "sandbox-bin"))
 STAGES_DIR = ROOT / "hack" / "cluster" / "stages"
@@ -481,86 +487,59 @@ def cpu_node_manifest(name: str, zone: str) -> dict:
 
 
 def api_client(kubeconfig: Path):
-    from kubernetes import client, config
+    """The collection's own API connection (kubernetes.core's client factory,
+    kubernetes.dynamic requests): the sandbox talks to its cluster the way
+    the modules do."""
+    return k8s_client.connect({"kubeconfig": str(kubeconfig)})
 
-    return config.new_client_from_config(config_file=str(kubeconfig))
 
-
-def create_nodes(kubeconfig: Path, manifests: list[dict]) -> None:
+def create_objects(kubeconfig: Path, collection: str, manifests: list[dict]) -> None:
+    """POST each manifest to the collection's path, in parallel; one that
+    already exists is fine."""
     from concurrent.futures import ThreadPoolExecutor
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
 
-    api = client.CoreV1Api(api_client(kubeconfig))
+    api = api_client(kubeconfig)
 
     def create(m: dict) -> None:
         try:
-            api.create_node(m)
-        except ApiException as exc:
-            if exc.status != 409:
+            k8s_client.request_json(api, "POST", collection, body=m, action=f"creating {m['metadata']['name']}")
+        except ClusterError as exc:
+            if exc.details.get("status") != 409:
                 raise
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with ThreadPoolExecutor(max_workers=min(16, k8s_client.pool_size(api))) as pool:
         list(pool.map(create, manifests))
+
+
+def create_nodes(kubeconfig: Path, manifests: list[dict]) -> None:
+    create_objects(kubeconfig, "/api/v1/nodes", manifests)
+
+
+def node_ready(node: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or [])
 
 
 def wait_nodes_ready(kubeconfig: Path, names: set[str], timeout: float) -> None:
     """Watch nodes until every named node reports Ready=True."""
-    from kubernetes import client, watch
+    def done(nodes: list[dict]) -> bool:
+        return names <= {n["metadata"]["name"] for n in nodes if node_ready(n)}
 
-    api = client.CoreV1Api(api_client(kubeconfig))
-
-    def is_ready(node) -> bool:
-        return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
-
-    deadline = time.monotonic() + timeout
-    pending = set(names)
-    while pending:
-        listing = api.list_node(label_selector=SANDBOX_NODE_LABEL)
-        pending -= {n.metadata.name for n in listing.items if is_ready(n)}
-        if not pending:
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise SandboxError(f"nodes not Ready after {timeout:.0f}s: {sorted(pending)[:10]}")
-        w = watch.Watch()
-        try:
-            for event in w.stream(
-                api.list_node,
-                label_selector=SANDBOX_NODE_LABEL,
-                resource_version=listing.metadata.resource_version,
-                timeout_seconds=max(1, int(remaining)),
-            ):
-                node = event["object"]
-                if is_ready(node):
-                    pending.discard(node.metadata.name)
-                if not pending:
-                    w.stop()
-        except client.exceptions.ApiException as exc:
-            if exc.status != 410:  # expired resourceVersion: list again
-                raise
+    try:
+        informer.wait_until(api_client(kubeconfig), "/api/v1/nodes", done, timeout,
+                            query=[("labelSelector", SANDBOX_NODE_LABEL)])
+    except TimeoutError as exc:
+        raise SandboxError(f"nodes not Ready after {timeout:.0f}s ({exc})") from None
 
 
 def wait_default_service_account(kubeconfig: Path, timeout: float) -> None:
     """Pods are refused until the controller-manager creates the default
     ServiceAccount; watch for it."""
-    from kubernetes import client, watch
-
-    api = client.CoreV1Api(api_client(kubeconfig))
-    listing = api.list_namespaced_service_account("default", field_selector="metadata.name=default")
-    if listing.items:
-        return
-    w = watch.Watch()
-    for _event in w.stream(
-        api.list_namespaced_service_account,
-        "default",
-        field_selector="metadata.name=default",
-        resource_version=listing.metadata.resource_version,
-        timeout_seconds=int(timeout),
-    ):
-        w.stop()
-        return
-    raise SandboxError("the default ServiceAccount did not appear: is kube-controller-manager running?")
+    try:
+        informer.wait_until(api_client(kubeconfig), "/api/v1/namespaces/default/serviceaccounts", bool, timeout,
+                            query=[("fieldSelector", "metadata.name=default")])
+    except TimeoutError:
+        raise SandboxError("the default ServiceAccount did not appear: is kube-controller-manager running?") from None
 
 
 # --------------------------------------------------------------------------
@@ -800,25 +779,26 @@ SEED_BUCKET, SEED_PREFIX = "models", "all-minilm-l6-v2"
 def create_storage(state: dict) -> None:
     """A StorageClass whose claims bind: static hostPath volumes in the state
     folder, bound by the real controller-manager's volume binder."""
-    from kubernetes import client
-
-    api = api_client(Path(state["kubeconfig"]))
-    client.StorageV1Api(api).create_storage_class({
+    kubeconfig = Path(state["kubeconfig"])
+    create_objects(kubeconfig, "/apis/storage.k8s.io/v1/storageclasses", [{
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": STORAGE_CLASS},
         "provisioner": "kubernetes.io/no-provisioner",
         "volumeBindingMode": "Immediate",
         "reclaimPolicy": "Retain",
-    })
-    core = client.CoreV1Api(api)
+    }])
+    volumes = []
     for i in range(SANDBOX_VOLUMES):
         path = STATE_DIR / "volumes" / f"pv-{i}"
         path.mkdir(parents=True, exist_ok=True)
-        core.create_persistent_volume({
+        volumes.append({
+            "apiVersion": "v1", "kind": "PersistentVolume",
             "metadata": {"name": f"sandbox-pv-{i}", "labels": {SANDBOX_NODE_LABEL: "volume"}},
             "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
                      "storageClassName": STORAGE_CLASS, "persistentVolumeReclaimPolicy": "Retain",
                      "hostPath": {"path": str(path), "type": "DirectoryOrCreate"}},
         })
+    create_objects(kubeconfig, "/api/v1/persistentvolumes", volumes)
     state["storage_class"] = STORAGE_CLASS
     save_state(state)
 

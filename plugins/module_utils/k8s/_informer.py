@@ -119,3 +119,35 @@ class Informer(threading.Thread):
                 self.objects[name] = obj
         self.changes.put(self)
         return new_version
+
+
+def wait_until(api, path: str, done, timeout: float, query: list[tuple[str, str]] | None = None,
+               request_timeout: float = 30.0) -> list[dict]:
+    """Watch one collection until ``done(objects)`` is true; return the
+    objects then. Raises TimeoutError (with what was last seen) when the
+    timeout passes first, or the watch's fatal error."""
+    import time
+
+    changes: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    informer = Informer(api, path, query or [], changes, stop, request_timeout)
+    informer.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{path}: condition not met after {timeout:.0f}s "
+                                   f"({len(informer.snapshot())} objects seen)")
+            try:
+                changes.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if informer.error:
+                raise informer.error
+            if informer.synced.is_set():
+                objects = informer.snapshot()
+                if done(objects):
+                    return objects
+    finally:
+        stop.set()
