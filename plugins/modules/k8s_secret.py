@@ -102,11 +102,13 @@ generated:
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import ensure, masked_forms
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import ensure, masked_forms, validate
 
 
 def run(module):
     p = module.params
+    # Bad input is refused before the cluster is reached.
+    validate(p["name"], p["namespace"], p["data"], p["generate"], p["generate_length"])
 
     def mask(values):
         for value in values:

@@ -1,0 +1,33 @@
+"""A copy of the checkout laid out as ansible_collections/inferops/vllm,
+where ansible-test insists a collection lives, with only the files git knows
+(ansible-test tests only those)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def collection_copy(base: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, capture_output=True).stdout.split(b"\0")
+    dest = base / "ansible_collections" / "inferops" / "vllm"
+    for name in filter(None, files):
+        src = ROOT / name.decode()
+        if src.is_file():
+            (dest / name.decode()).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name.decode())
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    # ansible-test fetches a pip bootstrap script from a server this machine
+    # cannot reach; put our stand-in where it caches that script.
+    cache = Path.home() / ".ansible" / "test" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    for script in cache.glob("get_pip_*.py"):
+        script.unlink()
+    for version in ("24_2", "25_3", "25_2", "25_1", "25_0"):
+        shutil.copy2(ROOT / "hack" / "ansible-test-get-pip.py", cache / f"get_pip_{version}.py")
+    return dest
