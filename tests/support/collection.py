@@ -20,6 +20,10 @@ def collection_copy(base: Path) -> Path:
         if src.is_file():
             (dest / name.decode()).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name.decode())
+    # The collections it depends on, beside it: ansible-test looks for them
+    # there, not on ANSIBLE_COLLECTIONS_PATH.
+    for namespace in ("kubernetes", "ansible"):
+        (base / "ansible_collections" / namespace).symlink_to(ROOT / ".cache" / "collections" / "ansible_collections" / namespace)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     # ansible-test fetches a pip bootstrap script from a server this machine
