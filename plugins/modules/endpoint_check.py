@@ -163,8 +163,8 @@ def check(module):
     if p["server_api_key_secret"]:
         from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import masked_forms, read_value
 
-        p["server_api_key"] = read_value(api, p["server_api_key_secret"], p["namespace"], p["server_api_key_secret_key"],
-                                  p["request_timeout"])
+        p["server_api_key"] = read_value(api, p["server_api_key_secret"], p["namespace"],
+                                         p["server_api_key_secret_key"], p["request_timeout"])
         module.no_log_values.update(masked_forms(p["server_api_key"]))
 
     if p["url"]:

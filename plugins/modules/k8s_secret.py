@@ -87,7 +87,7 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-keys:
+secret_keys:
   description: The keys the Secret holds (never the values).
   returned: state is present
   type: list

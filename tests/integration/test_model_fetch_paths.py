@@ -21,7 +21,7 @@ def s3_args(stub: S3Stub, dest, prefix="model"):
 
 
 def files_under(path) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, n), path) for d, _, names in os.walk(path) for n in names)
+    return sorted(os.path.relpath(os.path.join(folder, n), path) for folder, _dirs, names in os.walk(path) for n in names)
 
 
 @pytest.mark.parametrize("key, reason", [

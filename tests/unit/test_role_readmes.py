@@ -11,6 +11,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_role_readmes_are_current():
-    proc = subprocess.run([sys.executable, str(ROOT / "hack" / "role-readme"), "--check"], capture_output=True,
+    proc = subprocess.run([sys.executable, str(ROOT / "hack" / "role-readme.py"), "--check"], capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0, proc.stderr

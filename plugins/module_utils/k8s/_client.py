@@ -20,7 +20,6 @@ from ansible_collections.inferops.vllm.plugins.module_utils._errors import Clust
 try:
     import urllib3
 
-    from kubernetes.config.config_exception import ConfigException
     from kubernetes.dynamic.exceptions import DynamicApiError
 
     HAS_KUBERNETES = True
@@ -28,7 +27,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised where the library is missing
     HAS_KUBERNETES = False
     KUBERNETES_IMPORT_ERROR = exc
-    ConfigException = DynamicApiError = Exception  # type: ignore[misc,assignment]
+    DynamicApiError = None  # type: ignore[misc,assignment]
 
 # Transient trouble reaching the API server: a connection refused or reset
 # while it restarts, a read that timed out. Retried a bounded number of times.
@@ -139,9 +138,9 @@ def request_json(api, method: str, path: str, query: list | None = None, body=No
     try:
         resp = raw_request(api, method, path, query, body, content_type, timeout=timeout, retries=retries)
         data = resp.data
-    except DynamicApiError as exc:
-        raise describe_api_error(exc, action or f"{method} {path}") from exc
-    except Exception as exc:  # noqa: BLE001 - no answer at all: say where, not a traceback
+    except Exception as exc:  # noqa: BLE001 - an answer is described; no answer at all says where, not a traceback
+        if DynamicApiError and isinstance(exc, DynamicApiError):
+            raise describe_api_error(exc, action or f"{method} {path}") from exc
         raise ClusterError(f"{action or f'{method} {path}'} failed: the API server did not answer "
                            f"({exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0][:200]})",
                            status=None, reachable=False) from exc
@@ -152,8 +151,10 @@ def request_text(api, path: str, query: list | None = None, timeout=None, action
     """A plain-text answer (a container's log)."""
     try:
         return raw_request(api, "GET", path, query, accept="*/*", timeout=timeout).data.decode(errors="replace")
-    except DynamicApiError as exc:
-        raise describe_api_error(exc, action or f"GET {path}") from exc
+    except Exception as exc:
+        if DynamicApiError and isinstance(exc, DynamicApiError):
+            raise describe_api_error(exc, action or f"GET {path}") from exc
+        raise
 
 
 def merge_patch(api, path: str, patch: dict, dry_run: bool = False, timeout=None, action: str | None = None):

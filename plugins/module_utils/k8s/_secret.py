@@ -27,7 +27,7 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 def generate_value(length: int) -> str:
-    return "".join(_random.choice(_ALPHABET) for _ in range(length))
+    return "".join(_random.choice(_ALPHABET) for _position in range(length))
 
 
 def encode(value: str) -> str:
@@ -66,7 +66,7 @@ def validate(name: str, namespace: str, data: dict, generate: list[str], length:
 def plan(existing: dict | None, data: dict, generate: list[str], length: int, labels: dict, secret_type: str,
          name: str, namespace: str) -> tuple[dict | None, dict, list[str]]:
     """(the object to write or None, the key-level diff, the keys generated)."""
-    current = {k: v for k, v in ((existing or {}).get("data") or {}).items()}
+    current = dict((existing or {}).get("data") or {})
     desired = {k: encode(v) for k, v in data.items()}
     generated = []
     for key in generate:
@@ -123,7 +123,7 @@ def ensure(api, name: str, namespace: str, data: dict, generate: list[str], leng
             return {"changed": True, "diff": {"before": {"keys": sorted(existing.get("data") or {})}, "after": {}}}
         obj, diff, generated = plan(existing, data, generate, length, labels, secret_type, name, namespace)
         if obj is None:
-            return {"changed": False, "keys": sorted(existing.get("data") or {}), "generated": []}
+            return {"changed": False, "secret_keys": sorted(existing.get("data") or {}), "generated": []}
         mask([decode(obj["data"][k]) for k in generated])
         try:
             if existing is None:
@@ -141,7 +141,7 @@ def ensure(api, name: str, namespace: str, data: dict, generate: list[str], leng
                 raise ClusterError(f"Secret {namespace}/{name} is immutable and its data differs from what is asked; "
                                    "delete it (or choose another name) and run again", status=422) from exc
             raise
-        return {"changed": True, "keys": sorted(obj["data"]), "generated": generated, "diff": diff}
+        return {"changed": True, "secret_keys": sorted(obj["data"]), "generated": generated, "diff": diff}
     raise ClusterError(f"Secret {namespace}/{name} kept changing under us: gave up after {MAX_CONFLICT_RETRIES} "
                        "conflicting writes")
 

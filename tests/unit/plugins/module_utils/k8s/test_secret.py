@@ -39,7 +39,7 @@ def test_generated_key_is_kept_and_nothing_changes():
 def test_change_replaces_exactly_and_diff_names_keys_only():
     old = existing({"AWS_ACCESS_KEY_ID": "old", "HF_TOKEN": "gone"},
                    annotations={LAST_APPLIED: '{"stringData": {"HF_TOKEN": "gone"}}', "keep": "me"})
-    obj, diff, _ = plan(old, {"AWS_ACCESS_KEY_ID": "new"}, [], 48, {}, "Opaque", "s", "n")
+    obj, diff, _generated = plan(old, {"AWS_ACCESS_KEY_ID": "new"}, [], 48, {}, "Opaque", "s", "n")
     assert obj["data"] == {"AWS_ACCESS_KEY_ID": b64("new")}
     assert obj["metadata"]["annotations"] == {"keep": "me"}  # the copy is gone, the rest kept
     assert obj["metadata"]["resourceVersion"] == "7"  # the replace is conditional on it
@@ -49,7 +49,7 @@ def test_change_replaces_exactly_and_diff_names_keys_only():
 
 def test_only_the_old_copy_is_reason_enough_to_write():
     old = existing({"A": "1"}, annotations={LAST_APPLIED: "{}"})
-    obj, diff, _ = plan(old, {"A": "1"}, [], 48, {}, "Opaque", "s", "n")
+    obj, diff, _generated = plan(old, {"A": "1"}, [], 48, {}, "Opaque", "s", "n")
     assert obj is not None and diff["before"]["annotations"] == [LAST_APPLIED]
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Regenerate the variables section of each roles/<role>/README.md from the
 role's meta/argument_specs.yml (the one place the variables are described).
 The section sits between the BEGIN/END markers; the rest of the README is
@@ -13,7 +12,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- BEGIN VARIABLES (hack/role-readme) -->", "<!-- END VARIABLES -->"
+BEGIN, END = "<!-- BEGIN VARIABLES (hack/role-readme.py) -->", "<!-- END VARIABLES -->"
 
 
 def cell(text) -> str:
@@ -65,7 +64,7 @@ def main(argv: list[str]) -> int:
             if "--check" not in argv:
                 readme.write_text(new)
     if stale and "--check" in argv:
-        print("stale role READMEs (run hack/role-readme): " + ", ".join(stale), file=sys.stderr)
+        print("stale role READMEs (run .venv/bin/python hack/role-readme.py): " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
 
