@@ -1,5 +1,5 @@
 """Shared fixtures: the sandbox cluster (once per session), a fresh namespace
-per test, and Kubernetes API clients."""
+per test, and the Kubernetes API as plain dicts."""
 
 from __future__ import annotations
 
@@ -36,39 +36,21 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(scope="session")
-def api_client(sandbox):
-    from kubernetes import config
+def kube(sandbox):
+    """The sandbox's API server through the collection's own client, answered
+    as plain dicts (tests/support/k8s.py)."""
+    from support.k8s import Kube
 
-    return config.new_client_from_config(config_file=sandbox.kubeconfig)
-
-
-@pytest.fixture(scope="session")
-def core_v1(api_client):
-    from kubernetes import client
-
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture(scope="session")
-def apps_v1(api_client):
-    from kubernetes import client
-
-    return client.AppsV1Api(api_client)
-
-
-@pytest.fixture(scope="session")
-def batch_v1(api_client):
-    from kubernetes import client
-
-    return client.BatchV1Api(api_client)
+    return Kube(sandbox.kubeconfig)
 
 
 @pytest.fixture
-def namespace(request, core_v1):
+def namespace(request, kube):
     """A namespace for one test, deleted afterwards (deletion is not awaited:
     the namespace controller finishes it in the background)."""
     base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     name = f"t-{base}-{uuid.uuid4().hex[:5]}"
-    core_v1.create_namespace({"metadata": {"name": name, "labels": {"inferops.io/test": "true"}}})
+    kube.create({"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": name, "labels": {"inferops.io/test": "true"}}})
     yield name
-    core_v1.delete_namespace(name, propagation_policy="Background")
+    kube.delete("v1", "Namespace", None, name, propagation="Background")

@@ -12,7 +12,6 @@ import socket
 import pytest
 
 from support.ansible import run_module
-from support.k8s import wait_for
 from support.openai_standin import StandIn
 
 pytestmark = pytest.mark.integration
@@ -104,19 +103,19 @@ def test_url_and_service_are_exclusive():
     assert result["failed"] is True and "mutually exclusive" in result["msg"]
 
 
-def test_through_the_kubernetes_api(sandbox, namespace, apps_v1, core_v1):
+def test_through_the_kubernetes_api(sandbox, namespace, kube):
     """Only a Service name: the check goes API server -> kwok (the pod's
     "kubelet") -> the stand-in, all on loopback."""
-    apps_v1.create_namespaced_stateful_set(namespace, {
+    kube.create({
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "standin"},
         "spec": {"replicas": 1, "serviceName": "standin", "selector": {"matchLabels": {"app": "standin"}},
                  "template": {"metadata": {"labels": {"app": "standin"}}, "spec": {"containers": [
                      {"name": "vllm", "image": "registry.invalid/vllm-openai:v0.12.0",
-                      "ports": [{"name": "http", "containerPort": 8000}]}]}}}})
-    core_v1.create_namespaced_service(namespace, {"metadata": {"name": "standin"}, "spec": {
-        "selector": {"app": "standin"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
-    wait_for(core_v1.list_namespaced_pod,
-             lambda p: any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])), 60, namespace)
+                      "ports": [{"name": "http", "containerPort": 8000}]}]}}}}, namespace)
+    kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "standin"}, "spec": {
+        "selector": {"app": "standin"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}, namespace)
+    kube.wait_for(("v1", "Pod", namespace), lambda p: any(
+        c["type"] == "Ready" and c["status"] == "True" for c in ((p.get("status") or {}).get("conditions") or [])), 60)
     with StandIn(model="qwen3-235b", api_key=KEY, port=sandbox.state["ports"]["standin"]):
         result = run_module("inferops.vllm.endpoint_check",
                             {"service": "standin", "namespace": namespace, "model": "qwen3-235b", "server_api_key": KEY,

@@ -5,27 +5,32 @@ are read back and carry none of the write-up's mistakes."""
 from __future__ import annotations
 
 import base64
+import json
 import sys
 
 import pytest
 import yaml
-from kubernetes import client
 
 from support.ansible import ROOT, run_playbook
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The cluster connection, set once per play as the collection's playbooks do
+# (the roles take no kubeconfig variable of their own).
+K8S_CONNECTION = {group: {"kubeconfig": "{{ inferops_kubeconfig }}"}
+                  for group in ("group/inferops.vllm.k8s", "group/kubernetes.core.k8s")}
 
 
-def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace, core_v1, apps_v1, tmp_path):
+def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace, kube, tmp_path):
     example = yaml.safe_load((ROOT / "inventories" / "example" / "group_vars" / "all.yml").read_text())
     # The model claim, as the model_store role makes it (of the sandbox's class).
-    core_v1.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": "models-qwen3-235b"},
+    kube.create({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models-qwen3-235b"},
         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": sandbox.state["storage_class"],
-                 "resources": {"requests": {"storage": "600Gi"}}}})
+                 "resources": {"requests": {"storage": "600Gi"}}}}, namespace)
     playbook = tmp_path / "deploy.yml"
     playbook.write_text(yaml.safe_dump([{
         "name": "deploy the example's vllm_serve", "hosts": "localhost", "gather_facts": False,
+        "module_defaults": K8S_CONNECTION,
         "vars": {k: v for k, v in example.items() if k.startswith("vllm_serve_")} | {
             "inferops_kubeconfig": sandbox.kubeconfig,
             "vllm_serve_namespace": namespace,
@@ -43,39 +48,40 @@ def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace,
                           "ansible_python_interpreter=" + sys.executable])
     assert result.rc == 0, result.failures()
 
-    sts = apps_v1.read_namespaced_stateful_set("vllm-qwen3-235b", namespace)
-    pod_spec = sts.spec.template.spec
-    container = pod_spec.containers[0]
-    args = container.args
+    sts = kube.get("apps/v1", "StatefulSet", namespace, "vllm-qwen3-235b")
+    pod_spec = sts["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    args = container["args"]
     assert args[0] == "/models/qwen3-235b"
     for flag in ("--api-key", "--trust-remote-code", "--max-paddings", "--swap-space", "--disable-log-requests"):
         assert not any(a.startswith(flag) for a in args), flag
     assert args[args.index("--served-model-name") + 1] == "qwen3-235b"
     assert args[args.index("--tensor-parallel-size") + 1] == "8"
     assert args[args.index("--max-model-len") + 1] == "131072"
-    env = {e.name: e for e in container.env}
+    env = {e["name"]: e for e in container["env"]}
     assert "CUDA_VISIBLE_DEVICES" not in env and "NCCL_SHM_DISABLE" not in env
-    key_ref = env["VLLM_API_KEY"].value_from.secret_key_ref
-    secret = core_v1.read_namespaced_secret(key_ref.name, namespace)
-    assert len(base64.b64decode(secret.data[key_ref.key])) >= 32  # generated, kept in the Secret only
-    limits = container.resources.limits
+    key_ref = env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]
+    secret = kube.get("v1", "Secret", namespace, key_ref["name"])
+    assert len(base64.b64decode(secret["data"][key_ref["key"]])) >= 32  # generated, kept in the Secret only
+    limits = container["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "8" and "nvidia.com/gpumem" not in limits  # whole GPUs, no bogus total
-    assert pod_spec.node_name is None and pod_spec.node_selector  # scheduled by selector, never nodeName
-    shm = next(v for v in pod_spec.volumes if v.name == "shm")
-    assert shm.empty_dir.medium == "Memory" and shm.empty_dir.size_limit == "16Gi"
-    assert container.startup_probe.failure_threshold * container.startup_probe.period_seconds >= 600
+    assert "nodeName" not in pod_spec and pod_spec.get("nodeSelector")  # scheduled by selector, never nodeName
+    shm = next(v for v in pod_spec["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"]["medium"] == "Memory" and shm["emptyDir"]["sizeLimit"] == "16Gi"
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
     # One claim, declared once (by model_store), referenced here.
-    claims = [v.persistent_volume_claim.claim_name for v in pod_spec.volumes if v.persistent_volume_claim]
-    assert claims == ["models-qwen3-235b"] and not sts.spec.volume_claim_templates
-    assert sts.spec.template.metadata.annotations == {"nvidia.com/use-gputype": "H100"}
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod_spec["volumes"] if v.get("persistentVolumeClaim")]
+    assert claims == ["models-qwen3-235b"] and not sts["spec"].get("volumeClaimTemplates")
+    assert sts["spec"]["template"]["metadata"].get("annotations") == {"nvidia.com/use-gputype": "H100"}
     # Service, PodDisruptionBudget and Ingress in front of it.
-    service = core_v1.read_namespaced_service("vllm-qwen3-235b", namespace)
-    assert service.spec.selector == sts.spec.selector.match_labels and service.spec.ports[0].target_port == "http"
-    ingress = client.NetworkingV1Api(apps_v1.api_client).read_namespaced_ingress("vllm-qwen3-235b", namespace)
-    assert ingress.spec.rules[0].host == "llm.example.com" and ingress.spec.ingress_class_name == "nginx"
-    assert ingress.spec.tls[0].secret_name == "llm-example-com-tls"
-    pdb = client.PolicyV1Api(apps_v1.api_client).read_namespaced_pod_disruption_budget("vllm-qwen3-235b", namespace)
-    assert pdb.spec.max_unavailable == 1
+    service = kube.get("v1", "Service", namespace, "vllm-qwen3-235b")
+    assert service["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    ingress = kube.get("networking.k8s.io/v1", "Ingress", namespace, "vllm-qwen3-235b")
+    assert ingress["spec"]["rules"][0]["host"] == "llm.example.com" and ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"][0]["secretName"] == "llm-example-com-tls"
+    pdb = kube.get("policy/v1", "PodDisruptionBudget", namespace, "vllm-qwen3-235b")
+    assert pdb["spec"]["maxUnavailable"] == 1
 
 
 def deploy_with_init_container_fetch(sandbox, namespace, tmp_path, name: str, storage: dict) -> dict:
@@ -85,6 +91,7 @@ def deploy_with_init_container_fetch(sandbox, namespace, tmp_path, name: str, st
     playbook = tmp_path / "deploy.yml"
     playbook.write_text(yaml.safe_dump([{
         "name": f"{name}: model storage with an initContainer fetch", "hosts": "localhost", "gather_facts": False,
+        "module_defaults": K8S_CONNECTION,
         "vars": {
             "inferops_kubeconfig": sandbox.kubeconfig,
             "model_store_namespace": namespace, "model_store_name": "minilm",
@@ -112,40 +119,41 @@ def deploy_with_init_container_fetch(sandbox, namespace, tmp_path, name: str, st
 
 
 def assert_fetched_by_init_container(sts, creds: dict) -> None:
-    init = sts.spec.template.spec.init_containers[0]
-    assert init.args[:4] == ["--source", "s3", "--dest", "/models/minilm"]
-    assert creds["secret_key"] not in str(init.to_dict())  # the key comes from the Secret, by envFrom
-    assert init.env_from[0].secret_ref.name == "minilm-fetch-credentials"
-    assert sts.status.ready_replicas == 2
+    init = sts["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["args"][:4] == ["--source", "s3", "--dest", "/models/minilm"]
+    assert creds["secret_key"] not in json.dumps(init)  # the key comes from the Secret, by envFrom
+    assert init["envFrom"][0]["secretRef"]["name"] == "minilm-fetch-credentials"
+    assert sts["status"].get("readyReplicas") == 2
 
 
-def test_per_replica_storage_with_init_container_fetch(sandbox, namespace, apps_v1, core_v1, tmp_path):
+def test_per_replica_storage_with_init_container_fetch(sandbox, namespace, kube, tmp_path):
     """model_store's other layout: a claim per replica (volumeClaimTemplates),
     each pod fetching the model in an initContainer before vLLM starts."""
     creds = deploy_with_init_container_fetch(sandbox, namespace, tmp_path, "per-replica", {
         "model_store_storage": "per_replica", "model_store_storage_class": sandbox.state["storage_class"],
         "model_store_size": "10Gi", "vllm_serve_model_claim_template": "{{ model_store_claim_template }}"})
-    assert not core_v1.list_namespaced_persistent_volume_claim(namespace, label_selector="app.kubernetes.io/managed-by=inferops.vllm").items
-    sts = apps_v1.read_namespaced_stateful_set("per-replica", namespace)
-    assert [t.metadata.name for t in sts.spec.volume_claim_templates] == ["models"]
+    assert not kube.list("v1", "PersistentVolumeClaim", namespace, label_selector="app.kubernetes.io/managed-by=inferops.vllm")
+    sts = kube.get("apps/v1", "StatefulSet", namespace, "per-replica")
+    assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["models"]
     assert_fetched_by_init_container(sts, creds)
-    claims = {c.metadata.name: c.status.phase for c in core_v1.list_namespaced_persistent_volume_claim(namespace).items}
+    claims = {c["metadata"]["name"]: (c.get("status") or {}).get("phase")
+              for c in kube.list("v1", "PersistentVolumeClaim", namespace)}
     assert claims == {"models-per-replica-0": "Bound", "models-per-replica-1": "Bound"}
-    assert not client.BatchV1Api(apps_v1.api_client).list_namespaced_job(namespace).items  # no Job: each pod fetches
+    assert not kube.list("batch/v1", "Job", namespace)  # no Job: each pod fetches
 
 
-def test_hostpath_cache_with_init_container_fetch(sandbox, namespace, apps_v1, core_v1, tmp_path):
+def test_hostpath_cache_with_init_container_fetch(sandbox, namespace, kube, tmp_path):
     """The third layout: a cache folder on each GPU node (hostPath), filled
     by each pod's initContainer; no claim at all."""
     creds = deploy_with_init_container_fetch(sandbox, namespace, tmp_path, "node-cache", {
         "model_store_storage": "hostpath", "model_store_hostpath": "/srv/models",
         "vllm_serve_model_volume": "{{ model_store_volume }}"})
-    sts = apps_v1.read_namespaced_stateful_set("node-cache", namespace)
-    [volume] = [v for v in sts.spec.template.spec.volumes if v.name == "models"]
-    assert volume.host_path.path == "/srv/models" and volume.host_path.type == "DirectoryOrCreate"
-    assert not sts.spec.volume_claim_templates
-    assert not core_v1.list_namespaced_persistent_volume_claim(namespace).items
-    mounts = {m.name: m.mount_path for m in sts.spec.template.spec.containers[0].volume_mounts}
+    sts = kube.get("apps/v1", "StatefulSet", namespace, "node-cache")
+    [volume] = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "models"]
+    assert volume["hostPath"]["path"] == "/srv/models" and volume["hostPath"]["type"] == "DirectoryOrCreate"
+    assert not sts["spec"].get("volumeClaimTemplates")
+    assert not kube.list("v1", "PersistentVolumeClaim", namespace)
+    mounts = {m["name"]: m["mountPath"] for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["models"] == "/models"
     assert_fetched_by_init_container(sts, creds)
-    assert not client.BatchV1Api(apps_v1.api_client).list_namespaced_job(namespace).items
+    assert not kube.list("batch/v1", "Job", namespace)

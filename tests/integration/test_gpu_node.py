@@ -10,33 +10,37 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def two_nodes(sandbox, core_v1):
+def two_nodes(sandbox, kube):
     """Two GPU nodes, with whatever this test adds taken off afterwards."""
     names = sandbox.gpu_nodes[:2]
-    before = {n: core_v1.read_node(n) for n in names}
+    before = {n: kube.get(f"/api/v1/nodes/{n}") for n in names}
     yield names
     for name, node in before.items():
-        now = core_v1.read_node(name)
-        labels = {k: None for k in (now.metadata.labels or {}) if k not in (node.metadata.labels or {})}
-        annotations = {k: None for k in (now.metadata.annotations or {}) if k not in (node.metadata.annotations or {})}
-        core_v1.patch_node(name, {"metadata": {"labels": labels, "annotations": annotations},
-                                  "spec": {"taints": [t.to_dict() for t in (node.spec.taints or [])] or None}})
+        now = kube.get(f"/api/v1/nodes/{name}")
+        labels = {k: None for k in (now["metadata"].get("labels") or {})
+                  if k not in (node["metadata"].get("labels") or {})}
+        annotations = {k: None for k in (now["metadata"].get("annotations") or {})
+                       if k not in (node["metadata"].get("annotations") or {})}
+        kube.patch(f"/api/v1/nodes/{name}", strategic=True, body={
+            "metadata": {"labels": labels, "annotations": annotations},
+            "spec": {"taints": node["spec"].get("taints") or None}})
 
 
 def call(sandbox, check=False, diff=False, **args):
     return run_module("inferops.vllm.gpu_node", args, kubeconfig=sandbox.kubeconfig, check=check, diff=diff)
 
 
-def test_label_taint_then_no_change(sandbox, core_v1, two_nodes):
+def test_label_taint_then_no_change(sandbox, kube, two_nodes):
     args = dict(names=two_nodes, labels={"gpu": "on", "inferops.io/pool": "serving"},
                 taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}])
     first = call(sandbox, diff=True, **args)
     assert first["changed"] is True and sorted(first["changed_nodes"]) == sorted(two_nodes)
     assert first["diff"]["after"][two_nodes[0]]["labels"] == {"gpu": "on", "inferops.io/pool": "serving"}
     for name in two_nodes:
-        node = core_v1.read_node(name)
-        assert node.metadata.labels["gpu"] == "on"
-        assert [(t.key, t.value, t.effect) for t in node.spec.taints] == [("nvidia.com/gpu", "present", "NoSchedule")]
+        node = kube.get(f"/api/v1/nodes/{name}")
+        assert node["metadata"]["labels"]["gpu"] == "on"
+        assert [(t["key"], t.get("value"), t["effect"]) for t in node["spec"]["taints"]] == [
+            ("nvidia.com/gpu", "present", "NoSchedule")]
     second = call(sandbox, **args)
     assert second["changed"] is False and second["changed_nodes"] == [] and "diff" not in second
 
@@ -51,21 +55,21 @@ def test_inventory_reports_gpus_and_hami_registration(sandbox, two_nodes):
         assert inv["hami"]["registered"] is True and inv["hami"]["healthy_devices"] == 8
 
 
-def test_check_mode_changes_nothing_but_reports(sandbox, core_v1, two_nodes):
+def test_check_mode_changes_nothing_but_reports(sandbox, kube, two_nodes):
     result = call(sandbox, check=True, diff=True, names=two_nodes, labels={"gpu": "on"})
     assert result["changed"] is True and sorted(result["changed_nodes"]) == sorted(two_nodes)
     assert all(inv["labels"].get("gpu") == "on" for inv in result["nodes"])  # the dry run's answer
-    assert all("gpu" not in (core_v1.read_node(n).metadata.labels or {}) for n in two_nodes)
+    assert all("gpu" not in (kube.get(f"/api/v1/nodes/{n}")["metadata"].get("labels") or {}) for n in two_nodes)
 
 
-def test_absent_removes_label_and_taint(sandbox, core_v1, two_nodes):
+def test_absent_removes_label_and_taint(sandbox, kube, two_nodes):
     call(sandbox, names=two_nodes, labels={"gpu": "on"}, taints=[{"key": "dedicated", "value": "llm"}])
     result = call(sandbox, diff=True, names=two_nodes, labels={"gpu": "on"}, taints=[{"key": "dedicated"}], state="absent")
     assert result["changed"] is True
     assert result["diff"]["before"][two_nodes[0]]["labels"] == {"gpu": "on"}
     for name in two_nodes:
-        node = core_v1.read_node(name)
-        assert "gpu" not in node.metadata.labels and not node.spec.taints
+        node = kube.get(f"/api/v1/nodes/{name}")
+        assert "gpu" not in node["metadata"]["labels"] and not node["spec"].get("taints")
     assert call(sandbox, names=two_nodes, labels={"gpu": "on"}, state="absent")["changed"] is False
 
 
@@ -75,11 +79,11 @@ def test_label_selector_selects_nodes(sandbox, two_nodes):
     assert [n["name"] for n in result["nodes"]] == two_nodes[:1]
 
 
-def test_missing_node_fails_before_any_change(sandbox, core_v1, two_nodes):
+def test_missing_node_fails_before_any_change(sandbox, kube, two_nodes):
     result = call(sandbox, names=[two_nodes[0], "no-such-node"], labels={"gpu": "on"})
     assert result["failed"] is True
     assert "no-such-node" in result["msg"] and "allow_missing" in result["msg"]
-    assert "gpu" not in core_v1.read_node(two_nodes[0]).metadata.labels  # nothing half-applied
+    assert "gpu" not in kube.get(f"/api/v1/nodes/{two_nodes[0]}")["metadata"]["labels"]  # nothing half-applied
     allowed = call(sandbox, names=[two_nodes[0], "no-such-node"], labels={"gpu": "on"}, allow_missing=True)
     assert allowed["changed"] is True and allowed["missing"] == ["no-such-node"]
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError
 from support.ansible import ROOT, run_playbook_text
+from support.k8s import status_of
 
 pytestmark = pytest.mark.integration
 # Run on this machine with the test's Python (the one with the libraries).
@@ -60,7 +63,10 @@ def test_dict_kubeconfig_credentials_never_shown_at_vvvv(sandbox, tmp_path):
                                                             "name": "nope", "namespace": "no-such-ns",
                                                             "timeout": 1}, "ignore_errors": True},
     ])
-    run = run_playbook_text(play, "localhost,", "-vvvv", *LOCAL)
+    # ansible-core 2.21 leaves the module's arguments (its result's
+    # `invocation`) out unless asked; ask, so they are shown as a user
+    # debugging with them would see them.
+    run = run_playbook_text(play, "localhost,", "-vvvv", *LOCAL, env={"ANSIBLE_INJECT_INVOCATION": "true"})
     assert run.recap["ok"] == 3 and run.recap["failed"] == 0, run.output[-3000:]
     assert run.output.count("...ignoring") == 2, run.output[-3000:]  # both failures happened
     leaked = [i for i, s in enumerate(secrets) if s in run.output]
@@ -87,7 +93,7 @@ def forms(*values: str) -> list[str]:
     return out
 
 
-def test_k8s_secret_leaves_no_copy_and_removes_an_old_one(sandbox, namespace, core_v1, tmp_path):
+def test_k8s_secret_leaves_no_copy_and_removes_an_old_one(sandbox, namespace, kube, tmp_path):
     """A Secret first written by client-side apply (kubernetes.core.k8s
     apply: true, as the roles did before) carries its data in the
     last-applied annotation; k8s_secret removes that copy, and writes none."""
@@ -97,18 +103,18 @@ def test_k8s_secret_leaves_no_copy_and_removes_an_old_one(sandbox, namespace, co
                                       "stringData": {"AWS_SECRET_ACCESS_KEY": SECRET}}}, "no_log": True}])
     env = {"K8S_AUTH_KUBECONFIG": sandbox.kubeconfig}
     assert run_playbook_text(first, "localhost,", *LOCAL, env=env).recap["failed"] == 0
-    before = core_v1.read_namespaced_secret("creds", namespace)
-    assert SECRET in before.metadata.annotations[LAST_APPLIED]  # the copy this fixes
+    before = kube.get("v1", "Secret", namespace, "creds")
+    assert SECRET in before["metadata"]["annotations"][LAST_APPLIED]  # the copy this fixes
 
     play = play_file(tmp_path, [secret_task(namespace, {"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})])
     run = run_playbook_text(play, "localhost,", *LOCAL, "-vvvv", "--diff", env=env)
     assert run.recap["failed"] == 0 and run.recap["changed"] == 1, run.output[-2000:]
-    after = core_v1.read_namespaced_secret("creds", namespace)
-    assert LAST_APPLIED not in (after.metadata.annotations or {})
-    assert sorted(after.data) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
-    assert base64.b64decode(after.data["AWS_SECRET_ACCESS_KEY"]).decode() == SECRET
-    text = json_dump(after.to_dict())
-    assert not any(f in json_dump(after.metadata.to_dict()) for f in forms(SECRET, ACCESS)), "a value in metadata"
+    after = kube.get("v1", "Secret", namespace, "creds")
+    assert LAST_APPLIED not in (after["metadata"].get("annotations") or {})
+    assert sorted(after["data"]) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    assert base64.b64decode(after["data"]["AWS_SECRET_ACCESS_KEY"]).decode() == SECRET
+    text = json_dump(after)
+    assert not any(f in json_dump(after["metadata"]) for f in forms(SECRET, ACCESS)), "a value in metadata"
     assert SECRET not in text  # data holds base64 only
     assert not any(f in run.output for f in forms(SECRET, ACCESS)), "a value in the -vvvv --diff output"
 
@@ -122,17 +128,15 @@ def json_dump(obj) -> str:
     return json.dumps(obj, default=str)
 
 
-def test_refused_change_echoing_the_data_shows_no_value(sandbox, namespace, tmp_path):
+def test_refused_change_echoing_the_data_shows_no_value(sandbox, namespace, kube, tmp_path):
     """An admission policy that refuses the Secret and echoes its data in
     the message (as policy engines' messages may): ansible-core prints a
     module's failure message even under no_log, so the module masks every
     value, plain and base64, in what it returns."""
-    from kubernetes import client, config
-
-    api = client.AdmissionregistrationV1Api(config.new_client_from_config(sandbox.kubeconfig))
     policy = f"echo-secret-{namespace}"
-    api.create_validating_admission_policy({
-        "metadata": {"name": policy},
+    admission = "admissionregistration.k8s.io/v1"
+    kube.create({
+        "apiVersion": admission, "kind": "ValidatingAdmissionPolicy", "metadata": {"name": policy},
         "spec": {"failurePolicy": "Fail",
                  "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
                                                          "operations": ["CREATE", "UPDATE"],
@@ -140,8 +144,8 @@ def test_refused_change_echoing_the_data_shows_no_value(sandbox, namespace, tmp_
                  "validations": [{"expression": "false",
                                   "messageExpression": "'refused: data=' + string(object.data.AWS_SECRET_ACCESS_KEY)"
                                                        " + ' key=' + string(object.data.AWS_ACCESS_KEY_ID)"}]}})
-    api.create_validating_admission_policy_binding({
-        "metadata": {"name": policy},
+    kube.create({
+        "apiVersion": admission, "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": policy},
         "spec": {"policyName": policy, "validationActions": ["Deny"],
                  "matchResources": {"namespaceSelector": {"matchLabels": {
                      "kubernetes.io/metadata.name": namespace}}}}})
@@ -149,16 +153,36 @@ def test_refused_change_echoing_the_data_shows_no_value(sandbox, namespace, tmp_
         play = play_file(tmp_path, [secret_task(namespace, {"AWS_ACCESS_KEY_ID": ACCESS,
                                                             "AWS_SECRET_ACCESS_KEY": SECRET})])
         env = {"K8S_AUTH_KUBECONFIG": sandbox.kubeconfig}
-        # The policy takes effect within a second or two: the first refusal is awaited, not slept for.
-        for _ in range(30):
-            run = run_playbook_text(play, "localhost,", *LOCAL, env=env)
-            if run.recap["failed"]:
-                break
-            core = client.CoreV1Api(config.new_client_from_config(sandbox.kubeconfig))
-            core.delete_namespaced_secret("creds", namespace)
+        await_policy_in_force(kube, namespace)
+        run = run_playbook_text(play, "localhost,", *LOCAL, env=env)
         assert run.recap["failed"] == 1, run.output[-2000:]
         assert "refused: data=" in run.output  # the policy's message is shown, masked
         assert not any(f in run.output for f in forms(SECRET, ACCESS)), "a value in the failure output"
     finally:
-        api.delete_validating_admission_policy_binding(policy)
-        api.delete_validating_admission_policy(policy)
+        kube.delete(admission, "ValidatingAdmissionPolicyBinding", None, policy, missing_ok=True)
+        kube.delete(admission, "ValidatingAdmissionPolicy", None, policy, missing_ok=True)
+
+
+def await_policy_in_force(kube, namespace: str, timeout: float = 60.0) -> None:
+    """Until the API server's admission enforces the policy just created.
+
+    No object says so: the policy's status (type checking, by the
+    controller-manager) is not the API server's admission informers having
+    loaded it and its binding, which happens a moment later. So ask the
+    API server itself: a server-side dry run of a Secret in the namespace
+    (validated and admitted, never stored) until it is refused by this
+    policy. Each try is one round trip to the server, no sleep between; the
+    tries are bounded by the timeout."""
+    probe = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "policy-probe", "namespace": namespace},
+             "data": {"AWS_SECRET_ACCESS_KEY": "cHJvYmU=", "AWS_ACCESS_KEY_ID": "cHJvYmU="}}
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            kube.create(probe, dry_run=True)
+        except ClusterError as exc:
+            # Refused by this policy (its message), not anything else.
+            assert status_of(exc) in (403, 422) and "refused: data=" in exc.msg, exc.msg
+            return
+        assert time.monotonic() < deadline, f"the policy was not enforced within {timeout}s ({tries} dry runs)"

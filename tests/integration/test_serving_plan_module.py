@@ -9,7 +9,7 @@ from pathlib import Path
 from support.ansible import run_module
 from support.hub_cache import TEST_MODEL
 
-CONFIGS = Path(__file__).resolve().parents[1] / "unit" / "model_configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "unit" / "plugins" / "module_utils" / "serving" / "model_configs"
 
 
 def test_plan_from_a_model_directory():

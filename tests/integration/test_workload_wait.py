@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from support.ansible import run_module
-from support.k8s import wait_for
 
 pytestmark = pytest.mark.integration
 IMAGE = "registry.invalid/vllm-openai:v0.12.0"
@@ -30,8 +29,8 @@ def wait(sandbox, kind: str, name: str, namespace: str, **extra) -> dict:
                       kubeconfig=sandbox.kubeconfig)
 
 
-def test_statefulset_becomes_ready(sandbox, namespace, apps_v1):
-    apps_v1.create_namespaced_stateful_set(namespace, statefulset("serve", gpus=4, replicas=3))
+def test_statefulset_becomes_ready(sandbox, namespace, kube):
+    kube.create(statefulset("serve", gpus=4, replicas=3), namespace)
     result = wait(sandbox, "StatefulSet", "serve", namespace, timeout=120)
     assert result.get("failed") is not True, result.get("msg")
     assert result["rolled_out"] is True and result["changed"] is False
@@ -40,19 +39,19 @@ def test_statefulset_becomes_ready(sandbox, namespace, apps_v1):
     assert result["status"]["readyReplicas"] == 3
 
 
-def test_statefulset_rolling_update_waits_for_new_revision(sandbox, namespace, apps_v1):
-    apps_v1.create_namespaced_stateful_set(namespace, statefulset("roll", replicas=2))
+def test_statefulset_rolling_update_waits_for_new_revision(sandbox, namespace, kube):
+    kube.create(statefulset("roll", replicas=2), namespace)
     assert wait(sandbox, "StatefulSet", "roll", namespace, timeout=120)["rolled_out"] is True
-    apps_v1.patch_namespaced_stateful_set("roll", namespace, {"spec": {"template": {"spec": {"containers": [
-        {"name": "vllm", "image": IMAGE.replace("v0.12.0", "v0.12.1")}]}}}})
+    kube.patch("apps/v1", "StatefulSet", namespace, "roll", strategic=True, body={"spec": {"template": {"spec": {
+        "containers": [{"name": "vllm", "image": IMAGE.replace("v0.12.0", "v0.12.1")}]}}}})
     result = wait(sandbox, "StatefulSet", "roll", namespace, timeout=180)
     assert result["rolled_out"] is True
     assert result["status"]["currentRevision"] == result["status"]["updateRevision"]
     assert result["status"]["updatedReplicas"] == 2
 
 
-def test_unschedulable_fails_fast_with_scheduler_message(sandbox, namespace, apps_v1):
-    apps_v1.create_namespaced_stateful_set(namespace, statefulset("toobig", gpus=9))
+def test_unschedulable_fails_fast_with_scheduler_message(sandbox, namespace, kube):
+    kube.create(statefulset("toobig", gpus=9), namespace)
     result = wait(sandbox, "StatefulSet", "toobig", namespace, timeout=300, fail_fast_after=1)
     assert result["failed"] is True and result["rolled_out"] is False
     assert result["elapsed_s"] < 120  # it did not sit out the 300 s timeout
@@ -62,8 +61,8 @@ def test_unschedulable_fails_fast_with_scheduler_message(sandbox, namespace, app
     assert "Insufficient nvidia.com/gpu" in result["msg"]
 
 
-def test_bad_image_is_named(sandbox, namespace, apps_v1):
-    apps_v1.create_namespaced_stateful_set(namespace, statefulset("badimg", labels={"sandbox.inferops.io/fail": "imagepull"}))
+def test_bad_image_is_named(sandbox, namespace, kube):
+    kube.create(statefulset("badimg", labels={"sandbox.inferops.io/fail": "imagepull"}), namespace)
     result = wait(sandbox, "StatefulSet", "badimg", namespace, timeout=300, fail_fast_after=1)
     assert result["failed"] is True
     [finding] = [d for d in result["diagnosis"] if d["cause"] == "ImagePullBackOff"]
@@ -71,9 +70,9 @@ def test_bad_image_is_named(sandbox, namespace, apps_v1):
     assert IMAGE in result["msg"]
 
 
-def test_crashloop_reports_restarts_and_previous_log(sandbox, namespace, apps_v1):
+def test_crashloop_reports_restarts_and_previous_log(sandbox, namespace, kube):
     # kwok serves logs for pods named crasher-0 (hack/sandbox.py LOGGED_PODS).
-    apps_v1.create_namespaced_stateful_set(namespace, statefulset("crasher", labels={"sandbox.inferops.io/fail": "crashloop"}))
+    kube.create(statefulset("crasher", labels={"sandbox.inferops.io/fail": "crashloop"}), namespace)
     result = wait(sandbox, "StatefulSet", "crasher", namespace, timeout=300, fail_fast_after=1, log_lines=5)
     assert result["failed"] is True
     [finding] = [d for d in result["diagnosis"] if d["cause"] == "CrashLoopBackOff"]
@@ -82,15 +81,15 @@ def test_crashloop_reports_restarts_and_previous_log(sandbox, namespace, apps_v1
     assert any("CUDA out of memory" in line for line in finding["log_tail"]), finding["log_tail"]
 
 
-def test_unschedulable_waits_while_the_old_pod_terminates(sandbox, namespace, apps_v1, core_v1):
+def test_unschedulable_waits_while_the_old_pod_terminates(sandbox, namespace, kube):
     """A rolling update that replaces a whole-node pod: the new pod cannot fit
     until the old one, still terminating (held here by a finalizer, as vLLM
     draining would hold it), has gone. That is not a reason to give up."""
-    busy = {p.spec.node_name for p in core_v1.list_pod_for_all_namespaces().items
-            if p.spec.node_name and p.status.phase not in ("Succeeded", "Failed")
-            and any("nvidia.com/gpu" in ((c.resources and c.resources.limits) or {}) for c in p.spec.containers)}
+    busy = {p["spec"].get("nodeName") for p in kube.list("/api/v1/pods")
+            if p["spec"].get("nodeName") and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            and any("nvidia.com/gpu" in ((c.get("resources") or {}).get("limits") or {}) for c in p["spec"]["containers"])}
     node = next(n for n in sandbox.gpu_nodes if n not in busy)
-    gpus = core_v1.read_node(node).status.allocatable["nvidia.com/gpu"]
+    gpus = kube.get(f"/api/v1/nodes/{node}")["status"]["allocatable"]["nvidia.com/gpu"]
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "whole"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "whole"}},
@@ -99,40 +98,41 @@ def test_unschedulable_waits_while_the_old_pod_terminates(sandbox, namespace, ap
                      "nodeSelector": {"kubernetes.io/hostname": node},
                      "containers": [{"name": "vllm", "image": IMAGE,
                                      "resources": {"limits": {"nvidia.com/gpu": gpus}}}]}}}}
-    apps_v1.create_namespaced_deployment(namespace, deployment)
+    kube.create(deployment, namespace)
     assert wait(sandbox, "Deployment", "whole", namespace, timeout=120)["rolled_out"] is True
-    [old] = core_v1.list_namespaced_pod(namespace, label_selector="app=whole").items
+    [old] = kube.list("v1", "Pod", namespace, label_selector="app=whole")
+    old_pod = ("v1", "Pod", namespace, old["metadata"]["name"])
     hold = {"metadata": {"finalizers": ["sandbox.inferops.io/hold"]}}
-    core_v1.patch_namespaced_pod(old.metadata.name, namespace, hold)
+    kube.patch(*old_pod, strategic=True, body=hold)
     try:
-        apps_v1.patch_namespaced_deployment("whole", namespace, {"spec": {"template": {"spec": {"containers": [
-            {"name": "vllm", "image": IMAGE.replace("v0.12.0", "v0.12.1")}]}}}})
-        wait_for(core_v1.list_namespaced_pod, lambda p: any(
-            c.reason == "Unschedulable" for c in (p.status.conditions or [])), 120, namespace)
+        # Strategic: the image changes, the container keeps its GPU limit.
+        kube.patch("apps/v1", "Deployment", namespace, "whole", strategic=True, body={"spec": {"template": {
+            "spec": {"containers": [{"name": "vllm", "image": IMAGE.replace("v0.12.0", "v0.12.1")}]}}}})
+        kube.wait_for(("v1", "Pod", namespace), lambda p: any(
+            c.get("reason") == "Unschedulable" for c in ((p.get("status") or {}).get("conditions") or [])), 120)
         held = wait(sandbox, "Deployment", "whole", namespace, timeout=4, fail_fast_after=0.5)
         assert held["failed"] is True and "timed out after 4s" in held["msg"], held["msg"]
         assert any(d["cause"] == "Unschedulable" for d in held["diagnosis"])
     finally:
-        core_v1.patch_namespaced_pod(old.metadata.name, namespace, {"metadata": {"finalizers": None}})
+        kube.patch(*old_pod, strategic=True, body={"metadata": {"finalizers": None}})
     # The old pod goes, its GPUs come back, and the same wait now succeeds.
     result = wait(sandbox, "Deployment", "whole", namespace, timeout=120, fail_fast_after=0.5)
     assert result.get("failed") is not True, result.get("msg")
     assert result["rolled_out"] is True
 
 
-def test_probe_failure_is_reported_on_timeout(sandbox, namespace, apps_v1, core_v1):
-    apps_v1.create_namespaced_stateful_set(
-        namespace, statefulset("unready", labels={"sandbox.inferops.io/fail": "readiness"}, probe=True))
+def test_probe_failure_is_reported_on_timeout(sandbox, namespace, kube):
+    kube.create(statefulset("unready", labels={"sandbox.inferops.io/fail": "readiness"}, probe=True), namespace)
     # The probe has failed (the kubelet's event is there) before the wait
     # starts, so the short timeout races nothing on a slow machine.
-    wait_for(core_v1.list_namespaced_event, lambda e: e.reason == "Unhealthy", 120, namespace)
+    kube.wait_for(f"/api/v1/namespaces/{namespace}/events", lambda e: e.get("reason") == "Unhealthy", 120)
     result = wait(sandbox, "StatefulSet", "unready", namespace, timeout=3)
     assert result["failed"] is True and "timed out after 3s" in result["msg"]
     [finding] = [d for d in result["diagnosis"] if d["cause"] == "ProbeFailed"]
     assert "Readiness probe failed" in finding["message"]
 
 
-def test_job_backoff_limit(sandbox, namespace, batch_v1):
+def test_job_backoff_limit(sandbox, namespace, kube):
     job = {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "fetch"},
         "spec": {"backoffLimit": 0, "template": {
@@ -140,17 +140,17 @@ def test_job_backoff_limit(sandbox, namespace, batch_v1):
                          "annotations": {"pod-container-running-failed.stage.kwok.x-k8s.io/delay": "100"}},
             "spec": {"restartPolicy": "Never", "containers": [{"name": "fetch", "image": "registry.invalid/fetch:1"}]}}},
     }
-    batch_v1.create_namespaced_job(namespace, job)
+    kube.create(job, namespace)
     result = wait(sandbox, "Job", "fetch", namespace, timeout=180)
     assert result["failed"] is True
     assert any(d["cause"] == "BackoffLimitExceeded" and d["object"] == f"job/{namespace}/fetch" for d in result["diagnosis"])
 
 
-def test_job_completes(sandbox, namespace, batch_v1):
+def test_job_completes(sandbox, namespace, kube):
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ok"},
            "spec": {"template": {"spec": {"restartPolicy": "Never",
                                           "containers": [{"name": "c", "image": "registry.invalid/fetch:1"}]}}}}
-    batch_v1.create_namespaced_job(namespace, job)
+    kube.create(job, namespace)
     result = wait(sandbox, "Job", "ok", namespace, timeout=120)
     assert result.get("failed") is not True, result.get("msg")
     assert result["rolled_out"] is True
@@ -161,12 +161,12 @@ def test_missing_workload_is_a_clear_error(sandbox, namespace):
     assert result["failed"] is True and "does not exist" in result["msg"] and namespace in result["msg"]
 
 
-def test_wait_survives_an_api_server_restart(sandbox, namespace, apps_v1):
+def test_wait_survives_an_api_server_restart(sandbox, namespace, kube):
     """The watches reconnect and re-list when the API server goes away and
     comes back; the rollout that finishes afterwards is still seen."""
     import threading
 
-    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import api_client
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
     from ansible_collections.inferops.vllm.plugins.module_utils.k8s._wait import RolloutWaiter
     from support.sandbox import sandbox_cmd
 
@@ -176,8 +176,8 @@ def test_wait_survives_an_api_server_restart(sandbox, namespace, apps_v1):
                  "template": {"metadata": {"labels": {"app": "survivor"}}, "spec": {"containers": [
                      {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "9"}}}]}}},
     }
-    apps_v1.create_namespaced_deployment(namespace, deployment)
-    waiter = RolloutWaiter(api_client({"kubeconfig": sandbox.kubeconfig}), "Deployment", "survivor", namespace,
+    kube.create(deployment, namespace)
+    waiter = RolloutWaiter(connect({"kubeconfig": sandbox.kubeconfig}), "Deployment", "survivor", namespace,
                            timeout=240, fail_fast=[], fail_fast_after=0)
     outcome: dict = {}
 
@@ -192,8 +192,8 @@ def test_wait_survives_an_api_server_restart(sandbox, namespace, apps_v1):
     assert waiter.watching.wait(60), "the waiter never started watching"
     restarted = sandbox_cmd("restart", "kube-apiserver", check=False)
     assert restarted.returncode == 0, restarted.stdout
-    apps_v1.patch_namespaced_deployment("survivor", namespace, {"spec": {"template": {"spec": {"containers": [
-        {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}})
+    kube.patch("apps/v1", "Deployment", namespace, "survivor", strategic=True, body={"spec": {"template": {
+        "spec": {"containers": [{"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}})
     thread.join(240)
     assert "error" not in outcome, getattr(outcome.get("error"), "msg", outcome.get("error"))
     result = outcome["result"]
