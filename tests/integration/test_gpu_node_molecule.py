@@ -3,7 +3,8 @@ bookworm containers (podman): preflight, the toolkit from a signed local APT
 repository the scenario builds, containerd's drop-in (read back with
 `containerd config dump`) on one host and Docker's daemon.json (merged,
 parsed back) on the other, handlers that fire once, a second converge that
-changes nothing."""
+changes nothing; the role's 'host' argument spec applied and refusing a wrong
+type."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def test_gpu_node_molecule_scenario():
     # Each runtime's handler ran once, in the first converge; the second changed nothing.
     assert out.count("RUNNING HANDLER [inferops.vllm.gpu_node : Restart containerd]") == 1
     assert out.count("RUNNING HANDLER [inferops.vllm.gpu_node : Restart docker]") == 1
+    # Called as playbooks/gpu_nodes.yml calls it (tasks_from: host), the role validates its 'host' argument spec
+    # before its first task (tasks_from: host.yml would validate nothing).
+    validation = out.find("TASK [inferops.vllm.gpu_node : Validating arguments against arg spec 'host'")
+    assert 0 <= validation < out.find("TASK [inferops.vllm.gpu_node : Gather the facts the preflight reads"), "no spec"
     for host in ("gpu-host-1", "gpu-host-2"):
         recaps = re.findall(rf"{host}\s+: ok=\d+\s+changed=(\d+)", out)
         assert int(recaps[1]) > 0 and int(recaps[2]) == 0, (host, recaps)
