@@ -12,23 +12,41 @@ import json
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _labels as L
 
 
-def parse_hami_register(value: str | None) -> list[dict]:
-    """Decode HAMi's hami.io/node-nvidia-register annotation.
+# HAMi 2.7's text form, per GPU "ID,count,devmem,devcore,type,numa,health,index,mode:"
+# (EncodeNodeDevices in pkg/device/devices.go at v2.7.1, read back by its
+# DecodeNodeDevices with index as item 7 and mode as item 8). Older releases
+# wrote the first seven fields only.
+TEXT_FIELDS = ("id", "count", "devmem", "devcore", "type", "numa", "health", "index", "mode")
 
-    HAMi >= 2.5 writes a JSON list of devices (id, index, count, devmem,
-    devcore, type, numa, mode, health); older releases wrote
-    'ID,count,devmem,devcore,type,numa,health[,mode,index]:' per GPU. Both are
-    read. Unparseable text gives an empty list."""
+
+def parse_hami_register(value: str | None) -> list[dict]:
+    """Decode HAMi's hami.io/node-nvidia-register annotation: the text form
+    up to 2.7 (TEXT_FIELDS), or the JSON list from 2.8.0 on
+    (MarshalNodeDevices), whose omitempty leaves out a zero index or numa
+    and a false health. Unparseable text gives an empty list."""
     if not value:
         return []
     text = value.strip()
     if text.startswith("["):
         try:
-            devices = json.loads(text)
+            raw = json.loads(text)
         except ValueError:
             return []
-        return [
-            {
+        rows = [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
+    else:
+        rows = []
+        for position, chunk in enumerate(c for c in text.split(":") if "," in c):
+            items = chunk.split(",")
+            if not 7 <= len(items) <= len(TEXT_FIELDS):
+                continue
+            row = dict(zip(TEXT_FIELDS, items))
+            row.setdefault("index", position)
+            row["health"] = row["health"].strip().lower() == "true"
+            rows.append(row)
+    devices = []
+    for d in rows:
+        try:
+            devices.append({
                 "id": d.get("id", ""),
                 "index": int(d.get("index", 0) or 0),
                 "split_count": int(d.get("count", 0) or 0),
@@ -37,34 +55,11 @@ def parse_hami_register(value: str | None) -> list[dict]:
                 "type": d.get("type", ""),
                 "numa": int(d.get("numa", 0) or 0),
                 "mode": d.get("mode", "hami-core") or "hami-core",
-                # JSON omits false booleans (omitempty), so absent means unhealthy.
                 "health": bool(d.get("health", False)),
-            }
-            for d in devices
-            if isinstance(d, dict)
-        ]
-    devices = []
-    for position, chunk in enumerate(c for c in text.split(":") if "," in c):
-        items = chunk.split(",")
-        if len(items) not in (7, 9):
+            })
+        except (TypeError, ValueError):
             continue
-        try:
-            devices.append(
-                {
-                    "id": items[0],
-                    "index": int(items[8]) if len(items) == 9 else position,
-                    "split_count": int(items[1]),
-                    "memory_mib": int(items[2]),
-                    "cores": int(items[3]),
-                    "type": items[4],
-                    "numa": int(items[5]),
-                    "mode": items[7] if len(items) == 9 else "hami-core",
-                    "health": items[6].strip().lower() == "true",
-                }
-            )
-        except ValueError:
-            continue
-    return devices
+    return sorted(devices, key=lambda d: d["index"])  # HAMi lists them in map order
 
 
 def node_inventory(node: dict) -> dict:

@@ -24,9 +24,12 @@ RESOURCE_GPUMEM = "nvidia.com/gpumem"
 RESOURCE_GPUCORES = "nvidia.com/gpucores"
 GPU_RESOURCES = (RESOURCE_GPU, RESOURCE_GPUMEM, RESOURCE_GPUCORES)
 
-# Annotations HAMi's device plugin writes on a node it has registered.
+# Annotations on a node HAMi has registered: the device plugin's list of GPUs,
+# and the handshake (2.7.1: the plugin's "Reported <time>"; the scheduler's
+# "Requesting_<time>"; "Deleted_<time>" after cleanup, which 2.10.0 deletes
+# instead). Read from HAMi's sources at v2.7.1 to v2.10.0.
 HAMI_REGISTER_ANNOTATION = "hami.io/node-nvidia-register"
-HAMI_HANDSHAKE_ANNOTATIONS = ("hami.io/node-handshake", "hami.io/node-handshake-nvidia")
+HAMI_HANDSHAKE_ANNOTATIONS = ("hami.io/node-handshake",)
 
 # Pod annotations HAMi's scheduler reads.
 HAMI_USE_GPUTYPE = "nvidia.com/use-gputype"

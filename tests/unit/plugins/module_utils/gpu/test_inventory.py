@@ -48,3 +48,38 @@ def test_node_inventory_reports_gpu_resources_and_registration():
 def test_unregistered_node():
     inv = node_inventory({"metadata": {"name": "c1"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}})
     assert inv["hami"]["registered"] is False and inv["ready"] is False and inv["gpu_capacity"] == {}
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "hami_fixtures"
+
+
+def fixture(name: str) -> str:
+    # Exact bytes each HAMi release's encoder writes (hami_fixtures/README.md cites the source).
+    return (FIXTURES / name).read_text()
+
+
+def test_hami_2_7_1_text_form_eight_gpus_indexes_0_to_7():
+    """2.7.1 writes ID,count,devmem,devcore,type,numa,health,index,mode (EncodeNodeDevices,
+    pkg/device/devices.go at v2.7.1): index is the 8th field, mode the 9th."""
+    devices = parse_hami_register(fixture("register-v2.7.1.txt"))
+    assert [d["index"] for d in devices] == list(range(8))
+    assert {d["mode"] for d in devices} == {"hami-core"} and all(d["health"] for d in devices)
+    assert [d["numa"] for d in devices] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert devices[0]["type"] == "NVIDIA-NVIDIA H100 80GB HBM3" and devices[7]["memory_mib"] == 81559
+    assert devices[5]["id"] == "GPU-00000000-0000-0000-0000-000000000005"
+
+
+def test_hami_json_forms_2_8_to_2_10():
+    for name in ("register-v2.8.0.txt", "register-v2.10.0.txt"):
+        devices = parse_hami_register(fixture(name))
+        assert [d["index"] for d in devices] == list(range(8)), name  # index 0 is omitted (omitempty)
+        assert [d["numa"] for d in devices] == [0, 0, 0, 0, 1, 1, 1, 1], name
+        assert all(d["health"] for d in devices) and devices[0]["type"] == "NVIDIA H100 80GB HBM3", name
+
+
+def test_hami_2_10_unhealthy_gpu_is_not_registered():
+    node = {"metadata": {"name": "g", "annotations": {
+        "hami.io/node-nvidia-register": fixture("register-v2.10.0-gpu3-unhealthy.txt")}}, "status": {}}
+    hami = node_inventory(node)["hami"]
+    assert hami["registered"] is False and hami["healthy_devices"] == 7
+    assert [d["index"] for d in hami["devices"] if not d["health"]] == [3]
