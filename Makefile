@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help setup sandbox sandbox-down test unit lock ee-context
+.PHONY: help setup sandbox sandbox-down test unit lock ee-context vllm-flags
 
 help:
 	@echo "make sandbox   - set up, start the sandbox cluster, run site.yml against it"
@@ -45,3 +45,10 @@ ee-context:
 	.venv/bin/ansible-galaxy collection build --force --output-path .cache/ee-collection .
 	mv .cache/ee-collection/inferops-vllm-*.tar.gz .cache/ee-collection/inferops-vllm.tar.gz
 	.venv/bin/ansible-builder create -f execution-environment.yml -c .cache/ee-context --output-filename Containerfile
+
+# Regenerate the vLLM flag catalog (plugins/module_utils/serving/_vllm_flags_data.py)
+# from the released wheels' sources: the latest patch of every minor from 0.10
+# that the package index serves, each downloaded to a temporary folder, read
+# and deleted (see docs/serving_plan.md, "vLLM flags per version").
+vllm-flags:
+	.venv/bin/python hack/extract-vllm-flags.py --output plugins/module_utils/serving/_vllm_flags_data.py
