@@ -21,7 +21,7 @@ spec:
     spec:
       containers:
       - name: kube-scheduler
-        image: "{{ .Values.scheduler.kubeScheduler.image.registry }}/{{ .Values.scheduler.kubeScheduler.image.repository }}:{{ .Values.scheduler.kubeScheduler.image.tag | default (printf "v%s" (trimPrefix "v" .Capabilities.KubeVersion.Version)) }}"
+        image: "{{ .Values.scheduler.kubeScheduler.image.registry }}/{{ .Values.scheduler.kubeScheduler.image.repository }}:{{ .Values.scheduler.kubeScheduler.image.tag | default (printf "v%s" (regexFind "[0-9]+[.][0-9]+[.][0-9]+" .Capabilities.KubeVersion.Version)) }}"
         args: ["--scheduler-name=hami-scheduler"]
       - name: vgpu-scheduler-extender
         image: "{{ .Values.scheduler.extender.image.registry }}/{{ .Values.scheduler.extender.image.repository }}:{{ .Values.global.imageTag }}"

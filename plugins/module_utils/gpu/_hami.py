@@ -1,0 +1,134 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What differs between HAMi releases, for whoever installs or uses one:
+the chart's values layout, the kube-scheduler tag the chart derives, and the
+releases that fixed vLLM with tensor parallelism. Read from HAMi's
+repository (charts/hami, CHANGELOG.md) at the tags v2.7.1 to v2.10.0; each
+entry names its source."""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
+
+# The chart the role installs when none is named: the newest release.
+DEFAULT_CHART_VERSION = "2.10.0"
+OLDEST_CHART_VERSION = "2.7.1"
+
+# Values that moved: (old path, new path, the release that reads the new path).
+# A value under the path the chosen release does not read is silently
+# ignored by the chart.
+MOVED_VALUES = (
+    # charts/hami/values.yaml: nvidianodeSelector at v2.7.1 (line 309), nvidiaNodeSelector from
+    # v2.8.0 (HAMi PR #1546; line 419 at v2.10.0, read by templates/device-plugin/daemonsetnvidia.yaml).
+    ("devicePlugin.nvidianodeSelector", "devicePlugin.nvidiaNodeSelector", (2, 8, 0)),
+    # The monitor's resources: devicePlugin.vgpuMonitor up to 2.7, devicePlugin.monitor from v2.8.0.
+    ("devicePlugin.vgpuMonitor", "devicePlugin.monitor", (2, 8, 0)),
+    # The bundled kube-scheduler's tag: scheduler.kubeScheduler.imageTag up to 2.6,
+    # scheduler.kubeScheduler.image.tag from 2.7.
+    ("scheduler.kubeScheduler.imageTag", "scheduler.kubeScheduler.image.tag", (2, 7, 0)),
+)
+# Values a release range reads, and no release outside it (the DRA subchart,
+# v2.8.0 to v2.9.x; removed by HAMi PR #2038 before v2.10.0).
+RANGED_VALUES = (
+    ("dra", (2, 8, 0), (2, 10, 0)),
+    ("hami-dra", (2, 8, 0), (2, 10, 0)),
+)
+
+# vLLM newer than 0.18 with tensor parallelism on HAMi (CHANGELOG.md at v2.10.0):
+# 2.8.1 "Fix vLLM with version above 0.18 failing to launch with multiple GPUs";
+# 2.9.0 "Fix initialization error when using tensor parallelism on vLLM above 0.18",
+# through HAMi-core commit 5091a2f, which 2.8.3 already bundles.
+VLLM_TP_LAUNCH_FIXED = (2, 8, 1)
+VLLM_TP_INIT_FIXED = (2, 8, 3)
+VLLM_TP_AFFECTED_FROM = (0, 18, 0)
+
+
+def parse_version(version, what: str = "hami_chart_version") -> tuple[int, int, int]:
+    match = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", str(version or "").strip())
+    if not match:
+        raise ParameterError(f"{what}: {version!r} is not a HAMi release such as {DEFAULT_CHART_VERSION}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def node_selector_key(version) -> str:
+    """The device plugin's node selector value, as the release spells it."""
+    return "nvidiaNodeSelector" if parse_version(version) >= (2, 8, 0) else "nvidianodeSelector"
+
+
+def kube_scheduler_tag(cluster_version: str) -> str:
+    """The tag the chart itself derives from the cluster's version when none
+    is given (_helpers.tpl, resolvedKubeSchedulerTag/strippedKubeVersion,
+    v2.7.1 to v2.10.0): vX.Y.Z, without a distribution's suffix
+    (v1.34.1+k3s1 and v1.31.4-eks-2d5f260 are v1.34.1 and v1.31.4)."""
+    match = re.match(r"^v?(\d+\.\d+\.\d+)", str(cluster_version or "").strip())
+    if not match:
+        raise ParameterError(f"hami_kube_scheduler_image_tag: the cluster's version {cluster_version!r} has no "
+                             "vX.Y.Z in it; give the kube-scheduler image tag")
+    return f"v{match.group(1)}"
+
+
+def _paths(values: dict, prefix: str = ""):
+    for key, value in (values or {}).items():
+        path = f"{prefix}{key}"
+        yield path
+        if isinstance(value, dict):
+            yield from _paths(value, path + ".")
+
+
+def ignored_values(values: dict, version) -> list[str]:
+    """Each value under a path the chosen release does not read, with the
+    path it reads instead: a value the chart would silently drop."""
+    release = parse_version(version)
+    shown = ".".join(str(x) for x in release)
+    paths = set(_paths(values))
+    problems = []
+    for old, new, since in MOVED_VALUES:
+        since_text = ".".join(str(x) for x in since)
+        if release >= since and any(p == old or p.startswith(old + ".") for p in paths):
+            problems.append(f"{old} is not read by HAMi {shown} (it became {new} in {since_text}); use {new}")
+        if release < since and any(p == new or p.startswith(new + ".") for p in paths):
+            problems.append(f"{new} is not read by HAMi {shown} (it is read from {since_text} on); use {old}")
+    for key, first, until in RANGED_VALUES:
+        if key in paths and not first <= release < until:
+            problems.append(f"{key} is read only by HAMi {'.'.join(map(str, first))} to before "
+                            f"{'.'.join(map(str, until))}, not {shown}; remove it")
+    return problems
+
+
+def chart_values(version, node_label: dict, resource_name: str, resource_mem: str, resource_cores: str,
+                 split_count: int, node_policy: str, gpu_policy: str, scheduler_tag: str) -> dict:
+    """The values the role sets, in the chosen release's layout."""
+    parse_version(version)
+    if split_count < 1:
+        raise ParameterError(f"hami_device_split_count: {split_count} must be 1 or more (10 is HAMi's default)")
+    if not node_label:
+        raise ParameterError("hami_node_label: empty; the device plugin would run on no node. Give the label the "
+                             'GPU nodes carry, e.g. {gpu: "on"}')
+    return {
+        "resourceName": resource_name,
+        "resourceMem": resource_mem,
+        "resourceCores": resource_cores,
+        "scheduler": {
+            "defaultSchedulerPolicy": {"nodeSchedulerPolicy": node_policy, "gpuSchedulerPolicy": gpu_policy},
+            "kubeScheduler": {"image": {"tag": scheduler_tag}},
+        },
+        "devicePlugin": {"deviceSplitCount": split_count, node_selector_key(version): dict(node_label)},
+    }
+
+
+def vllm_tensor_parallel_findings(hami_version, vllm_version: tuple[int, ...], tp: int) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of vLLM with tensor parallelism on a HAMi release."""
+    if tp <= 1 or vllm_version < VLLM_TP_AFFECTED_FROM or not hami_version:
+        return [], []
+    release = parse_version(hami_version, "hami_version")
+    shown = ".".join(map(str, release))
+    if release < VLLM_TP_LAUNCH_FIXED:
+        return [f"tensor_parallel_size {tp} with vLLM above 0.18 fails to launch on HAMi {shown} (fixed in HAMi "
+                "2.8.1, per its changelog); upgrade HAMi (2.8.3 or newer) or serve on one GPU"], []
+    if release < VLLM_TP_INIT_FIXED:
+        return [], [f"HAMi {shown} still has the tensor-parallel initialization error with vLLM above 0.18 "
+                    "(fixed by HAMi-core 5091a2f, bundled from HAMi 2.8.3; listed in 2.9.0's changelog)"]
+    return [], []
