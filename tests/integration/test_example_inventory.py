@@ -82,6 +82,15 @@ def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace,
     assert ingress["spec"]["tls"][0]["secretName"] == "llm-example-com-tls"
     pdb = kube.get("policy/v1", "PodDisruptionBudget", namespace, "vllm-qwen3-235b")
     assert pdb["spec"]["maxUnavailable"] == 1
+    # Only the Ingress controller's pods reach vLLM's port (accepted by the API server; the sandbox has no
+    # network plugin to enforce it).
+    policy = kube.get("networking.k8s.io/v1", "NetworkPolicy", namespace, "vllm-qwen3-235b")
+    assert policy["spec"]["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+                             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}}]
 
 
 def deploy_with_init_container_fetch(sandbox, namespace, tmp_path, name: str, storage: dict) -> dict:
