@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from support.k8s import wait_for
-
 pytestmark = pytest.mark.integration
 CHART = Path(__file__).resolve().parents[1] / "charts" / "demo"
 
@@ -44,57 +42,56 @@ def gpu_statefulset(name: str, gpus: int, replicas: int = 2) -> dict:
     }
 
 
-def test_gpu_nodes_are_ready_and_advertise_gpus(sandbox, core_v1):
-    nodes = {n.metadata.name: n for n in core_v1.list_node().items}
+def test_gpu_nodes_are_ready_and_advertise_gpus(sandbox, kube):
+    nodes = {n["metadata"]["name"]: n for n in kube.list("/api/v1/nodes")}
     assert len(sandbox.gpu_nodes) >= 4 and len(sandbox.cpu_nodes) >= 1
     for name in sandbox.gpu_nodes:
         node = nodes[name]
-        ready = {c.type: c.status for c in node.status.conditions}["Ready"]
+        ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
         assert ready == "True", name
-        assert node.status.allocatable["nvidia.com/gpu"] == "8"
-        assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
-        assert "topology.kubernetes.io/zone" in node.metadata.labels
-        devices = json.loads(node.metadata.annotations["hami.io/node-nvidia-register"])
+        assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+        assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+        assert "topology.kubernetes.io/zone" in node["metadata"]["labels"]
+        devices = json.loads(node["metadata"]["annotations"]["hami.io/node-nvidia-register"])
         assert len(devices) == 8 and all(d["health"] for d in devices)
     for name in sandbox.cpu_nodes:
-        assert "nvidia.com/gpu" not in nodes[name].status.allocatable
+        assert "nvidia.com/gpu" not in nodes[name]["status"]["allocatable"]
 
 
-def test_statefulset_with_8_gpus_schedules_and_becomes_ready(sandbox, namespace, apps_v1, core_v1):
-    apps_v1.create_namespaced_stateful_set(namespace, gpu_statefulset("eight", gpus=8))
-    sts = wait_for(
-        apps_v1.list_namespaced_stateful_set, lambda s: (s.status.ready_replicas or 0) == 2, 120, namespace
+def test_statefulset_with_8_gpus_schedules_and_becomes_ready(sandbox, namespace, kube):
+    kube.create(gpu_statefulset("eight", gpus=8), namespace)
+    sts = kube.wait_for(
+        ("apps/v1", "StatefulSet", namespace), lambda s: ((s.get("status") or {}).get("readyReplicas") or 0) == 2, 120
     )
-    assert sts.status.ready_replicas == 2
-    pods = core_v1.list_namespaced_pod(namespace, label_selector="app=eight").items
-    assert {p.spec.node_name for p in pods} <= set(sandbox.gpu_nodes)
+    assert sts["status"]["readyReplicas"] == 2
+    pods = kube.list("v1", "Pod", namespace, label_selector="app=eight")
+    assert {p["spec"].get("nodeName") for p in pods} <= set(sandbox.gpu_nodes)
     # 8 GPUs each: the two pods cannot share a node.
-    assert len({p.spec.node_name for p in pods}) == 2
+    assert len({p["spec"].get("nodeName") for p in pods}) == 2
 
 
-def test_statefulset_with_9_gpus_stays_pending_with_scheduler_reason(namespace, apps_v1, core_v1):
-    apps_v1.create_namespaced_stateful_set(namespace, gpu_statefulset("nine", gpus=9, replicas=1))
+def test_statefulset_with_9_gpus_stays_pending_with_scheduler_reason(namespace, kube):
+    kube.create(gpu_statefulset("nine", gpus=9, replicas=1), namespace)
 
     def unschedulable(pod) -> bool:
         return any(
-            c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
-            for c in (pod.status.conditions or [])
+            c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"
+            for c in ((pod.get("status") or {}).get("conditions") or [])
         )
 
-    pod = wait_for(core_v1.list_namespaced_pod, unschedulable, 120, namespace)
-    assert pod.status.phase == "Pending"
-    message = next(c.message for c in pod.status.conditions if c.type == "PodScheduled")
+    pod = kube.wait_for(("v1", "Pod", namespace), unschedulable, 120)
+    assert pod["status"].get("phase") == "Pending"
+    message = next(c.get("message") for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
     assert "Insufficient nvidia.com/gpu" in message, message
-    event = wait_for(
-        core_v1.list_namespaced_event,
-        lambda e: e.reason == "FailedScheduling" and e.involved_object.name == pod.metadata.name,
+    event = kube.wait_for(
+        ("v1", "Event", namespace),
+        lambda e: e.get("reason") == "FailedScheduling" and e["involvedObject"].get("name") == pod["metadata"]["name"],
         60,
-        namespace,
     )
-    assert "Insufficient nvidia.com/gpu" in event.message
+    assert "Insufficient nvidia.com/gpu" in event["message"]
 
 
-def test_deployment_rollout_to_new_image_completes(namespace, apps_v1):
+def test_deployment_rollout_to_new_image_completes(namespace, kube):
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -108,32 +105,32 @@ def test_deployment_rollout_to_new_image_completes(namespace, apps_v1):
             },
         },
     }
-    apps_v1.create_namespaced_deployment(namespace, deployment)
+    kube.create(deployment, namespace)
 
     def rolled_out(d) -> bool:
-        s = d.status
+        s = d.get("status") or {}
         return (
-            (s.observed_generation or 0) >= d.metadata.generation
-            and (s.updated_replicas or 0) == d.spec.replicas
-            and (s.available_replicas or 0) == d.spec.replicas
-            and (s.replicas or 0) == d.spec.replicas
+            (s.get("observedGeneration") or 0) >= d["metadata"]["generation"]
+            and (s.get("updatedReplicas") or 0) == d["spec"]["replicas"]
+            and (s.get("availableReplicas") or 0) == d["spec"]["replicas"]
+            and (s.get("replicas") or 0) == d["spec"]["replicas"]
         )
 
-    wait_for(apps_v1.list_namespaced_deployment, rolled_out, 120, namespace)
-    apps_v1.patch_namespaced_deployment(
-        "web", namespace, {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "registry.invalid/web:2"}]}}}}
+    kube.wait_for(("apps/v1", "Deployment", namespace), rolled_out, 120)
+    kube.patch(
+        "apps/v1", "Deployment", namespace, "web", strategic=True,
+        body={"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "registry.invalid/web:2"}]}}}},
     )
-    d = wait_for(
-        apps_v1.list_namespaced_deployment,
-        lambda d: d.metadata.generation == 2 and rolled_out(d),
+    d = kube.wait_for(
+        ("apps/v1", "Deployment", namespace),
+        lambda d: d["metadata"]["generation"] == 2 and rolled_out(d),
         120,
-        namespace,
     )
-    assert d.spec.template.spec.containers[0].image == "registry.invalid/web:2"
-    replica_sets = apps_v1.list_namespaced_replica_set(namespace).items
+    assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.invalid/web:2"
+    replica_sets = kube.list("apps/v1", "ReplicaSet", namespace)
     assert len(replica_sets) == 2  # the controller-manager made a new ReplicaSet
-    old = next(rs for rs in replica_sets if rs.spec.template.spec.containers[0].image.endswith(":1"))
-    assert old.spec.replicas == 0
+    old = next(rs for rs in replica_sets if rs["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1"))
+    assert old["spec"]["replicas"] == 0
 
 
 def helm(sandbox, *args: str) -> str:
@@ -144,13 +141,13 @@ def helm(sandbox, *args: str) -> str:
     return proc.stdout
 
 
-def test_helm_install_upgrade_and_list(sandbox, namespace, core_v1, apps_v1):
+def test_helm_install_upgrade_and_list(sandbox, namespace, kube):
     helm(sandbox, "install", "demo", str(CHART), "-n", namespace, "--wait", "--timeout", "2m")
-    assert core_v1.read_namespaced_config_map("demo-demo", namespace).data["message"] == "hello"
+    assert kube.get("v1", "ConfigMap", namespace, "demo-demo")["data"]["message"] == "hello"
     helm(sandbox, "upgrade", "demo", str(CHART), "-n", namespace, "--set", "message=upgraded",
          "--set", "replicas=2", "--wait", "--timeout", "2m")
-    assert core_v1.read_namespaced_config_map("demo-demo", namespace).data["message"] == "upgraded"
-    assert apps_v1.read_namespaced_deployment("demo-demo", namespace).status.ready_replicas == 2
+    assert kube.get("v1", "ConfigMap", namespace, "demo-demo")["data"]["message"] == "upgraded"
+    assert kube.get("apps/v1", "Deployment", namespace, "demo-demo")["status"].get("readyReplicas") == 2
     releases = json.loads(helm(sandbox, "list", "-n", namespace, "-o", "json"))
     assert [(r["name"], r["revision"], r["status"]) for r in releases] == [("demo", "2", "deployed")]
 

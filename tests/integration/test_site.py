@@ -19,31 +19,31 @@ def site(sandbox, *extra: str):
                         env={"SANDBOX_DIR": str(sandbox.state_dir)}, extra_args=list(extra))
 
 
-def test_site_end_to_end_then_no_change(sandbox, core_v1, apps_v1):
+def test_site_end_to_end_then_no_change(sandbox, kube):
     first = site(sandbox)
     assert first.rc == 0 and first.failed() == 0, first.failures()
     assert first.changed() > 0
 
     report = first.task("Report the cluster and its GPU nodes")["msg"]
-    assert report[0] == "Kubernetes v1.35.4"
+    assert report[0] == f"Kubernetes {sandbox.kubernetes_version}"  # what the sandbox runs (state.json)
     # GPU nodes labelled for HAMi, and HAMi's device plugin on every one of them.
     for name in sandbox.gpu_nodes:
-        assert core_v1.read_node(name).metadata.labels["gpu"] == "on"
-    assert "gpu" not in (core_v1.read_node(sandbox.cpu_nodes[0]).metadata.labels or {})
-    plugin = apps_v1.read_namespaced_daemon_set("hami-device-plugin", "kube-system")
-    assert plugin.status.number_ready == len(sandbox.gpu_nodes)
-    assert apps_v1.read_namespaced_deployment("hami-scheduler", "kube-system").status.ready_replicas == 1
+        assert kube.get(f"/api/v1/nodes/{name}")["metadata"]["labels"]["gpu"] == "on"
+    assert "gpu" not in (kube.get(f"/api/v1/nodes/{sandbox.cpu_nodes[0]}")["metadata"].get("labels") or {})
+    plugin = kube.get("apps/v1", "DaemonSet", "kube-system", "hami-device-plugin")
+    assert plugin["status"].get("numberReady") == len(sandbox.gpu_nodes)
+    assert kube.get("apps/v1", "Deployment", "kube-system", "hami-scheduler")["status"].get("readyReplicas") == 1
     # The model claim bound, and the model fetched from S3 into the volume behind it.
-    claim = core_v1.read_namespaced_persistent_volume_claim("models-minilm", "ai-serving")
-    assert claim.status.phase == "Bound"
-    volume = core_v1.read_persistent_volume(claim.spec.volume_name)
-    model_dir = Path(volume.spec.host_path.path) / "minilm"
+    claim = kube.get("v1", "PersistentVolumeClaim", "ai-serving", "models-minilm")
+    assert claim["status"].get("phase") == "Bound"
+    volume = kube.get("v1", "PersistentVolume", None, claim["spec"]["volumeName"])
+    model_dir = Path(volume["spec"]["hostPath"]["path"]) / "minilm"
     marker = json.loads((model_dir / ".inferops-model-complete.json").read_text())
     assert "model.safetensors" in {f["path"] for f in marker["files"]}
     # vLLM (the stand-in behind kwok) answered through the Kubernetes API.
     answer = first.task("Health, model list, a chat completion and a streamed one")
     assert answer["models"]["ids"] == ["minilm"] and answer["chat"]["reply"] == "ready"
-    assert apps_v1.read_namespaced_stateful_set("vllm", "ai-serving").status.ready_replicas == 1
+    assert kube.get("apps/v1", "StatefulSet", "ai-serving", "vllm")["status"].get("readyReplicas") == 1
 
     # Again, at the highest verbosity with the default output, as an operator
     # debugging it would run it: nothing changes, and neither key shows.
@@ -51,7 +51,7 @@ def test_site_end_to_end_then_no_change(sandbox, core_v1, apps_v1):
                                env={"SANDBOX_DIR": str(sandbox.state_dir)})
     assert second.rc == 0 and second.recap["failed"] == 0, second.output[-3000:]
     assert second.recap["changed"] == 0, second.changed_tasks
-    assert_no_secret_in(second.output, sandbox, core_v1)
+    assert_no_secret_in(second.output, sandbox, kube)
 
     # One stage alone, as an operator re-runs it: the serve stage finds the
     # model from the claim's volume, and changes nothing either.
@@ -61,16 +61,16 @@ def test_site_end_to_end_then_no_change(sandbox, core_v1, apps_v1):
     assert serve.task("inferops.vllm.vllm_serve : Ask the server, as a client would")["chat"]["reply"] == "ready"
 
 
-def assert_no_secret_in(output: str, sandbox, core_v1) -> None:
+def assert_no_secret_in(output: str, sandbox, kube) -> None:
     """Neither the API key nor the S3 secret key, plain or in base64 (as a
     Secret's data), in the output or in any pod's spec. Only booleans are
     asserted, so a failure does not print the key it found."""
     assert "the output has been hidden" in output  # the tasks that carry the keys ran, censored
-    secret = core_v1.read_namespaced_secret("vllm-api-key", "ai-serving")
-    api_key = base64.b64decode(secret.data["api-key"]).decode()
+    secret = kube.get("v1", "Secret", "ai-serving", "vllm-api-key")
+    api_key = base64.b64decode(secret["data"]["api-key"]).decode()
     s3_key = sandbox.s3_credentials()["secret_key"]
     assert len(api_key) >= 32 and len(s3_key) >= 16
-    specs = [json.dumps(p.spec.to_dict(), default=str) for p in core_v1.list_namespaced_pod("ai-serving").items]
+    specs = [json.dumps(p["spec"]) for p in kube.list("v1", "Pod", "ai-serving")]
     for name, value in (("API key", api_key), ("S3 secret key", s3_key)):
         for form in (value, base64.b64encode(value.encode()).decode()):
             leaked = form in output

@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # Tests use a sandbox of their own so they never touch one a user started
 # with `make sandbox`.
 TEST_SANDBOX_DIR = Path(os.environ.get("TEST_SANDBOX_DIR", ROOT / ".cache" / "test-sandbox"))
+# What tests need beyond `make sandbox`: the stand-in's port and its
+# port-forward, kwok's crash logs (hack/sandbox up --fixtures).
+FIXTURES = ROOT / "tests" / "fixtures" / "sandbox.yml"
 
 
 @dataclass
@@ -37,6 +40,11 @@ class Sandbox:
         return self.state["binaries"]["helm"]
 
     @property
+    def kubernetes_version(self) -> str:
+        """The version the sandbox's API server runs ("v1.37.2")."""
+        return self.state["kubernetes"]["version"]
+
+    @property
     def s3_endpoint(self) -> str:
         return self.state["s3"]["endpoint"]
 
@@ -44,8 +52,9 @@ class Sandbox:
         return json.loads(Path(self.state["s3"]["credentials_file"]).read_text())
 
 
-def sandbox_cmd(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SANDBOX_DIR": str(TEST_SANDBOX_DIR)}
+def sandbox_cmd(*args: str, check: bool = True, state_dir: Path = TEST_SANDBOX_DIR,
+                env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SANDBOX_DIR": str(state_dir), **(env or {})}
     return subprocess.run(
         [str(ROOT / "hack" / "sandbox"), *args], env=env, check=check, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -57,10 +66,13 @@ def start() -> tuple[Sandbox, bool]:
     this call started it."""
     running = sandbox_cmd("status", check=False).returncode == 0
     if not running:
-        out = sandbox_cmd("up", check=False)
+        out = sandbox_cmd("up", "--fixtures", str(FIXTURES), check=False)
         if out.returncode != 0:
             raise RuntimeError(f"hack/sandbox up failed:\n{out.stdout}")
     state = json.loads((TEST_SANDBOX_DIR / "state.json").read_text())
+    if state.get("fixtures") != str(FIXTURES):
+        raise RuntimeError(f"the sandbox in {TEST_SANDBOX_DIR} runs without the test fixtures ({FIXTURES}): "
+                           f"stop it (SANDBOX_DIR={TEST_SANDBOX_DIR} hack/sandbox down) and run the tests again")
     return Sandbox(TEST_SANDBOX_DIR, state), not running
 
 
@@ -77,7 +89,7 @@ def keep_logs(lines: int = 5) -> list[str]:
     stopped = [line for line in status if "STOPPED" in line]
     report = stopped or ["every sandbox process still runs"]
     report.append(f"full logs: {kept.relative_to(ROOT)}/")
-    for name, keep in (("vllm-standin", lambda line: True),
+    for name, keep in (("vllm-standin", lambda line: True), ("job-runner", lambda line: True),
                        ("kwok", lambda line: '"level":"ERROR"' in line or "panic" in line)):
         log = kept / f"{name}.log"
         tail = [line[:240] for line in log.read_text(errors="replace").splitlines() if keep(line)][-lines:] \

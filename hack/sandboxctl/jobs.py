@@ -1,0 +1,648 @@
+"""The job runner: the kubelet's part, for pods the sandbox can really run.
+
+kwok runs no containers. For pods on the simulated nodes whose containers use
+an image `up` was told to run locally (`--run-image`; by default the sandbox
+inventory's model_store_fetch_image), this process does what a kubelet would,
+on this machine:
+
+- runs each container's ``command`` + ``args`` as a local process (``python3``
+  or ``python`` is the project's virtualenv Python; the image's own
+  PYTHONPATH is the checkout's .cache/collections, as the model-fetch image
+  installs the collection). A container without a command cannot run: the
+  image's entrypoint is not known here;
+- its environment: ``envFrom`` Secrets and ConfigMaps and ``env`` (values,
+  secretKeyRef, configMapKeyRef, fieldRef) read through the API, with
+  ``$(VAR)`` expanded; nothing of this process's own environment but PATH;
+- each volumeMount is its volume's folder on this machine: a claim's bound
+  PersistentVolume's hostPath, a hostPath volume (a path outside the state
+  folder is the simulated node's: STATE_DIR/nodes/NODE/PATH, never the
+  machine's own), emptyDir/Secret/ConfigMap folders under
+  STATE_DIR/pods/. There is no mount namespace, so paths are mapped by
+  rewriting: an argument (or the value after ``NAME=``), an env value or the
+  workingDir that starts with a mountPath gets the folder's path instead. A
+  path inside a longer string (a shell script) is not rewritten;
+- reports what a kubelet reports: Running with the container running, then
+  the container terminated with its exit code and the last lines of its
+  output as the termination message (at most 80 lines, 2048 bytes, as
+  FallbackToLogsOnError does; there is no termination-log file), pod phase
+  Succeeded or Failed. restartPolicy OnFailure/Always restarts the container
+  in the same pod after a back-off (1 s doubling to 30 s, shorter than the
+  kubelet's 10 s to 5 min) with restartCount and lastState, waiting in
+  CrashLoopBackOff meanwhile, so the Job controller counts failures against
+  backoffLimit as on a real node;
+- a pod being deleted: its processes get SIGTERM, SIGKILL after the grace
+  period, then the pod is deleted for good (grace 0), as the kubelet
+  finishes a deletion.
+
+Output of each run: STATE_DIR/pods/NAMESPACE_POD_UID/CONTAINER-RESTART.log
+(kwok serves no logs for these pods). Waiting is watching: one informer on the
+pods of every namespace that are bound to a node."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from sandboxctl import COLLECTIONS
+
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect, merge_patch, request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
+
+READY_FILE = "job-runner.ready"
+PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
+BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
+MESSAGE_LINES, MESSAGE_BYTES = 80, 2048
+NODE_IP = "127.0.0.1"  # the simulated nodes' InternalIP; the processes run on this machine's network
+
+
+def ready(state_dir: Path, pid: int) -> bool:
+    """Whether the runner with this pid has listed the pods (health check)."""
+    try:
+        return (state_dir / READY_FILE).read_text().strip() == str(pid)
+    except OSError:
+        return False
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def log(text: str) -> None:
+    print(f"{now()} {text}", flush=True)
+
+
+class ConfigError(Exception):
+    """A container that cannot be started yet (the kubelet's waiting reasons)."""
+
+    def __init__(self, message: str, reason: str = "CreateContainerConfigError"):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+class AllPods(Informer):
+    """The collection's informer keys objects by name (it watches one
+    namespace); pods of every namespace are watched here, keyed by uid."""
+
+    def _list(self) -> str:
+        listing = request_json(self.api, "GET", self.path, query=self.query, timeout=self.request_timeout,
+                               action=f"listing {self.path}")
+        with self.lock:
+            self.objects = {o["metadata"]["uid"]: o for o in listing.get("items", [])}
+        self.synced.set()
+        self.changes.put(self)
+        return listing["metadata"]["resourceVersion"]
+
+    def _handle(self, event: dict, version: str) -> str:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind in ("ERROR", "BOOKMARK"):
+            return super()._handle(event, version)
+        with self.lock:
+            if kind == "DELETED":
+                self.objects.pop(obj["metadata"]["uid"], None)
+            else:
+                self.objects[obj["metadata"]["uid"]] = obj
+        self.changes.put(self)
+        return obj["metadata"].get("resourceVersion") or version
+
+
+# --------------------------------------------------------------------------
+# what a container gets
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: a defined variable is replaced, $$ is a
+    literal $, anything else stays as written."""
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", sub, text)
+
+
+def rewrite(value: str, mounts: list[tuple[str, Path]]) -> str:
+    """A path under a mountPath, as the path of the volume's folder here."""
+    for mount, host in mounts:
+        mount = mount.rstrip("/")
+        if mount and (value == mount or value.startswith(mount + "/")):
+            return str(host) + value[len(mount):]
+    if "=" in value and not value.startswith("="):
+        key, rest = value.split("=", 1)
+        mapped = rewrite(rest, mounts)
+        if mapped != rest:
+            return f"{key}={mapped}"
+    return value
+
+
+def tail(path: Path) -> str:
+    """The end of a run's output: what becomes its termination message."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - MESSAGE_BYTES))
+            data = f.read()
+    except OSError:
+        return ""
+    lines = data.decode(errors="replace").splitlines()[-MESSAGE_LINES:]
+    return "\n".join(lines)[-MESSAGE_BYTES:]
+
+
+class Runner:
+    def __init__(self, kubeconfig: str, state_dir: Path, images: list[str]):
+        self.api = connect({"kubeconfig": kubeconfig})
+        self.state_dir = state_dir
+        self.images = set(images)
+        self.workers: dict[str, PodWorker] = {}
+        self.stop = threading.Event()
+        self.changes: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+
+    def takes(self, pod: dict) -> bool:
+        return any(c.get("image") in self.images for c in (pod.get("spec") or {}).get("containers") or [])
+
+    def loop(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - reported by main()
+            self.error = exc
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _loop(self) -> None:
+        informer = AllPods(self.api, "/api/v1/pods", [("fieldSelector", "spec.nodeName!=")], self.changes, self.stop)
+        informer.start()
+        announced = False
+        while not self.stop.is_set():
+            self.changes.get()
+            while not self.changes.empty():
+                self.changes.get_nowait()
+            if informer.error:
+                raise informer.error
+            if self.stop.is_set() or not informer.synced.is_set():
+                continue
+            self.reconcile(informer.snapshot())
+            if not announced:
+                (self.state_dir / READY_FILE).write_text(str(os.getpid()))
+                log(f"watching pods of images {sorted(self.images)}")
+                announced = True
+
+    def reconcile(self, pods: list[dict]) -> None:
+        seen = set()
+        for pod in pods:
+            if not self.takes(pod):
+                continue
+            uid = pod["metadata"]["uid"]
+            seen.add(uid)
+            worker = self.workers.get(uid)
+            if pod["metadata"].get("deletionTimestamp"):
+                if worker is None:  # nothing of it runs here: only the deletion to finish
+                    worker = self.workers[uid] = PodWorker(self, pod, run=False)
+                    worker.delete(pod)
+                    worker.start()
+                else:
+                    worker.delete(pod)
+            elif worker is None and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                worker = self.workers[uid] = PodWorker(self, pod)
+                worker.start()
+        for uid in [u for u in self.workers if u not in seen]:
+            self.workers.pop(uid).delete(None)  # gone from the API: stop what still runs
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.changes.put(None)
+        workers = list(self.workers.values())
+        for w in workers:
+            w.delete(None, grace=5)
+        for w in workers:
+            w.join(10)
+
+
+class PodWorker(threading.Thread):
+    """One pod: its containers' processes and the status it reports."""
+
+    def __init__(self, runner: Runner, pod: dict, run: bool = True):
+        super().__init__(daemon=True)
+        self.runner, self.pod, self.run_containers = runner, pod, run
+        meta = pod["metadata"]
+        self.ns, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.ref = f"{self.ns}/{self.name}"
+        self.dir = runner.state_dir / "pods" / f"{self.ns}_{self.name}_{self.uid}"
+        self.deleting = threading.Event()
+        self.gone = False  # deleted from the API already: nothing left to report or delete
+        self.finished = False  # run() is over: a deletion is finished by delete() itself
+        self.lock = threading.RLock()  # the statuses, the processes and the flags above
+        self.publish_lock = threading.Lock()  # one report at a time, in the order they were made
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.start_time = now()
+        self.phase = "Pending"
+        self.initialized = not pod["spec"].get("initContainers")
+        old = {cs["name"]: cs for cs in ((pod.get("status") or {}).get("containerStatuses") or [])
+               + ((pod.get("status") or {}).get("initContainerStatuses") or [])}
+        self.statuses: dict[str, dict] = {}
+        # Containers a runner ran before it was restarted: their processes went with it.
+        self.orphaned = any("running" in (cs.get("state") or {}) for cs in old.values())
+        for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+            before = old.get(c["name"]) or {}
+            restarts = before.get("restartCount", 0) + (1 if "running" in (before.get("state") or {}) else 0)
+            self.statuses[c["name"]] = {
+                "name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False, "started": False,
+                "restartCount": restarts, "state": {"waiting": {"reason": "ContainerCreating"}},
+            }
+
+    # -- API ------------------------------------------------------------------
+
+    def publish(self) -> None:
+        if self.runner.stop.is_set() or self.gone:
+            # The runner is going (as a kubelet that stops): what it stopped is
+            # reported by the next one, as containers it lost.
+            return
+        with self.publish_lock:
+            with self.lock:
+                patch = self.status_patch()
+            try:
+                merge_patch(self.runner.api, f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status", patch,
+                            action=f"reporting pod {self.ref}")
+            except ClusterError as exc:
+                log(f"{self.ref}: status not reported: {exc}")
+
+    def status_patch(self) -> dict:
+        """The pod's status as a kubelet reports it (a merge patch, the uid as a precondition)."""
+        spec = self.pod["spec"]
+        main = [self.statuses[c["name"]] for c in spec["containers"]]
+        running = self.phase == "Running" and all("running" in cs["state"] for cs in main)
+        done = self.phase in ("Succeeded", "Failed")
+        not_ready = {"status": "False", "reason": "PodCompleted" if done else "ContainersNotReady"}
+        scheduled = next((c for c in (self.pod.get("status") or {}).get("conditions") or []
+                          if c.get("type") == "PodScheduled"), {"type": "PodScheduled", "status": "True"})
+        t = now()
+        conditions = [
+            {"type": "PodReadyToStartContainers", "status": "False" if done else "True", "lastTransitionTime": t},
+            {"type": "Initialized", "lastTransitionTime": t,
+             **({"status": "True"} if self.initialized else
+                {"status": "False", "reason": "ContainersNotInitialized"})},
+            {"type": "Ready", "lastTransitionTime": t, **({"status": "True"} if running else not_ready)},
+            {"type": "ContainersReady", "lastTransitionTime": t, **({"status": "True"} if running else not_ready)},
+            scheduled,
+        ]
+        status = {
+            "phase": self.phase, "conditions": conditions, "startTime": self.start_time,
+            "hostIP": NODE_IP, "hostIPs": [{"ip": NODE_IP}], "podIP": NODE_IP, "podIPs": [{"ip": NODE_IP}],
+            "containerStatuses": [dict(cs) for cs in main],
+        }
+        if spec.get("initContainers"):
+            status["initContainerStatuses"] = [dict(self.statuses[c["name"]]) for c in spec["initContainers"]]
+        return {"metadata": {"uid": self.uid}, "status": status}
+
+    def get(self, path: str, what: str) -> dict | None:
+        try:
+            return request_json(self.runner.api, "GET", path, action=f"reading {what}")
+        except ClusterError as exc:
+            if exc.details.get("status") == 404:
+                return None
+            raise
+
+    # -- volumes, env, command -------------------------------------------------
+
+    def host_dir(self, path: str) -> Path:
+        """A hostPath on the simulated node. The sandbox's own volumes (in the
+        state folder) are used as they are; any other path is the node's."""
+        p = Path(path)
+        if p.is_relative_to(self.runner.state_dir):
+            return p
+        return self.runner.state_dir / "nodes" / (self.pod["spec"].get("nodeName") or "node") / p.relative_to("/")
+
+    def volume_dirs(self) -> dict[str, Path]:
+        dirs = {}
+        for v in self.pod["spec"].get("volumes") or []:
+            name = v["name"]
+            own = self.dir / "volumes" / name
+            if "persistentVolumeClaim" in v:
+                claim_name = v["persistentVolumeClaim"]["claimName"]
+                claim = self.get(f"/api/v1/namespaces/{self.ns}/persistentvolumeclaims/{claim_name}", f"claim {claim_name}")
+                volume_name = ((claim or {}).get("spec") or {}).get("volumeName")
+                if not volume_name:
+                    raise ConfigError(f"volume {name!r}: claim {claim_name!r} is not bound", "ContainerCreating")
+                pv = self.get(f"/api/v1/persistentvolumes/{volume_name}", f"volume {volume_name}") or {}
+                path = ((pv.get("spec") or {}).get("hostPath") or (pv.get("spec") or {}).get("local") or {}).get("path")
+                if not path:
+                    raise ConfigError(f"volume {name!r}: PersistentVolume {volume_name!r} has no hostPath; the "
+                                      "sandbox mounts only hostPath volumes", "ContainerCreating")
+                dirs[name] = self.host_dir(path)
+            elif "hostPath" in v:
+                dirs[name] = self.host_dir(v["hostPath"]["path"])
+            elif "secret" in v or "configMap" in v:
+                kind, ref = ("secret", v["secret"]) if "secret" in v else ("configmap", v["configMap"])
+                ref_name = ref.get("secretName") or ref.get("name")
+                own.mkdir(parents=True, exist_ok=True)
+                for key, value in self.data_of(kind, ref_name, ref.get("optional", False)).items():
+                    (own / key).write_text(value)
+                dirs[name] = own
+            else:  # emptyDir, projected (the service account token's), anything else: a folder of the pod's
+                dirs[name] = own
+            dirs[name].mkdir(parents=True, exist_ok=True)
+        return dirs
+
+    def data_of(self, kind: str, name: str, optional: bool) -> dict[str, str]:
+        plural = "secrets" if kind == "secret" else "configmaps"
+        obj = self.get(f"/api/v1/namespaces/{self.ns}/{plural}/{name}", f"{kind} {name}")
+        if obj is None:
+            if optional:
+                return {}
+            raise ConfigError(f'{kind} "{name}" not found')
+        if kind == "secret":
+            return {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("data") or {}).items()}
+        return dict(obj.get("data") or {})
+
+    def field(self, path: str) -> str:
+        meta, spec = self.pod["metadata"], self.pod["spec"]
+        m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+        if m:
+            return (meta.get(m.group(1)) or {}).get(m.group(2), "")
+        return {"metadata.name": self.name, "metadata.namespace": self.ns, "metadata.uid": self.uid,
+                "spec.nodeName": spec.get("nodeName", ""), "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+                "status.hostIP": NODE_IP, "status.podIP": NODE_IP}.get(path, "")
+
+    def environment(self, c: dict) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for src in c.get("envFrom") or []:
+            ref = src.get("secretRef") or src.get("configMapRef") or {}
+            kind = "secret" if "secretRef" in src else "configmap"
+            for key, value in self.data_of(kind, ref["name"], ref.get("optional", False)).items():
+                env[src.get("prefix", "") + key] = value
+        for e in c.get("env") or []:
+            source = e.get("valueFrom")
+            if source is None:
+                env[e["name"]] = expand(e.get("value", ""), env)
+            elif "secretKeyRef" in source or "configMapKeyRef" in source:
+                kind, ref = (("secret", source["secretKeyRef"]) if "secretKeyRef" in source
+                             else ("configmap", source["configMapKeyRef"]))
+                data = self.data_of(kind, ref["name"], ref.get("optional", False))
+                if ref["key"] in data:
+                    env[e["name"]] = data[ref["key"]]
+                elif not ref.get("optional", False):
+                    raise ConfigError(f"couldn't find key {ref['key']} in {kind} {self.ns}/{ref['name']}")
+            elif "fieldRef" in source:
+                env[e["name"]] = self.field(source["fieldRef"]["fieldPath"])
+        return env
+
+    def prepare(self, c: dict) -> tuple[list[str], dict[str, str], Path]:
+        dirs = self.volume_dirs()
+        mounts = []
+        for m in c.get("volumeMounts") or []:
+            if m["name"] not in dirs:
+                raise ConfigError(f"volumeMount {m['name']!r}: no volume of that name", "CreateContainerConfigError")
+            host = dirs[m["name"]] / m.get("subPath", "")
+            host.mkdir(parents=True, exist_ok=True)  # a missing subPath is made, as the kubelet makes it
+            mounts.append((m["mountPath"], host))
+        mounts.sort(key=lambda m: len(m[0]), reverse=True)
+        container_env = self.environment(c)
+        command = [expand(x, container_env) for x in c.get("command") or []]
+        args = [expand(x, container_env) for x in c.get("args") or []]
+        if not command:
+            raise ConfigError(f"container {c['name']!r} has no command: the sandbox cannot read the entrypoint of "
+                              f"image {c.get('image')!r}; give the container a command", "CreateContainerError")
+        argv = [rewrite(a, mounts) for a in command + args]
+        if PYTHON.match(Path(argv[0]).name):
+            argv[0] = sys.executable
+        home = self.dir / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+               "PYTHONPATH": str(COLLECTIONS), "HOME": str(home), "HOSTNAME": self.name, "LANG": "C.UTF-8"}
+        env.update({k: rewrite(v, mounts) for k, v in container_env.items()})
+        cwd = Path(rewrite(c["workingDir"], mounts)) if c.get("workingDir") else self.dir
+        cwd.mkdir(parents=True, exist_ok=True)
+        return argv, env, cwd
+
+    # -- running ---------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            if self.run_containers:
+                self.run_pod()
+        except Exception as exc:  # noqa: BLE001 - one pod's trouble must not end the runner
+            log(f"{self.ref}: {exc.__class__.__name__}: {exc}")
+        with self.lock:
+            self.finished = True
+            deleting = self.deleting.is_set()
+        if deleting:
+            self.finish_deletion()
+
+    def run_pod(self) -> None:
+        spec = self.pod["spec"]
+        others = sorted({c.get("image") for c in spec.get("initContainers", []) + spec["containers"]}
+                        - self.runner.images)
+        if others:
+            with self.lock:
+                for c in spec.get("initContainers", []) + spec["containers"]:
+                    if c.get("image") in others:
+                        self.statuses[c["name"]]["state"] = {"waiting": {
+                            "reason": "ErrImageNeverPull",
+                            "message": f"the sandbox runs only the images given to `hack/sandbox up --run-image` "
+                                       f"({', '.join(sorted(self.runner.images))}) in a pod that uses one"}}
+            self.publish()
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.orphaned and spec.get("restartPolicy", "Always") == "Never":
+            # Not to be run again: what the kubelet reports for a container it lost.
+            with self.lock:
+                for cs in self.statuses.values():
+                    cs.update(restartCount=max(0, cs["restartCount"] - 1), ready=False, started=False, state={
+                        "terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown", "startedAt": self.start_time,
+                                       "finishedAt": now(), "message": "The container could not be located when the "
+                                       "pod was terminated (the job runner was restarted)"}})
+            self.set_phase("Failed")
+            return
+        self.publish()
+        for c in spec.get("initContainers", []):
+            code = self.container_loop(c, init=True)
+            if code != 0 or self.deleting.is_set():
+                if code is not None and code != 0:
+                    self.set_phase("Failed")
+                return
+        with self.lock:
+            self.initialized = True
+        codes: dict[str, int | None] = {}
+        threads = [threading.Thread(target=lambda c=c: codes.__setitem__(c["name"], self.container_loop(c)),
+                                    daemon=True) for c in spec["containers"]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.deleting.is_set():
+            return
+        self.set_phase("Succeeded" if all(code == 0 for code in codes.values()) else "Failed")
+
+    def set_phase(self, phase: str) -> None:
+        with self.lock:
+            self.phase = phase
+        log(f"{self.ref}: {phase}")
+        self.publish()
+
+    def container_loop(self, c: dict, init: bool = False) -> int | None:
+        """Run one container, restarted as the restart policy says; its last
+        exit code (None if it never ran)."""
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        cs = self.statuses[c["name"]]
+        backoff, code = BACKOFF_START, None
+        while not self.deleting.is_set():
+            try:
+                argv, env, cwd = self.prepare(c)
+            except (ConfigError, ClusterError) as exc:
+                reason = getattr(exc, "reason", "CreateContainerConfigError")
+                with self.lock:
+                    cs["state"] = {"waiting": {"reason": reason, "message": str(exc)}}
+                self.publish()
+                if self.deleting.wait(backoff):
+                    return code
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            code, terminated = self.run_once(c, cs, argv, env, cwd, init)
+            if init:  # an init container runs again only after a failure
+                restart = code != 0 and policy != "Never"
+            else:
+                restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+            restart = restart and not self.deleting.is_set()
+            with self.lock:
+                if not restart:
+                    cs.update(state={"terminated": terminated}, ready=False, started=False)
+                else:
+                    message = (f"back-off {backoff:g}s restarting failed container={c['name']} "
+                               f"pod={self.name}_{self.ns}({self.uid})")
+                    cs.update(lastState={"terminated": terminated}, ready=False, started=False,
+                              restartCount=cs["restartCount"] + 1,
+                              state={"waiting": {"reason": "CrashLoopBackOff", "message": message}})
+            if not restart:
+                self.publish()
+                return code
+            log(f"{self.ref} {c['name']}: exit code {code}, restart {cs['restartCount']} in {backoff:g}s")
+            self.publish()
+            if self.deleting.wait(backoff):
+                return code
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        return code
+
+    def run_once(self, c: dict, cs: dict, argv: list[str], env: dict, cwd: Path, init: bool) -> tuple[int, dict]:
+        output = self.dir / f"{c['name']}-{cs['restartCount']}.log"
+        started = now()
+        log(f"{self.ref} {c['name']}: run {cs['restartCount']}: {shlex.join(argv)}")
+        try:
+            with open(output, "wb") as out:
+                proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            message = f"exec: {argv[0]!r}: {exc.strerror}"
+            return 128, {"exitCode": 128, "reason": "StartError", "message": message,
+                         "startedAt": started, "finishedAt": now()}
+        with self.lock:
+            self.procs[c["name"]] = proc
+            cs.update(state={"running": {"startedAt": started}}, started=True, ready=not init,
+                      containerID=f"sandbox://{proc.pid}")
+            if not init and self.phase == "Pending":
+                self.phase = "Running"
+            if self.deleting.is_set():  # deleted while it was being started
+                self.signal(proc, signal.SIGTERM)
+        self.publish()
+        rc = proc.wait()
+        with self.lock:
+            self.procs.pop(c["name"], None)
+        code = rc if rc >= 0 else 128 - rc  # killed by a signal: 128 + its number, as runtimes report
+        log(f"{self.ref} {c['name']}: exit code {code}")
+        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
+                      "finishedAt": now(), "containerID": f"sandbox://{proc.pid}"}
+        message = tail(output)
+        if message:
+            terminated["message"] = message
+        return code, terminated
+
+    # -- deletion --------------------------------------------------------------
+
+    def delete(self, pod: dict | None, grace: float | None = None) -> None:
+        """The pod is being deleted (or is gone): stop its processes, SIGKILL
+        after the grace period."""
+        with self.lock:
+            if self.deleting.is_set():
+                return
+            self.deleting.set()
+            self.gone = pod is None
+            procs = list(self.procs.values())
+            finished = self.finished
+        if grace is None:
+            grace = (pod or self.pod)["spec"].get("terminationGracePeriodSeconds", 30)
+        for p in procs:
+            self.signal(p, signal.SIGTERM)
+        if procs:
+            timer = threading.Timer(grace, lambda: [self.signal(p, signal.SIGKILL) for p in procs])
+            timer.daemon = True
+            timer.start()
+        if finished:  # nothing runs it any more: finish the deletion here
+            threading.Thread(target=self.finish_deletion, daemon=True).start()
+
+    @staticmethod
+    def signal(proc: subprocess.Popen, sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def finish_deletion(self) -> None:
+        """Once its processes have exited, the kubelet deletes the pod for good."""
+        if self.gone or self.runner.stop.is_set():
+            return
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                "preconditions": {"uid": self.uid}}
+        try:
+            request_json(self.runner.api, "DELETE", f"/api/v1/namespaces/{self.ns}/pods/{self.name}", body=body,
+                         action=f"deleting pod {self.ref}")
+            log(f"{self.ref}: deleted")
+        except ClusterError as exc:
+            if exc.details.get("status") not in (404, 409):
+                log(f"{self.ref}: not deleted: {exc}")
+
+
+class Stopping(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hack/sandbox job-runner", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--image", action="append", required=True, help="an image whose pods run here")
+    args = parser.parse_args(argv)
+    state_dir = Path(args.state_dir)
+    (state_dir / READY_FILE).unlink(missing_ok=True)
+    runner = Runner(args.kubeconfig, state_dir, args.image)
+
+    def stopping(*_):
+        raise Stopping()
+
+    # The main thread only waits for the signal (raised here as Stopping);
+    # the watch and the pods run in threads.
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
+    loop = threading.Thread(target=runner.loop, daemon=True)
+    loop.start()
+    try:
+        while loop.is_alive():
+            loop.join(3600)
+    except Stopping:
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    runner.shutdown()
+    (state_dir / READY_FILE).unlink(missing_ok=True)
+    if runner.error is not None:
+        log(f"job runner failed: {runner.error.__class__.__name__}: {runner.error}")
+        return 1
+    log("job runner stopped")
+    return 0

@@ -1,0 +1,94 @@
+"""kwok's configuration: its own stages (kwok 0.8.0 ships none built in),
+ours from hack/cluster/stages/, and kubelet-like extras for pods of given
+names (kwok's selectors for logs and port-forward match names, not labels).
+
+Pods whose containers run one of the images the job runner runs locally are
+the job runner's: every pod stage gets a selector condition that leaves them
+alone (``.spec.containers.[].image NotIn [images]``: kwok's NotIn matches
+when none of the query's results is in the list)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sandboxctl import ROOT
+from sandboxctl.processes import go_module_dir
+from sandboxctl.settings import VLLM_PODS
+from sandboxctl.state import LOOPBACK
+
+STAGES_DIR = ROOT / "hack" / "cluster" / "stages"
+OUR_STAGES = ("crashloop.yaml", "readiness-failure.yaml", "image-pull-failure.yaml")
+KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat/node-heartbeat.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+    "pod/chaos/pod-container-running-failed.yaml",
+)
+IMAGE_KEY = ".spec.containers.[].image"
+
+
+def _dump(doc: dict) -> str:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, value: str):
+        # Templates stay readable as block text.
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(doc, Dumper=Dumper, sort_keys=False)
+
+
+def leave_alone(stage: dict, images: list[str]) -> dict:
+    """The stage, with a condition that keeps it off pods the job runner runs."""
+    if images and stage.get("spec", {}).get("resourceRef", {}).get("kind") == "Pod":
+        selector = stage["spec"].setdefault("selector", {})
+        selector.setdefault("matchExpressions", []).append(
+            {"key": IMAGE_KEY, "operator": "NotIn", "values": list(images)})
+    return stage
+
+
+def stages(images: list[str]) -> list[dict]:
+    import yaml
+
+    kwok_src = go_module_dir(ROOT / "hack" / "cluster" / "kwok", "sigs.k8s.io/kwok") / "kustomize" / "stage"
+    docs = []
+    for path in [STAGES_DIR / n for n in OUR_STAGES] + [kwok_src / p for p in KWOK_STAGES]:
+        docs += [leave_alone(d, images) for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def extras(state: dict, fixtures: dict) -> list[dict]:
+    """Port-forwards and logs: the vLLM stand-in's (always), then the
+    fixtures' (tests)."""
+    ports, state_dir = state["ports"], Path(state["state_dir"])
+    forwards = [{"name": "vllm", "pods": list(VLLM_PODS), "port": "vllm_standin"}] + fixtures.get("port_forwards", [])
+    docs = [
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": f["name"]},
+         "spec": {"selector": {"matchNames": list(f["pods"])},
+                  "forwards": [{"target": {"port": ports[f["port"]], "address": LOOPBACK}}]}}
+        for f in forwards
+    ]
+    for log in fixtures.get("logs", []):
+        # kwok reads container logs in the CRI log format: time, stream, tag, line.
+        folder = state_dir / "fixtures"
+        folder.mkdir(parents=True, exist_ok=True)
+        current, previous = folder / f"{log['name']}-current.log", folder / f"{log['name']}-previous.log"
+        current.write_text(log.get("current") or "")
+        previous.write_text(log.get("previous") or "")
+        docs.append(
+            {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs", "metadata": {"name": log["name"]},
+             "spec": {"selector": {"matchNames": list(log["pods"])},
+                      "logs": [{"logsFile": str(current), "previousLogsFile": str(previous), "follow": False}]}})
+    return docs
+
+
+def write_config(state: dict, fixtures: dict, images: list[str]) -> Path:
+    path = Path(state["state_dir"]) / "kwok-config.yaml"
+    path.write_text("---\n".join(_dump(d) for d in stages(images) + extras(state, fixtures)))
+    return path

@@ -1,0 +1,93 @@
+"""What `up` is told, beyond the node shape: the Kubernetes line, the images
+its job runner runs locally, and fixtures (test-only extras, from a file).
+
+The embedded default (`make sandbox`) has what a site.yml run needs and
+nothing else: the vLLM stand-in for the vllm_serve role's pods, storage, the
+seeded model, and the job runner for the sandbox inventory's
+model_store_fetch_image. Tests add their own through a fixtures file
+(tests/fixtures/sandbox.yml): reserved ports, port-forwards and logs for pods
+of given names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sandboxctl import ROOT
+from sandboxctl.state import SandboxError
+
+KUBERNETES_LINES = ("1.37", "1.35")  # default first; 1.35 is the oldest supported
+DEFAULT_KUBERNETES = KUBERNETES_LINES[0]
+SANDBOX_INVENTORY_VARS = ROOT / "inventories" / "sandbox" / "group_vars" / "all.yml"
+# What inventories/sandbox says, should its value be a template one day.
+FALLBACK_RUN_IMAGE = "registry.invalid/inferops-model-fetch:0.1.0"
+
+# The vllm_serve role's pods in the sandbox inventory (vllm_serve_name: vllm)
+# go to the sandbox's own stand-in (hack/openai_standin.py), which configures
+# itself from their pod spec.
+VLLM_PODS = ("vllm-0", "vllm-1")
+FIXTURE_KEYS = {"ports", "port_forwards", "logs", "run_images"}
+
+
+def default_run_images() -> list[str]:
+    """The image the sandbox inventory gives model_store (model_store_fetch_image):
+    its download Job's pod is one the job runner runs here."""
+    import yaml
+
+    try:
+        value = (yaml.safe_load(SANDBOX_INVENTORY_VARS.read_text()) or {}).get("model_store_fetch_image")
+    except OSError:
+        value = None
+    if not isinstance(value, str) or not value or "{{" in value:
+        value = FALLBACK_RUN_IMAGE
+    return [value]
+
+
+def check_line(line: str) -> str:
+    if line not in KUBERNETES_LINES:
+        raise SandboxError(f"Kubernetes line {line!r}: expected one of {', '.join(KUBERNETES_LINES)}")
+    return line
+
+
+def line_of(state: dict) -> str:
+    """The Kubernetes line a state folder was started with (an older harness
+    did not record it; its binaries' folder names the version)."""
+    recorded = (state.get("kubernetes") or {}).get("line")
+    if recorded:
+        return recorded
+    apiserver = (state.get("binaries") or {}).get("kube-apiserver", "")
+    for line in KUBERNETES_LINES:
+        if f"kubernetes-v{line}." in apiserver:
+            return line
+    return DEFAULT_KUBERNETES
+
+
+def load_fixtures(path: str | None) -> dict:
+    """The fixtures file, checked; {} without one.
+
+    ports: [name, ...]                 more ports to reserve on 127.0.0.1 (state.json "ports")
+    port_forwards: [{name, pods: [...], port: NAME}]   kwok forwards every port of those pods there
+    logs: [{name, pods: [...], previous: TEXT, current: TEXT}]   container logs kwok serves (CRI format)
+    run_images: [image, ...]           more images the job runner runs locally
+    """
+    if not path:
+        return {}
+    import yaml
+
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except OSError as exc:
+        raise SandboxError(f"fixtures: cannot read {path}: {exc.strerror}") from None
+    if not isinstance(data, dict) or set(data) - FIXTURE_KEYS:
+        unknown = ", ".join(sorted(set(data) - FIXTURE_KEYS)) if isinstance(data, dict) else repr(data)
+        raise SandboxError(f"fixtures {path}: expected a mapping of {', '.join(sorted(FIXTURE_KEYS))}; unknown: {unknown}")
+    ports = data.get("ports") or []
+    for forward in data.get("port_forwards") or []:
+        if not forward.get("pods") or forward.get("port") not in ports:
+            raise SandboxError(f"fixtures {path}: port_forward {forward.get('name')!r} needs pods and a port "
+                               f"listed under ports ({ports})")
+    for log in data.get("logs") or []:
+        if not log.get("pods") or not log.get("name"):
+            raise SandboxError(f"fixtures {path}: logs entry {log.get('name')!r} needs a name and pods")
+    return {"file": str(file.absolute()), "ports": list(ports), "port_forwards": list(data.get("port_forwards") or []),
+            "logs": list(data.get("logs") or []), "run_images": list(data.get("run_images") or [])}

@@ -1,0 +1,97 @@
+"""The sandbox harness's pure parts (hack/sandboxctl/): how the job runner
+maps a container's paths and expands its variables, the condition that keeps
+kwok's stages off the runner's pods, the fixtures file, the Kubernetes line a
+state folder was started with."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))
+
+from sandboxctl import jobs, kwok, settings  # noqa: E402  pylint: disable=wrong-import-position
+from sandboxctl.state import SandboxError  # noqa: E402  pylint: disable=wrong-import-position
+
+MOUNTS = sorted([("/models", Path("/state/volumes/pv-3")), ("/models/cache", Path("/state/pods/p/volumes/cache")),
+                 ("/data/", Path("/state/nodes/gpu-node-0/srv"))], key=lambda m: len(m[0]), reverse=True)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("/models/minilm", "/state/volumes/pv-3/minilm"),
+    ("/models", "/state/volumes/pv-3"),
+    ("/models/cache/x", "/state/pods/p/volumes/cache/x"),  # the longest mountPath wins
+    ("/data/out.json", "/state/nodes/gpu-node-0/srv/out.json"),  # a mountPath given with a trailing slash
+    ("--dest=/models/minilm", "--dest=/state/volumes/pv-3/minilm"),  # the value after NAME=
+    ("/modelsx/a", "/modelsx/a"),  # another folder that only starts with the same letters
+    ("import os; open('/models/a')", "import os; open('/models/a')"),  # inside a longer string: left alone
+    ("-m", "-m"),
+])
+def test_paths_under_a_mount_are_rewritten(given, expected):
+    assert jobs.rewrite(given, MOUNTS) == expected
+
+
+def test_variables_expand_as_kubernetes_expands_them():
+    env = {"COLOUR": "blue", "EMPTY": ""}
+    assert jobs.expand("hello $(COLOUR)", env) == "hello blue"
+    assert jobs.expand("$$(COLOUR) $(EMPTY)!", env) == "$(COLOUR) !"
+    assert jobs.expand("$(UNDEFINED) and $COLOUR", env) == "$(UNDEFINED) and $COLOUR"
+
+
+def test_python_is_the_projects():
+    assert all(jobs.PYTHON.match(n) for n in ("python", "python3", "python3.11"))
+    assert not any(jobs.PYTHON.match(n) for n in ("pythonista", "sh", "python3-config"))
+
+
+def test_termination_message_is_the_end_of_the_output(tmp_path):
+    out = tmp_path / "run.log"
+    out.write_text("".join(f"line {i}\n" for i in range(200)))
+    message = jobs.tail(out)
+    assert message.endswith("line 199") and len(message.splitlines()) <= jobs.MESSAGE_LINES
+    out.write_bytes(b"x" * 10000)
+    assert len(jobs.tail(out)) == jobs.MESSAGE_BYTES
+    assert jobs.tail(tmp_path / "missing.log") == ""
+
+
+def test_pod_stages_leave_the_runners_pods_alone_and_node_stages_are_kept():
+    pod_stage = {"kind": "Stage", "spec": {"resourceRef": {"kind": "Pod"},
+                                           "selector": {"matchExpressions": [{"key": ".status.phase"}]}}}
+    node_stage = {"kind": "Stage", "spec": {"resourceRef": {"kind": "Node"}, "selector": {}}}
+    images = ["registry.invalid/inferops-model-fetch:0.1.0"]
+    assert kwok.leave_alone(pod_stage, images)["spec"]["selector"]["matchExpressions"][-1] == {
+        "key": ".spec.containers.[].image", "operator": "NotIn", "values": images}
+    unchanged = {"kind": "Stage", "spec": {"resourceRef": {"kind": "Node"}, "selector": {}}}
+    assert kwok.leave_alone(node_stage, images) == unchanged
+
+
+def test_the_default_run_image_is_the_sandbox_inventorys():
+    import yaml
+
+    inventory = yaml.safe_load(settings.SANDBOX_INVENTORY_VARS.read_text())
+    assert settings.default_run_images() == [inventory["model_store_fetch_image"]]
+
+
+def test_the_tests_fixtures_file_is_valid_and_others_are_refused(tmp_path):
+    fixtures = settings.load_fixtures(str(ROOT / "tests" / "fixtures" / "sandbox.yml"))
+    assert fixtures["ports"] == ["standin"]
+    assert {"crasher-0"} <= {p for log in fixtures["logs"] for p in log["pods"]}
+    assert settings.load_fixtures(None) == {}
+    bad = tmp_path / "bad.yml"
+    bad.write_text("ports: [x]\nport_forwards: [{name: f, pods: [a-0], port: y}]\n")
+    with pytest.raises(SandboxError, match="port_forward 'f'"):
+        settings.load_fixtures(str(bad))
+    bad.write_text("vllm_pods: [a]\n")
+    with pytest.raises(SandboxError, match="unknown: vllm_pods"):
+        settings.load_fixtures(str(bad))
+
+
+def test_the_line_a_state_folder_was_started_with():
+    assert settings.line_of({"kubernetes": {"line": "1.35", "version": "v1.35.4"}}) == "1.35"
+    # A state folder of an older harness: its binaries' folder names the version.
+    assert settings.line_of({"binaries": {"kube-apiserver": "/c/kubernetes-v1.35.4-abc/kube-apiserver"}}) == "1.35"
+    assert settings.line_of({"binaries": {"kube-apiserver": "/c/kubernetes-v1.37.2-abc/kube-apiserver"}}) == "1.37"
+    with pytest.raises(SandboxError, match="1.36"):
+        settings.check_line("1.36")
