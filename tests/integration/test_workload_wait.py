@@ -71,7 +71,7 @@ def test_bad_image_is_named(sandbox, namespace, kube):
 
 
 def test_crashloop_reports_restarts_and_previous_log(sandbox, namespace, kube):
-    # kwok serves logs for pods named crasher-0 (hack/sandbox.py LOGGED_PODS).
+    # kwok serves logs for pods named crasher-0 (tests/fixtures/sandbox.yml (logged_pods)).
     kube.create(statefulset("crasher", labels={"sandbox.inferops.io/fail": "crashloop"}), namespace)
     result = wait(sandbox, "StatefulSet", "crasher", namespace, timeout=300, fail_fast_after=1, log_lines=5)
     assert result["failed"] is True

@@ -35,8 +35,24 @@ class Informer(threading.Thread):
         self.lock = threading.Lock()
         self.synced = threading.Event()
         self.error: Exception | None = None
+        self._stream = None  # the open watch response, closed by close()
         self.relists = 0
         self.reconnects = 0
+
+    def close(self) -> None:
+        """Stop, and end the open watch now rather than at its next event or
+        timeout (an API server waits for open watches when it shuts down)."""
+        self.stop.set()
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.shutdown()  # urllib3 >= 2.3: unblocks a read in progress
+            except Exception:  # noqa: BLE001 - older urllib3, or already closed
+                pass
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
 
     def snapshot(self) -> list[dict]:
         with self.lock:
@@ -89,6 +105,7 @@ class Informer(threading.Thread):
                 raise Gone() from exc
             raise
         buffer = b""
+        self._stream = resp
         try:
             for chunk in resp.stream(65536, decode_content=True):
                 if self.stop.is_set():
@@ -99,6 +116,7 @@ class Informer(threading.Thread):
                     if line.strip():
                         version = self._handle(json.loads(line), version)
         finally:
+            self._stream = None
             resp.release_conn()
         return version
 
@@ -150,4 +168,4 @@ def wait_until(api, path: str, done, timeout: float, query: list[tuple[str, str]
                 if done(objects):
                     return objects
     finally:
-        stop.set()
+        informer.close()

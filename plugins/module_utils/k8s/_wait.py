@@ -176,7 +176,8 @@ class RolloutWaiter:
                 except queue.Empty:
                     pass
         finally:
-            stop.set()
+            workload.close()
+            pods.close()
 
     def _fail(self, obj: dict, pods: list[dict], message: str, started: float, first_ready) -> None:
         findings = self._with_logs(self._diagnose(obj, pods, with_events=True))
