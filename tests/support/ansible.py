@@ -137,8 +137,10 @@ def run_module(
     check: bool = False,
     diff: bool = False,
     env: dict | None = None,
+    python: str | None = None,
 ) -> dict:
-    """Run one module on localhost in a one-task play; return its result."""
+    """Run one module on localhost in a one-task play; return its result.
+    ``python``: the interpreter the module runs with (default: the tests')."""
     play = [
         {
             "name": "module under test",
@@ -159,7 +161,7 @@ def run_module(
             check=check,
             diff=diff,
             env=run_env,
-            extra_args=["-e", f"ansible_python_interpreter={sys.executable}", "-c", "local"],
+            extra_args=["-e", f"ansible_python_interpreter={python or sys.executable}", "-c", "local"],
         )
     finally:
         os.unlink(f.name)
