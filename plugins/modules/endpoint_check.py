@@ -17,6 +17,8 @@ description:
     behind the Service, as C(kubectl port-forward) does - so that no Ingress or node port is needed.
   - A wrong key, a model name the server does not serve, a TLS failure and a refused connection each fail with
     their own message.
+  - With a key, it also proves that C(/v1) without the key is refused (401): a server that answers anyone fails
+    the check.
 options:
   url:
     description:
@@ -129,6 +131,13 @@ chat:
   returned: success
   type: dict
   sample: {"reply": "ready", "ttfb_s": 0.41, "total_s": 0.42, "usage": {"completion_tokens": 2}}
+unauthenticated:
+  description:
+    - With a key given, the answer to C(GET /v1/models) without it, which must be a refusal (401); a server that
+      answers is reported as a failure.
+  returned: when a key is given
+  type: dict
+  sample: {"path": "/v1/models", "status": 401}
 stream:
   description: For O(stream=true), time to first token, total time, chunks and the assembled reply.
   returned: when stream is true

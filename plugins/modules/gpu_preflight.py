@@ -83,6 +83,16 @@ options:
       - The CUDA major version the workloads are built with. When given, the driver must also be at least the
         branch NVIDIA's CUDA minor version compatibility table names for it (CUDA 11 - 450, 12 - 525, 13 - 580).
     type: int
+  vllm_version:
+    description:
+      - The vLLM release whose official image will run on the host (C(latest) - the newest the collection knows).
+        Its image's CUDA major version (CUDA 13 from vLLM 0.20, 12.9 before) sets O(cuda_major). Mutually
+        exclusive with O(cuda_major).
+    type: str
+  vllm_image_tag:
+    description: The image's tag, when it carries a CUDA suffix such as C(-cu129) (vLLM's CUDA 12.9 image).
+    type: str
+    default: ""
   require_gpus:
     description: A host with no NVIDIA device on the PCI bus is a problem.
     type: bool
@@ -172,6 +182,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _preflight
+from ansible_collections.inferops.vllm.plugins.module_utils.serving import _vllm_releases as releases
 
 ARGUMENT_SPEC = dict(
     kernel=dict(type="str", required=True),
@@ -187,6 +198,8 @@ ARGUMENT_SPEC = dict(
     min_kernel=dict(type="str", default="5.4"),
     min_driver_version=dict(type="str", default="550"),
     cuda_major=dict(type="int"),
+    vllm_version=dict(type="str"),
+    vllm_image_tag=dict(type="str", default=""),
     require_gpus=dict(type="bool", default=True),
     require_driver=dict(type="bool", default=True),
     manage_driver=dict(type="bool", default=True),
@@ -194,13 +207,21 @@ ARGUMENT_SPEC = dict(
 
 
 def check(module):
-    result = _preflight.preflight(**module.params)
+    params = dict(module.params)
+    version, tag = params.pop("vllm_version"), params.pop("vllm_image_tag")
+    if version:
+        # The CUDA of the vLLM image that will run here sets the oldest driver: one rule,
+        # the one the serving plan reports too.
+        if version == "latest":
+            version = releases.LATEST
+        params["cuda_major"] = releases.image_cuda_major(version, tag)
+    result = _preflight.preflight(**params)
     return {"changed": False, **result}
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC,
-                           mutually_exclusive=[("pci_vendor_ids", "nvidia_pci_count")],
+                           mutually_exclusive=[("pci_vendor_ids", "nvidia_pci_count"), ("cuda_major", "vllm_version")],
                            required_one_of=[("pci_vendor_ids", "nvidia_pci_count")],
                            supports_check_mode=True)
     _runner.run(module, check)

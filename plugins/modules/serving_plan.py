@@ -16,7 +16,8 @@ description:
     (C(nvidia.com/gpu), and C(nvidia.com/gpumem) in MiB per GPU for a slice), the C(/dev/shm) size and a
     startupProbe budget.
   - Checks the vLLM command line in O(extra_args) against the flags of O(vllm_version) as vLLM's own released
-    sources define them (0.10.0, 0.11.0 and 0.12.0); refuses unknown and removed flags with the nearest valid flag,
+    sources define them (every minor release from 0.10 to 0.33); refuses unknown and removed flags with the release
+    that removed them or the nearest valid flag,
     warns on deprecated and no-effect ones, refuses C(--api-key) on the command line, C(--trust-remote-code) unless
     O(allow_trust_remote_code), C(CUDA_VISIBLE_DEVICES) and C(NCCL_SHM_DISABLE=1) in O(env), and a
     C(nvidia.com/gpumem) larger than one GPU.
@@ -40,9 +41,13 @@ options:
     description: The name clients ask for. Default the last part of O(model_path).
     type: str
   vllm_version:
-    description: The vLLM version of the image; flags are checked against it.
+    description:
+      - The vLLM version of the image; flags are checked against it, and its defaults and behaviours (the default
+        C(gpu_memory_utilization), the paths the key guards, the accepted values of C(VLLM_USE_MODELSCOPE), the
+        engine-start timeout) come from it. Every minor release from 0.10 to 0.33 is known; the default is the
+        newest.
     type: str
-    default: 0.12.0
+    default: 0.33.0
   extra_args:
     description:
       - More C(vllm serve) flags, as a list or as one command line (the write-up's C(python3 -m
@@ -121,6 +126,23 @@ options:
     default: false
   allow_long_max_model_len:
     description: Allow a max_model_len above the model's max_position_embeddings (rope-scaled models).
+    type: bool
+    default: false
+  image_tag:
+    description:
+      - The vLLM image tag, when it is not C(v<vllm_version>); a C(-cu129)-style suffix names the image's CUDA, which
+        sets the oldest NVIDIA driver the GPU hosts need (RV(image)).
+    type: str
+  hami_version:
+    description:
+      - The HAMi release on the cluster. vLLM newer than 0.18 with tensor parallelism fails to launch on HAMi older
+        than 2.8.1 (a problem) and hits an initialization error before 2.8.3 (a warning), per HAMi's changelog.
+        Left out, it is not checked.
+    type: str
+  network_policy:
+    description:
+      - Whether a NetworkPolicy keeps everyone but the clients away from the pods. Without it the plan warns that
+        vLLM answers some paths (C(/invocations), C(/metrics), C(/tokenize)) without the API key.
     type: bool
     default: false
   image_glibc:
@@ -223,6 +245,16 @@ proposed_max_model_len:
   description: The largest context length that fits.
   returned: success
   type: int
+image:
+  description: The image's CUDA major version and the oldest NVIDIA driver branch that runs it.
+  returned: success
+  type: dict
+  sample: {"cuda_major": 13, "min_driver_branch": 580}
+api_key_paths:
+  description: The path prefixes this vLLM release guards with the API key; every other path answers without it.
+  returned: success
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -281,6 +313,9 @@ def main():
         allow_trust_remote_code=dict(type="bool", default=False),
         allow_long_max_model_len=dict(type="bool", default=False),
         image_glibc=dict(type="str"),
+        image_tag=dict(type="str"),
+        hami_version=dict(type="str"),
+        network_policy=dict(type="bool", default=False),
         load_bandwidth_mib_s=dict(type="float", default=1000),
         warmup_s=dict(type="float", default=180),
         fail_on_problems=dict(type="bool", default=True),

@@ -32,9 +32,11 @@ def test_full_check_with_stream():
         assert result["chat"]["ttfb_s"] <= result["chat"]["total_s"]
         assert result["stream"]["reply"] == "ready to serve" and result["stream"]["chunks"] == 3
         assert result["stream"]["ttft_s"] is not None
-        # The key went only to /v1 paths, as a bearer token.
+        # The key went only to /v1 paths, as a bearer token; a last /v1/models without it was refused.
         auth = {(r["method"], r["path"]): r["authorization"] for r in server.requests}
-        assert auth[("GET", "/health")] is None and auth[("GET", "/v1/models")] == f"Bearer {KEY}"
+        assert auth[("GET", "/health")] is None
+        assert [r["authorization"] for r in server.requests if r["path"] == "/v1/models"] == [f"Bearer {KEY}", None]
+        assert result["unauthenticated"] == {"path": "/v1/models", "status": 401}
     # ... and never into the result.
     assert KEY not in json.dumps(result)
 
@@ -44,6 +46,15 @@ def test_waits_while_the_server_loads():
         result = check(url=server.url, model="standin-model", server_api_key=KEY, startup_timeout=30)
         assert result.get("failed") is not True, result.get("msg")
         assert result["health"]["tries"] == 3  # two 503s while loading, then 200
+
+
+def test_a_server_open_to_anyone_fails_the_check():
+    """Started without a key, the server answers /v1 to anyone: a check given
+    the key the deployment meant it to have says so."""
+    with StandIn(api_key=None) as server:
+        result = check(url=server.url, model="standin-model", server_api_key=KEY)
+    assert result["failed"] is True
+    assert "/v1/models answered 200 without the API key" in result["msg"]
 
 
 def test_wrong_key():

@@ -105,6 +105,20 @@ class EndpointChecker:
             total = self.clock() - start
         return {"status": resp.status, "ttfb_s": round(ttfb, 4), "total_s": round(total, 4), "body": data}
 
+    def refused_without_key(self) -> dict:
+        """A server started with a key must refuse /v1 without it (vLLM:
+        401 and {"error": "Unauthorized"}); one that answers is open to
+        anyone who reaches it."""
+        try:
+            answer = self._request("GET", "/v1/models", auth=False)
+        except EndpointError as exc:
+            if exc.details.get("status") == 401:
+                return {"path": "/v1/models", "status": 401}
+            raise
+        raise EndpointError(f"/v1/models answered {answer['status']} without the API key: the server is not "
+                            "protected by the key it was given (is VLLM_API_KEY set in its environment?)",
+                            status=answer["status"])
+
     def _http_error(self, code: int, path: str, detail: str) -> EndpointError:
         if code == 401:
             msg = (f"{path}: the server refused the API key (401). The key given as api_key must be the one the "
@@ -190,5 +204,7 @@ class EndpointChecker:
             if not s["chunks"]:
                 raise EndpointError("/v1/chat/completions with stream=true sent no data chunks")
             result["stream"] = s
+        if self.api_key:
+            result["unauthenticated"] = self.refused_without_key()
         result["elapsed_s"] = round(self.clock() - started, 4)
         return result

@@ -21,13 +21,17 @@ import math
 import os
 import shlex
 
-from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _labels as L
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.serving._vllm_flags_data import VLLM_FLAGS
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _hami as hami
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _labels as L
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._preflight import min_driver_branch
+from ansible_collections.inferops.vllm.plugins.module_utils.serving import _vllm_releases as releases
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._vllm_flags_data import VERSIONS, flags_for
 
-# The vLLM release the collection plans for when none is named: the module's
-# default, and through it the role's (whose image tag follows the plan).
-DEFAULT_VLLM_VERSION = "0.12.0"
+# The vLLM release the collection plans for when none is named (the newest
+# it knows): the module's default, and through it the role's (whose image
+# tag follows the plan).
+DEFAULT_VLLM_VERSION = releases.LATEST
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
@@ -45,17 +49,6 @@ PLAN_FLAGS = {
     "--max-model-len": "max_model_len", "--gpu-memory-utilization": "gpu_memory_utilization",
     "--max-num-seqs": "max_num_seqs", "--dtype": "dtype", "--quantization": "quantization", "-q": "quantization",
     "--kv-cache-dtype": "kv_cache_dtype",
-}
-# Flags vLLM still parses but that do nothing or are on their way out, with
-# what to do instead (checked against the released sources of each version).
-FLAG_NOTES = {
-    "--swap-space": ("0.12.0", "parses but has no effect on GPU serving in vLLM 0.12 (the V1 engine does not "
-                               "swap KV blocks to CPU); drop it"),
-    "--disable-log-requests": ("0.11.0", "is deprecated: request logging is off by default; drop it "
-                                         "(--enable-log-requests turns logging on)"),
-}
-REMOVED_HINTS = {
-    "--max-paddings": "was removed from vLLM long ago (the engine pads batches itself); drop it",
 }
 # HAMi-core's isolation is known to work in workload images with glibc in this range.
 HAMI_GLIBC_RANGE = ((2, 17), (2, 30))
@@ -180,21 +173,18 @@ def parse_args(extra_args) -> list[tuple[str, str | None]]:
 
 
 def resolve_version(version: str) -> tuple[str, str | None]:
-    parts = str(version).lstrip("v").split(".")
-    if len(parts) < 2:
-        raise ParameterError(f"vllm_version: {version!r} is not a version such as 0.12.0")
-    minor = f"{parts[0]}.{parts[1]}"
-    exact = ".".join(parts[:3]) if len(parts) >= 3 else f"{minor}.0"
-    if exact in VLLM_FLAGS:
+    """The catalogued release to check against, and a note when it is not
+    the one asked for (another patch of the same minor)."""
+    wanted = releases.version_tuple(version)
+    exact = ".".join(map(str, wanted))
+    if exact in VERSIONS:
         return exact, None
-    same_minor = sorted(v for v in VLLM_FLAGS if v.startswith(minor + "."))
+    same_minor = sorted((v for v in VERSIONS if releases.version_tuple(v)[:2] == wanted[:2]),
+                        key=releases.version_tuple)
     if same_minor:
         return same_minor[-1], f"vLLM {version}: flags checked against {same_minor[-1]}, the release of that minor we carry"
-    raise ParameterError(f"vllm_version: {version} is not supported; supported: {', '.join(sorted(VLLM_FLAGS))}")
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in version.split("."))
+    raise ParameterError(f"vllm_version: {version} is not supported; supported: {VERSIONS[0]} to {releases.LATEST} "
+                         f"({', '.join(sorted({'.'.join(v.split('.')[:2]) for v in VERSIONS}, key=releases.version_tuple))})")
 
 
 def glibc_in_hami_range(version: str) -> bool:
@@ -217,7 +207,7 @@ def read_command_line(p: dict, version: str, found: Findings) -> tuple[dict, lis
     """The command line the user brought: what the plan owns is read as the
     wanted values (rendered once, later); every other flag is checked
     against the version's own and kept."""
-    table = VLLM_FLAGS[version]
+    table = flags_for(version)
     known = set(table["flags"]) | set(table["short_flags"]) | {f"--no-{f[2:]}" for f in table["boolean"]}
     wanted: dict = {}
     kept: list[tuple[str, str | None]] = []
@@ -237,15 +227,21 @@ def read_command_line(p: dict, version: str, found: Findings) -> tuple[dict, lis
         if flag in PLAN_FLAGS:
             wanted[PLAN_FLAGS[flag]] = value
             continue
+        if flag in releases.DEVICE_FLAGS and flag in known:
+            found.problems.append(f"{flag} picks GPUs by id, around the device plugin's assignment (as a "
+                                  "CUDA_VISIBLE_DEVICES set by hand would); leave it out: the pod gets its GPUs "
+                                  "from the device plugin")
+            continue
         if flag not in known:
-            hint = REMOVED_HINTS.get(flag)
+            hint = releases.removal(flag, version)
             if not hint:
                 close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]}?" if close else "see `vllm serve --help`"
             found.problems.append(f"{flag} is not a flag of vLLM {version} (vLLM refuses to start): {hint}")
             continue
-        if flag in FLAG_NOTES and _version_tuple(version) >= _version_tuple(FLAG_NOTES[flag][0]):
-            found.warnings.append(f"{flag} {FLAG_NOTES[flag][1]}")
+        note = releases.no_effect(flag, version)
+        if note:
+            found.warnings.append(f"{flag} {note}")
             continue
         if flag in table["deprecated"]:
             found.warnings.append(f"{flag} is deprecated in vLLM {version}")
@@ -281,7 +277,7 @@ def model_weights(p: dict, setting) -> dict:
             "kv_elem": KV_DTYPE_BYTES[kv_dtype] or DTYPE_BYTES[dtype]}
 
 
-def gpu_memory(p: dict, setting, found: Findings) -> dict:
+def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
     """One GPU's memory, the HAMi slice of it asked for (memory per GPU, not
     per pod: the write-up's 8 x 79872 is caught here), and the share vLLM
     may take."""
@@ -305,7 +301,8 @@ def gpu_memory(p: dict, setting, found: Findings) -> dict:
             slice_mib = None
         elif slice_mib == gpu_mib:
             slice_mib = None  # the whole card: no gpumem needed
-    util = float(setting("gpu_memory_utilization", 0.9))
+    # vLLM's own default when none is given (0.9 until 0.19, 0.92 from 0.20).
+    util = float(setting("gpu_memory_utilization", releases.gpu_memory_utilization_default(version)))
     if not 0.1 <= util <= 0.98:
         raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-0.98")
     return {"gpu_mib": gpu_mib, "gpus_available": gpus_available, "slice_mib": slice_mib,
@@ -382,7 +379,7 @@ def kv_cache(p: dict, setting, weights: dict, mem: dict, tp: int, pp: int, found
             "proposed": proposed, "max_len": max_len, "max_seqs": max_seqs, "concurrency": concurrency}
 
 
-def check_env(env_in: dict, found: Findings) -> None:
+def check_env(env_in: dict, version: str, found: Findings) -> None:
     """Environment variables that fight the cluster or leak the key."""
     if "CUDA_VISIBLE_DEVICES" in env_in:
         found.problems.append("env CUDA_VISIBLE_DEVICES: the device plugin chooses the GPUs and sets it; a value set "
@@ -393,15 +390,22 @@ def check_env(env_in: dict, found: Findings) -> None:
     if "VLLM_API_KEY" in env_in:
         found.problems.append("env VLLM_API_KEY: a literal key in the pod spec is readable by anyone who can read the "
                               "pod; it comes from the Secret (api_key_secret)")
-    if "VLLM_USE_MODELSCOPE" in env_in and str(env_in["VLLM_USE_MODELSCOPE"]).lower() not in ("true", "false"):
-        found.warnings.append(f"env VLLM_USE_MODELSCOPE={env_in['VLLM_USE_MODELSCOPE']!r} does not enable "
-                              "ModelScope: vLLM reads only 'true'")
+    value = env_in.get("VLLM_USE_MODELSCOPE")
+    if value is not None and str(value).strip().lower() not in ("", "0", "false") \
+            and not releases.modelscope_enabled_by(version, value):
+        accepted = " or ".join(repr(v) for v in releases.since(releases.MODELSCOPE_TRUE_VALUES, version))
+        found.warnings.append(f"env VLLM_USE_MODELSCOPE={value!r} does not enable ModelScope in vLLM {version}: it "
+                              f"reads only {accepted}")
 
 
-def hami_request(p: dict, gpus: int, mem: dict, found: Findings) -> dict:
-    """HAMi's resources and annotations for one replica; and whether the
-    image's glibc lets HAMi-core isolate a fractional GPU."""
+def hami_request(p: dict, gpus: int, tp: int, version: str, mem: dict, found: Findings) -> dict:
+    """HAMi's resources and annotations for one replica; whether the image's
+    glibc lets HAMi-core isolate a fractional GPU; and whether the HAMi
+    release runs vLLM with tensor parallelism."""
     fractional = bool(mem["slice_mib"] is not None or p.get("gpu_cores_percent"))
+    problems, warnings = hami.vllm_tensor_parallel_findings(p.get("hami_version"), releases.version_tuple(version), tp)
+    found.problems += problems
+    found.warnings += warnings
     if fractional:
         glibc = p.get("image_glibc")
         if glibc and not glibc_in_hami_range(glibc):
@@ -422,9 +426,10 @@ def hami_request(p: dict, gpus: int, mem: dict, found: Findings) -> dict:
     return {"fractional": fractional, "resources": resources, "annotations": annotations}
 
 
-def startup(p: dict, gpus: int, weights_per_gpu: float) -> dict:
-    """/dev/shm for NCCL, and a startup probe whose budget covers loading the
-    weights at the storage's speed plus warm-up."""
+def startup(p: dict, gpus: int, weights_per_gpu: float, version: str) -> dict:
+    """/dev/shm for NCCL, a startup probe whose budget covers loading the
+    weights at the storage's speed plus warm-up, and vLLM's own engine-start
+    timeout raised to that budget where it is shorter."""
     shm_mib = min(64 * 1024, max(2 * 1024, 2 * 1024 * gpus)) if gpus > 1 else 1024
     bandwidth = float(p.get("load_bandwidth_mib_s") or 1000)
     load_s = weights_per_gpu / MIB / bandwidth * (gpus if p.get("shared_storage", True) else 1)
@@ -432,11 +437,15 @@ def startup(p: dict, gpus: int, weights_per_gpu: float) -> dict:
     period = 10
     probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": period,
              "failureThreshold": max(6, math.ceil(budget_s / period)), "timeoutSeconds": 5}
-    return {"shm_mib": shm_mib, "budget_s": budget_s, "probe": probe}
+    env = {}
+    vllm_timeout = releases.engine_ready_timeout_default(version)
+    if vllm_timeout and budget_s > vllm_timeout:
+        env["VLLM_ENGINE_READY_TIMEOUT_S"] = str(budget_s)
+    return {"shm_mib": shm_mib, "budget_s": budget_s, "probe": probe, "env": env}
 
 
 def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: dict, kv: dict, tp: int,
-              pp: int) -> dict:
+              pp: int, fractional: bool, startup_env: dict) -> dict:
     """The container's args and env (the image's entrypoint is `vllm serve`):
     the plan's flags once, then the user's, the key from its Secret."""
     model_path = str(p.get("model_path") or wanted.get("model_path") or "/models/model")
@@ -461,7 +470,13 @@ def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: di
         args.append("--trust-remote-code")
     for flag, value in kept:
         args += [flag] if value is None else [flag, value]
-    env = [{"name": k, "value": str(v)} for k, v in sorted(dict(p.get("env") or {}).items())
+    if tp > 1 and fractional and "--disable-custom-all-reduce" not in args:
+        # Custom all-reduce shares memory between GPUs by CUDA IPC, which fails
+        # in HAMi's virtualised contexts: HAMi's own example
+        # (examples/nvidia/vllm_cross_vgpu.yaml at v2.10.0) turns it off.
+        args.append("--disable-custom-all-reduce")
+    env_in = {**startup_env, **dict(p.get("env") or {})}
+    env = [{"name": k, "value": str(v)} for k, v in sorted(env_in.items())
            if k not in ("CUDA_VISIBLE_DEVICES", "VLLM_API_KEY")]
     env.append({"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {
         "name": p.get("api_key_secret") or "vllm-api-key", "key": p.get("api_key_secret_key") or "api-key"}}})
@@ -484,15 +499,21 @@ def plan(p: dict) -> dict:
         return value if value is not None else wanted.get(name, default)
 
     weights = model_weights(p, setting)
-    mem = gpu_memory(p, setting, found)
+    mem = gpu_memory(p, setting, version, found)
     tp, pp = parallelism(setting, weights, mem, found)
     gpus = tp * pp
     weights_per_gpu = weights["weight_bytes"] / gpus
     kv = kv_cache(p, setting, weights, mem, tp, pp, found)
-    check_env(dict(p.get("env") or {}), found)
-    hami = hami_request(p, gpus, mem, found)
-    boot = startup(p, gpus, weights_per_gpu)
-    run = container(p, setting, wanted, kept, weights, mem, kv, tp, pp)
+    check_env(dict(p.get("env") or {}), version, found)
+    hami_plan = hami_request(p, gpus, tp, version, mem, found)
+    boot = startup(p, gpus, weights_per_gpu, version)
+    run = container(p, setting, wanted, kept, weights, mem, kv, tp, pp, hami_plan["fractional"], boot["env"])
+    if not p.get("network_policy"):
+        found.warnings.append(
+            f"vLLM {version} answers {', '.join(releases.OPEN_INFERENCE_PATHS)} (completions), /metrics and /tokenize "
+            f"without the API key; only {', '.join(releases.key_guarded_prefixes(version))} need it. Let only your "
+            "clients reach the pods (vllm_serve_network_policy_enabled)")
+    cuda_major = releases.image_cuda_major(version, p.get("image_tag") or "")
 
     shape = weights["shape"]
     result = {
@@ -506,7 +527,7 @@ def plan(p: dict) -> dict:
                   "head_dim": shape["head_dim"], "experts": shape["experts"],
                   "max_position_embeddings": shape["max_position_embeddings"]},
         "gpus": {"per_replica": gpus, "tensor_parallel_size": tp, "pipeline_parallel_size": pp,
-                 "memory_mib": mem["gpu_mib"], "usable_mib": mem["usable_mib"], "fractional": hami["fractional"]},
+                 "memory_mib": mem["gpu_mib"], "usable_mib": mem["usable_mib"], "fractional": hami_plan["fractional"]},
         "memory": {"weights_per_gpu_gib": round(weights_per_gpu / GIB, 2),
                    "overhead_per_gpu_gib": round(mem["overhead_mib"] / 1024, 2),
                    "kv_cache_per_gpu_gib": round(max(kv["bytes"], 0) / GIB, 2),
@@ -520,8 +541,10 @@ def plan(p: dict) -> dict:
         "port": run["port"],
         "args": run["args"],
         "env": run["env"],
-        "resources": {"limits": hami["resources"]},
-        "annotations": hami["annotations"],
+        "resources": {"limits": hami_plan["resources"]},
+        "annotations": hami_plan["annotations"],
+        "image": {"cuda_major": cuda_major, "min_driver_branch": min_driver_branch(cuda_major)},
+        "api_key_paths": list(releases.key_guarded_prefixes(version)),
         "shm_size_mib": boot["shm_mib"],
         "startup_probe": boot["probe"],
         "startup_budget_s": boot["budget_s"],

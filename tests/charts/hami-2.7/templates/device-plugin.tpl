@@ -3,6 +3,7 @@ kind: DaemonSet
 metadata:
   name: {{ .Release.Name }}-device-plugin
   labels:
+    helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
     app.kubernetes.io/name: hami
     app.kubernetes.io/instance: {{ .Release.Name }}
     app.kubernetes.io/component: hami-device-plugin
