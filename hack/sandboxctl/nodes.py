@@ -24,27 +24,38 @@ KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 SANDBOX_NODE_LABEL = "inferops.io/sandbox-node"
 
 
-def gpu_register_annotation(node: str, gpus: int, mem_mib: int, product: str) -> str:
-    """The device list HAMi's device plugin writes on a registered node
-    (hami.io/node-nvidia-register, JSON since HAMi 2.5)."""
-    devices = [
-        {
-            "id": f"GPU-{node}-{i:02d}",
-            "index": i,
-            "count": 10,
-            "devmem": mem_mib,
-            "devcore": 100,
-            "type": product,
-            "numa": 0 if i < gpus // 2 or gpus == 1 else 1,
-            "mode": "hami-core",
-            "health": True,
-        }
-        for i in range(gpus)
-    ]
+# The HAMi release whose device plugin "registered" each simulated GPU node,
+# by node number: a mix, as a cluster has while HAMi is upgraded, so that a
+# verify is proved on both formats.
+REGISTER_FORMATS = ("2.10.0", "2.7.1")
+
+
+def gpu_register_annotation(node: str, gpus: int, mem_mib: int, product: str, hami: str = "2.10.0") -> str:
+    """hami.io/node-nvidia-register exactly as that HAMi release's device
+    plugin writes it (tests/unit/plugins/module_utils/gpu/hami_fixtures has
+    the encoders' output and cites their source):
+    2.7.1: per GPU "ID,count,devmem,devcore,type,numa,health,index,mode:",
+    type "NVIDIA-" + NVML's name; from 2.8.0: a JSON list, NVML's name as
+    type, zero index and numa and false health left out (omitempty)."""
+    nvml_name = product.replace("-", " ")  # GPU feature discovery's label of NVML's name
+    rows = [(f"GPU-{node}-{i:02d}", i, 0 if i < gpus // 2 or gpus == 1 else 1) for i in range(gpus)]
+    if hami == "2.7.1":
+        return "".join(f"{uuid},10,{mem_mib},100,NVIDIA-{nvml_name},{numa},true,{index},hami-core:"
+                       for uuid, index, numa in rows)
+    devices = []
+    for uuid, index, numa in rows:
+        device = {"id": uuid}
+        if index:
+            device["index"] = index
+        device.update(count=10, devmem=mem_mib, devcore=100, type=nvml_name)
+        if numa:
+            device["numa"] = numa
+        device.update(mode="hami-core", health=True)
+        devices.append(device)
     return json.dumps(devices, separators=(",", ":"))
 
 
-def gpu_node_manifest(name: str, zone: str, gpus: int, mem_mib: int, product: str) -> dict:
+def gpu_node_manifest(name: str, zone: str, gpus: int, mem_mib: int, product: str, hami: str = "2.10.0") -> dict:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     return {
         "apiVersion": "v1",
@@ -53,7 +64,7 @@ def gpu_node_manifest(name: str, zone: str, gpus: int, mem_mib: int, product: st
             "name": name,
             "annotations": {
                 KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1],
-                "hami.io/node-nvidia-register": gpu_register_annotation(name, gpus, mem_mib, product),
+                "hami.io/node-nvidia-register": gpu_register_annotation(name, gpus, mem_mib, product, hami),
                 "hami.io/node-handshake": f"Reported {now}",
             },
             "labels": {
@@ -159,7 +170,8 @@ def add_nodes(state: dict, gpu_nodes: int, gpus: int, mem_mib: int, product: str
     cpu_start = len(state["cpu_nodes"])
     cpu_names = [f"cpu-node-{i}" for i in range(cpu_start, cpu_start + cpu_nodes)]
     manifests = [
-        gpu_node_manifest(n, ZONES[(start + i) % len(ZONES)], gpus, mem_mib, product)
+        gpu_node_manifest(n, ZONES[(start + i) % len(ZONES)], gpus, mem_mib, product,
+                          REGISTER_FORMATS[(start + i) % len(REGISTER_FORMATS)])
         for i, n in enumerate(gpu_names)
     ] + [cpu_node_manifest(n, ZONES[(cpu_start + i) % len(ZONES)]) for i, n in enumerate(cpu_names)]
     for m in manifests:

@@ -33,6 +33,13 @@ def test_site_end_to_end_then_no_change(sandbox, kube):
     plugin = kube.get("apps/v1", "DaemonSet", "kube-system", "hami-device-plugin")
     assert plugin["status"].get("numberReady") == len(sandbox.gpu_nodes)
     assert kube.get("apps/v1", "Deployment", "kube-system", "hami-scheduler")["status"].get("readyReplicas") == 1
+    # The nodes were registered in both of HAMi's formats (2.7's text, JSON from 2.8), and the verify read them all.
+    registers = [kube.get(f"/api/v1/nodes/{n}")["metadata"]["annotations"]["hami.io/node-nvidia-register"]
+                 for n in sandbox.gpu_nodes]
+    assert {r.startswith("[") for r in registers} == {True, False}
+    verified = first.task("inferops.vllm.hami : Read the labelled nodes' GPU registration")["nodes"]
+    assert sorted(n["name"] for n in verified if n["hami"]["registered"] and len(n["hami"]["devices"]) == 8) \
+        == sorted(sandbox.gpu_nodes)
     # The model claim bound, and the model fetched from S3 into the volume behind it.
     claim = kube.get("v1", "PersistentVolumeClaim", "ai-serving", "models-minilm")
     assert claim["status"].get("phase") == "Bound"

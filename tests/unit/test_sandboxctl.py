@@ -95,3 +95,19 @@ def test_the_line_a_state_folder_was_started_with():
     assert settings.line_of({"binaries": {"kube-apiserver": "/c/kubernetes-v1.37.2-abc/kube-apiserver"}}) == "1.37"
     with pytest.raises(SandboxError, match="1.36"):
         settings.check_line("1.36")
+
+
+def test_simulated_registration_is_each_hami_release_s_exact_format():
+    """The sandbox writes what HAMi's device plugin writes: compared byte for
+    byte with the fixtures made by HAMi's own encoders (same GPUs)."""
+    from pathlib import Path
+
+    from sandboxctl.nodes import gpu_register_annotation
+
+    fixtures = Path(__file__).parent / "plugins" / "module_utils" / "gpu" / "hami_fixtures"
+    for release, fixture in (("2.7.1", "register-v2.7.1.txt"), ("2.10.0", "register-v2.10.0.txt")):
+        made = gpu_register_annotation("x", 8, 81559, "NVIDIA-H100-80GB-HBM3", release)
+        # The fixtures' GPUs are GPU-00000000-0000-0000-0000-00000000000N; the sandbox names them by node.
+        for i in range(8):
+            made = made.replace(f"GPU-x-{i:02d}", f"GPU-00000000-0000-0000-0000-00000000000{i}")
+        assert made == (fixtures / fixture).read_text(), release
