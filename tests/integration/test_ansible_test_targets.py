@@ -38,6 +38,10 @@ def test_ansible_test_integration(sandbox, tmp_path):
         cwd=dest, capture_output=True, text=True, timeout=1500, check=False,
         env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".cache" / "collections")})
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
+    # Name the target that failed and its failed task, not only the end of the output.
+    lines = out.splitlines()
+    failed = [line for i, line in enumerate(lines) if line.startswith(("Running ", "FATAL", "ERROR: Command"))
+              or (line.lstrip().startswith("fatal:") and "...ignoring" not in "".join(lines[i + 1:i + 3]))]
+    assert proc.returncode == 0, "\n".join(failed)[-6000:] + "\n---\n" + out[-2000:]
     for target in TARGETS:
         assert f"Running {target} integration test role" in out, target

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError
-from support.ansible import ROOT, run_playbook_text
+from support.ansible import run_playbook_text
 from support.k8s import status_of
 
 pytestmark = pytest.mark.integration
@@ -81,8 +81,8 @@ ACCESS, SECRET = "AKIA" + "R" * 16, "s3cr3t-" + "x" * 33
 
 
 def secret_task(namespace: str, data: dict, **extra) -> dict:
-    return {"name": "creds", "inferops.vllm.k8s_secret": {"name": "creds", "namespace": namespace, "data": data,
-                                                           **extra}, "no_log": True}
+    args = {"name": "creds", "namespace": namespace, "data": data, **extra}
+    return {"name": "creds", "inferops.vllm.k8s_secret": args, "no_log": True}
 
 
 def forms(*values: str) -> list[str]:

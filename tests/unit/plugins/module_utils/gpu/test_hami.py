@@ -24,7 +24,8 @@ def test_node_selector_spelling_per_release(version, key):
 
 
 @pytest.mark.parametrize("version, values, expected", [
-    ("2.10.0", {"devicePlugin": {"nvidianodeSelector": {"gpu": "on"}}}, "devicePlugin.nvidianodeSelector is not read by HAMi 2.10.0 (it became devicePlugin.nvidiaNodeSelector in 2.8.0)"),
+    ("2.10.0", {"devicePlugin": {"nvidianodeSelector": {"gpu": "on"}}},
+     "devicePlugin.nvidianodeSelector is not read by HAMi 2.10.0 (it became devicePlugin.nvidiaNodeSelector in 2.8.0)"),
     ("2.7.1", {"devicePlugin": {"nvidiaNodeSelector": {"gpu": "on"}}}, "devicePlugin.nvidiaNodeSelector is not read by HAMi 2.7.1 (it is read from 2.8.0 on)"),
     ("2.8.3", {"devicePlugin": {"vgpuMonitor": {"resources": {}}}}, "devicePlugin.vgpuMonitor is not read by HAMi 2.8.3"),
     ("2.10.0", {"scheduler": {"kubeScheduler": {"imageTag": "v1.30.0"}}}, "scheduler.kubeScheduler.imageTag is not read"),
