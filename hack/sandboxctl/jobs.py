@@ -90,32 +90,6 @@ class ConfigError(Exception):
         self.reason, self.message = reason, message
 
 
-class AllPods(Informer):
-    """The collection's informer keys objects by name (it watches one
-    namespace); pods of every namespace are watched here, keyed by uid."""
-
-    def _list(self) -> str:
-        listing = request_json(self.api, "GET", self.path, query=self.query, timeout=self.request_timeout,
-                               action=f"listing {self.path}")
-        with self.lock:
-            self.objects = {o["metadata"]["uid"]: o for o in listing.get("items", [])}
-        self.synced.set()
-        self.changes.put(self)
-        return listing["metadata"]["resourceVersion"]
-
-    def _handle(self, event: dict, version: str) -> str:
-        kind, obj = event.get("type"), event.get("object") or {}
-        if kind in ("ERROR", "BOOKMARK"):
-            return super()._handle(event, version)
-        with self.lock:
-            if kind == "DELETED":
-                self.objects.pop(obj["metadata"]["uid"], None)
-            else:
-                self.objects[obj["metadata"]["uid"]] = obj
-        self.changes.put(self)
-        return obj["metadata"].get("resourceVersion") or version
-
-
 # --------------------------------------------------------------------------
 # what a container gets
 
@@ -179,7 +153,9 @@ class Runner:
             os.kill(os.getpid(), signal.SIGTERM)
 
     def _loop(self) -> None:
-        informer = AllPods(self.api, "/api/v1/pods", [("fieldSelector", "spec.nodeName!=")], self.changes, self.stop)
+        # Pods of every namespace: keyed by uid, not name.
+        informer = Informer(self.api, "/api/v1/pods", [("fieldSelector", "spec.nodeName!=")], self.changes, self.stop,
+                            key="uid")
         informer.start()
         announced = False
         while not self.stop.is_set():

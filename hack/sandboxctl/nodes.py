@@ -65,7 +65,9 @@ def gpu_node_manifest(name: str, zone: str, gpus: int, mem_mib: int, product: st
             "annotations": {
                 KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1],
                 "hami.io/node-nvidia-register": gpu_register_annotation(name, gpus, mem_mib, product, hami),
-                "hami.io/node-handshake": f"Reported {now}",
+                # 2.7.1's device plugin reports itself; from 2.8.0 only the
+                # scheduler writes the handshake (Requesting_, again from 2.9.0).
+                "hami.io/node-handshake": f"Reported {now}" if hami == "2.7.1" else f"Requesting_{now}",
             },
             "labels": {
                 "kubernetes.io/hostname": name,

@@ -17,8 +17,8 @@ description:
     behind the Service, as C(kubectl port-forward) does - so that no Ingress or node port is needed.
   - A wrong key, a model name the server does not serve, a TLS failure and a refused connection each fail with
     their own message.
-  - With a key, it also proves that C(/v1) without the key is refused (401): a server that answers anyone fails
-    the check.
+  - With a key, it also proves that C(/v1) without the key is refused (a 401), so a server that answers anyone
+    fails the check.
 options:
   url:
     description:

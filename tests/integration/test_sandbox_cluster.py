@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._inventory import parse_hami_register
+
 pytestmark = pytest.mark.integration
 CHART = Path(__file__).resolve().parents[1] / "charts" / "demo"
 
@@ -52,8 +54,9 @@ def test_gpu_nodes_are_ready_and_advertise_gpus(sandbox, kube):
         assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
         assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
         assert "topology.kubernetes.io/zone" in node["metadata"]["labels"]
-        devices = json.loads(node["metadata"]["annotations"]["hami.io/node-nvidia-register"])
-        assert len(devices) == 8 and all(d["health"] for d in devices)
+        # HAMi 2.7's text or 2.10's JSON, alternately: read as the collection reads them.
+        devices = parse_hami_register(node["metadata"]["annotations"]["hami.io/node-nvidia-register"])
+        assert [d["index"] for d in devices] == list(range(8)) and all(d["health"] for d in devices)
     for name in sandbox.cpu_nodes:
         assert "nvidia.com/gpu" not in nodes[name]["status"]["allocatable"]
 

@@ -26,8 +26,10 @@ class Informer(threading.Thread):
     ``changes`` whenever it changes. ``error`` holds a fatal error."""
 
     def __init__(self, api, path: str, query: list[tuple[str, str]], changes: queue.Queue, stop: threading.Event,
-                 request_timeout: float = 30.0):
+                 request_timeout: float = 30.0, key: str = "name"):
         super().__init__(daemon=True)
+        # What objects are keyed by: "name" within one namespace, "uid" across namespaces.
+        self.key = key
         self.api, self.path, self.query = api, path, list(query)
         self.changes, self.stop = changes, stop
         self.request_timeout = request_timeout
@@ -88,7 +90,7 @@ class Informer(threading.Thread):
         listing = request_json(self.api, "GET", self.path, query=self.query, timeout=self.request_timeout,
                                action=f"listing {self.path}")
         with self.lock:
-            self.objects = {o["metadata"]["name"]: o for o in listing.get("items", [])}
+            self.objects = {o["metadata"][self.key]: o for o in listing.get("items", [])}
         self.synced.set()
         self.changes.put(self)
         return listing["metadata"]["resourceVersion"]
@@ -129,7 +131,7 @@ class Informer(threading.Thread):
         new_version = (obj.get("metadata") or {}).get("resourceVersion") or version
         if kind == "BOOKMARK":
             return new_version
-        name = obj["metadata"]["name"]
+        name = obj["metadata"][self.key]
         with self.lock:
             if kind == "DELETED":
                 self.objects.pop(name, None)

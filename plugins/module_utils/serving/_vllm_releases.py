@@ -76,6 +76,8 @@ def no_effect(flag: str, version) -> str | None:
     if entry and version_tuple(entry[0]) <= version_tuple(version) < version_tuple(entry[1]):
         return entry[2]
     return None
+
+
 # Flags that fight the device plugin's assignment of GPUs, from their first release.
 DEVICE_FLAGS = {
     # engine/arg_utils.py of 0.24.0: picks physical GPUs by id, bypassing the
