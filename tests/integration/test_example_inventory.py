@@ -68,6 +68,15 @@ def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace,
     limits = container["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "8" and "nvidia.com/gpumem" not in limits  # whole GPUs, no bogus total
     assert "nodeName" not in pod_spec and pod_spec.get("nodeSelector")  # scheduled by selector, never nodeName
+    # Least privilege: no API token in the pod, no capabilities, no escalation; the namespace enforces the
+    # strictest Pod Security level these pods pass (and the pods were admitted under it: the rollout completed).
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert pod_spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    labels = kube.get("v1", "Namespace", None, namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert len(kube.list("v1", "Pod", namespace)) == 1
     shm = next(v for v in pod_spec["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"]["medium"] == "Memory" and shm["emptyDir"]["sizeLimit"] == "16Gi"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
@@ -168,3 +177,7 @@ def test_hostpath_cache_with_init_container_fetch(sandbox, namespace, kube, tmp_
     assert mounts["models"] == "/models"
     assert_fetched_by_init_container(sts, creds)
     assert not kube.list("batch/v1", "Job", namespace)
+    # A hostPath volume is allowed only at the privileged level: the namespace says so, and the pod was admitted.
+    labels = kube.get("v1", "Namespace", None, namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert len(kube.list("v1", "Pod", namespace)) == 2  # both replicas admitted
