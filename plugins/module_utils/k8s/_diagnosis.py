@@ -58,8 +58,14 @@ def _events_for(events: list[dict], kind: str, name: str) -> list[dict]:
     return sorted(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
 
-def diagnose_pod(pod: dict, events: list[dict], claims: dict[str, dict]) -> list[Finding]:
-    """Findings for one pod; ``claims`` maps PVC name -> PVC of its namespace."""
+def _ready(obj: dict) -> str | None:
+    return next((c.get("status") for c in (obj.get("status") or {}).get("conditions") or []
+                 if c.get("type") == "Ready"), None)
+
+
+def diagnose_pod(pod: dict, events: list[dict], claims: dict[str, dict], nodes: dict[str, dict] | None = None) -> list[Finding]:
+    """Findings for one pod; ``claims`` maps PVC name -> PVC of its namespace,
+    ``nodes`` node name -> node, for the nodes the pods run on."""
     findings: list[Finding] = []
     ref = _ref(pod)
     status = pod.get("status") or {}
@@ -133,10 +139,29 @@ def diagnose_pod(pod: dict, events: list[dict], claims: dict[str, dict]) -> list
         elif reason in ("FailedCreatePodSandBox", "FailedAttachVolume") and reason not in seen:
             findings.append(Finding(reason, ref, message))
             seen.add(reason)
+        elif reason == "NodeNotReady" and "NodeNotReady" not in seen:
+            findings.append(Finding("NodeNotReady", ref, f"{message} (node {(pod.get('spec') or {}).get('nodeName')})"))
+            seen.add(reason)
+
+    # Not Ready and nothing above says why: say so, and whether its node is.
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if not findings and node_name and _ready(pod) == "False" and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+        node = (nodes or {}).get(node_name)
+        if node is not None and _ready(node) != "True":
+            cond = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+            findings.append(Finding("NodeNotReady", ref, f"its node {node_name} is not Ready "
+                                    f"({cond.get('reason') or 'no reason'}: {cond.get('message') or 'no message'}); "
+                                    "the pod waits for the node's kubelet to report again"))
+        else:
+            running = [cs["name"] for cs in all_statuses if (cs.get("state") or {}).get("running")]
+            findings.append(Finding("NotReady", ref, f"not Ready with no reason from its containers and no event "
+                                    f"(containers running: {', '.join(running) or 'none'}; node {node_name}): a "
+                                    "readiness probe failing without events, or a kubelet that stopped reporting"))
     return findings
 
 
-def diagnose_workload(kind: str, obj: dict, pods: list[dict], events: list[dict], claims: dict[str, dict]) -> list[Finding]:
+def diagnose_workload(kind: str, obj: dict, pods: list[dict], events: list[dict], claims: dict[str, dict],
+                      nodes: dict[str, dict] | None = None) -> list[Finding]:
     """Findings for a workload: its own failure conditions, its controller's
     complaints (e.g. a pod it could not create) and each pod's findings."""
     findings: list[Finding] = []
@@ -158,7 +183,7 @@ def diagnose_workload(kind: str, obj: dict, pods: list[dict], events: list[dict]
         if ev.get("type") == "Warning" and ev.get("reason") in ("FailedCreate", "FailedCreatePodSandBox"):
             findings.append(Finding("FailedCreate", ref, ev.get("message", "")))
     for pod in pods:
-        findings.extend(diagnose_pod(pod, events, claims))
+        findings.extend(diagnose_pod(pod, events, claims, nodes))
     # The same cause on many pods: keep the first of each (cause, message).
     unique, keys = [], set()
     for f in findings:

@@ -77,16 +77,24 @@ class RolloutWaiter:
 
     def _diagnose(self, obj: dict, pods: list[dict], with_events: bool) -> list[diagnosis.Finding]:
         ns = self.namespace
-        events = []
+        events, nodes = [], {}
         if with_events:
             events = request_json(self.api, "GET", f"/api/v1/namespaces/{ns}/events",
                                   timeout=self.request_timeout, action="listing events").get("items", [])
+            # The nodes of pods that are not Ready, to tell a node's silence from the pod's.
+            for name in sorted({(p.get("spec") or {}).get("nodeName") for p in pods
+                                if (p.get("spec") or {}).get("nodeName") and not pod_ready(p)}):
+                try:
+                    nodes[name] = request_json(self.api, "GET", f"/api/v1/nodes/{name}", timeout=self.request_timeout,
+                                               action=f"reading node {name}")
+                except ClusterError:
+                    pass  # not allowed to read nodes, or gone: the pod's own findings stand
         claims = {}
         if any((v.get("persistentVolumeClaim") for p in pods for v in (p.get("spec") or {}).get("volumes") or [])):
             claims = {c["metadata"]["name"]: c for c in request_json(
                 self.api, "GET", f"/api/v1/namespaces/{ns}/persistentvolumeclaims",
                 timeout=self.request_timeout, action="listing claims").get("items", [])}
-        return diagnosis.diagnose_workload(self.kind, obj, pods, events, claims)
+        return diagnosis.diagnose_workload(self.kind, obj, pods, events, claims, nodes)
 
     def _with_logs(self, findings: list[diagnosis.Finding]) -> list[diagnosis.Finding]:
         for f in findings:

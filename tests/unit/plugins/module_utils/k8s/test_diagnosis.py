@@ -85,3 +85,38 @@ def test_unschedulable_is_not_final_while_a_pod_of_the_workload_terminates():
                              [pending, leaving, pulling], [], {})
     assert [f.cause for f in final_findings(both, [pending, leaving, pulling], causes)] == ["ImagePullBackOff"]
     assert final_findings(both, [pending, pulling], ("ImagePullBackOff",))[0].cause == "ImagePullBackOff"
+
+
+def running_not_ready(node="gpu-node-1"):
+    p = pod(statuses=[{"name": "vllm", "ready": False, "state": {"running": {"startedAt": "2026-11-26T10:00:00Z"}}}],
+            conditions=[{"type": "Ready", "status": "False"}])
+    p["spec"]["nodeName"] = node
+    return p
+
+
+def test_not_ready_without_any_reason_says_so():
+    [f] = diagnose_pod(running_not_ready(), [], {}, {"gpu-node-1": {"status": {"conditions": [
+        {"type": "Ready", "status": "True"}]}}})
+    assert f.cause == "NotReady" and "no reason from its containers and no event" in f.message
+    assert "containers running: vllm; node gpu-node-1" in f.message
+
+
+def test_not_ready_because_its_node_is_names_the_node():
+    node = {"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                                       "message": "Kubelet stopped posting node status."}]}}
+    [f] = diagnose_pod(running_not_ready(), [], {}, {"gpu-node-1": node})
+    assert f.cause == "NodeNotReady"
+    assert f.message.startswith("its node gpu-node-1 is not Ready (NodeStatusUnknown: Kubelet stopped posting")
+
+
+def test_node_not_ready_event_is_named():
+    event = {"involvedObject": {"kind": "Pod", "name": "p-0"}, "reason": "NodeNotReady", "message": "Node is not ready",
+             "lastTimestamp": "2026-11-26T10:01:00Z"}
+    [f] = diagnose_pod(running_not_ready(), [event], {})
+    assert f.cause == "NodeNotReady" and f.message == "Node is not ready (node gpu-node-1)"
+
+
+def test_a_ready_pod_has_no_finding():
+    p = running_not_ready()
+    p["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    assert diagnose_pod(p, [], {}) == []
