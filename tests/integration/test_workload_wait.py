@@ -199,3 +199,46 @@ def test_wait_survives_an_api_server_restart(sandbox, namespace, kube):
     result = outcome["result"]
     assert result["rolled_out"] is True
     assert result["watch"]["reconnects"] >= 1  # the watch did break, and came back
+
+
+def test_wait_rides_out_a_15_second_api_server_outage(sandbox, namespace, kube):
+    """The API server is stopped for 15 s in the middle of a wait (the
+    outage is the fault being injected, so it is timed); the wait keeps
+    reconnecting with backoff and answers once the rollout completes."""
+    import threading
+
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._wait import RolloutWaiter
+    from support.sandbox import sandbox_cmd
+
+    kube.create({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "outage"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "outage"}},
+                 "template": {"metadata": {"labels": {"app": "outage"}}, "spec": {"containers": [
+                     {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "9"}}}]}}},
+    }, namespace)
+    waiter = RolloutWaiter(connect({"kubeconfig": sandbox.kubeconfig}), "Deployment", "outage", namespace,
+                           timeout=240, fail_fast=[], fail_fast_after=0)
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = waiter.wait()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert waiter.watching.wait(60), "the waiter never started watching"
+    assert sandbox_cmd("stop", "kube-apiserver", check=False).returncode == 0
+    try:
+        threading.Event().wait(15)  # the outage itself
+        assert "error" not in outcome, getattr(outcome.get("error"), "msg", outcome.get("error"))
+    finally:
+        started = sandbox_cmd("start", "kube-apiserver", check=False)
+    assert started.returncode == 0, started.stdout
+    kube.patch("apps/v1", "Deployment", namespace, "outage", strategic=True, body={"spec": {"template": {
+        "spec": {"containers": [{"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}})
+    thread.join(240)
+    assert "error" not in outcome, getattr(outcome.get("error"), "msg", outcome.get("error"))
+    assert outcome["result"]["rolled_out"] is True and outcome["result"]["watch"]["reconnects"] >= 1
