@@ -1,6 +1,7 @@
 """Storage: a StorageClass whose claims bind to static hostPath volumes in
 the state folder (bound by the real controller-manager), and the small real
-model seeded into the S3 server for site.yml to fetch."""
+model seeded into the S3 server for site.yml to fetch: tiny-chat, a tiny
+generative model (hack/test_models.py), as vLLM would serve for chat."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from sandboxctl.state import create_objects, save_state
 
 STORAGE_CLASS = "sandbox-local"
 SANDBOX_VOLUMES = 32  # Retain: a released volume is not bound again, so keep plenty
-SEED_MODEL = ROOT / ".cache" / "test-models" / "all-minilm-l6-v2"
-SEED_BUCKET, SEED_PREFIX = "models", "all-minilm-l6-v2"
+SEED_MODEL = ROOT / ".cache" / "test-models" / "tiny-chat"
+SEED_BUCKET, SEED_PREFIX = "models", "tiny-chat"
 
 
 def create_storage(state: dict) -> None:
@@ -44,7 +45,7 @@ def create_storage(state: dict) -> None:
 
 
 def seed_model(state: dict, creds: dict) -> None:
-    """Put the small real test model into the S3 server (with a SHA256SUMS),
+    """Put the sandbox's test model into the S3 server (with a SHA256SUMS),
     so site.yml on the sandbox has a model to fetch."""
     if not SEED_MODEL.is_dir():
         return

@@ -12,7 +12,9 @@ version_added: 0.1.0
 description:
   - Asks C(GET /health) until it answers 200, retrying with backoff for up to O(startup_timeout) seconds while the
     server starts (connection refused, or 502, 503 or 504); then C(GET /v1/models), which must list O(model); then
-    one small C(POST /v1/chat/completions) with the API key, and optionally the same request streamed.
+    one small C(POST /v1/chat/completions) with the API key, and optionally the same request streamed; or, with
+    O(api=embeddings), one C(POST /v1/embeddings) (vLLM serves chat only for generative models and embeddings only
+    for pooling ones; the other route answers 404).
   - Reaches the server at O(url), or, given O(service), through the Kubernetes API - a port-forward to a Ready pod
     behind the Service, as C(kubectl port-forward) does - so that no Ingress or node port is needed.
   - A wrong key, a model name the server does not serve, a TLS failure and a refused connection each fail with
@@ -56,6 +58,13 @@ options:
     description: Also make one streamed chat completion and time its first token.
     type: bool
     default: false
+  api:
+    description:
+      - What to ask the model for. V(chat) for a generative model, V(embeddings) for a pooling (embedding) model.
+      - The serving_plan module returns which one vLLM will serve the model for (RV(inferops.vllm.serving_plan#module:runner)).
+    type: str
+    choices: [chat, embeddings]
+    default: chat
   prompt:
     description: The user message of the test completion.
     type: str
@@ -128,7 +137,7 @@ models:
   type: dict
 chat:
   description: The reply, finish reason, token usage, time to first byte and total time of the chat completion.
-  returned: success
+  returned: when api is chat
   type: dict
   sample: {"reply": "ready", "ttfb_s": 0.41, "total_s": 0.42, "usage": {"completion_tokens": 2}}
 unauthenticated:
@@ -138,6 +147,11 @@ unauthenticated:
   returned: when a key is given
   type: dict
   sample: {"path": "/v1/models", "status": 401}
+embeddings:
+  description: With O(api=embeddings), the embedding's length, the usage and the timings.
+  returned: when api is embeddings
+  type: dict
+  sample: {"dimensions": 384, "ttfb_s": 0.02, "total_s": 0.02, "usage": {"prompt_tokens": 9, "total_tokens": 9}}
 stream:
   description: For O(stream=true), time to first token, total time, chunks and the assembled reply.
   returned: when stream is true
@@ -164,7 +178,7 @@ def check(module):
         transport = Transport(base_url, p["server_validate_certs"], p["server_ca_cert"], p["http_timeout"])
         checker = EndpointChecker(transport, p["model"], p["server_api_key"], p["prompt"], p["max_tokens"],
                                   p["startup_timeout"])
-        return checker.check(stream=p["stream"])
+        return checker.check(stream=p["stream"], api=p["api"])
 
     from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
 
@@ -204,6 +218,7 @@ def main():
         server_api_key_secret=dict(type="str", no_log=False),
         server_api_key_secret_key=dict(type="str", default="api-key", no_log=False),
         stream=dict(type="bool", default=False),
+        api=dict(type="str", default="chat", choices=["chat", "embeddings"]),
         prompt=dict(type="str", default="Reply with the single word: ready"),
         max_tokens=dict(type="int", default=16, no_log=False),
         startup_timeout=dict(type="float", default=300),

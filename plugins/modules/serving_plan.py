@@ -106,9 +106,11 @@ options:
     description: Parameters of the model, when known better than the estimate from config.json.
     type: int
   overhead_mib:
-    description: Estimated memory per GPU for activations, CUDA graphs and the CUDA context.
+    description:
+      - Estimated memory per GPU for activations, CUDA graphs and the CUDA context.
+      - When not given, 2560 (2.5 GiB) with CUDA graphs and 2048 with C(--enforce-eager) in O(extra_args), from
+        vLLM 0.20.0's own accounting on H100 and H200 (docs/real-vllm.md).
     type: int
-    default: 3072
   port:
     description: Port vLLM listens on. Default 8000.
     type: int
@@ -199,6 +201,14 @@ plan_warnings:
   returned: always
   type: list
   elements: str
+runner:
+  description:
+    - What vLLM will serve the model for, by its own rule (vLLM 0.20.0 C(vllm/config/model.py)) - V(generate) (chat
+      and completions routes) or V(pooling) (embeddings; no chat route) - from the architecture in C(config.json), a
+      sentence-transformers C(modules.json) with a Pooling module, and C(--runner) in O(extra_args).
+  returned: success
+  type: str
+  sample: generate
 args:
   description: The container args (the image's entrypoint is C(vllm serve)).
   returned: success
@@ -306,7 +316,7 @@ def main():
         quantization=dict(type="str", choices=["fp8", "awq", "gptq", "int8"]),
         kv_cache_dtype=dict(type="str", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]),
         param_count=dict(type="int"),
-        overhead_mib=dict(type="int", default=3072),
+        overhead_mib=dict(type="int"),
         port=dict(type="int"),
         api_key_secret=dict(type="str", default="vllm-api-key", no_log=False),
         api_key_secret_key=dict(type="str", default="api-key", no_log=False),

@@ -30,7 +30,8 @@ def test_full_check_with_stream():
         assert result["models"]["ids"] == ["qwen3-235b"]
         assert result["chat"]["reply"] == "ready to serve" and result["chat"]["finish_reason"] == "stop"
         assert result["chat"]["ttfb_s"] <= result["chat"]["total_s"]
-        assert result["stream"]["reply"] == "ready to serve" and result["stream"]["chunks"] == 3
+        # vLLM's first chunk carries the role, then one a token (tests/data/real-vllm/http/chat_stream.json).
+        assert result["stream"]["reply"] == "ready to serve" and result["stream"]["chunks"] == 4
         assert result["stream"]["ttft_s"] is not None
         # The key went only to /v1 paths, as a bearer token; a last /v1/models without it was refused.
         auth = {(r["method"], r["path"]): r["authorization"] for r in server.requests}
@@ -39,6 +40,20 @@ def test_full_check_with_stream():
         assert result["unauthenticated"] == {"path": "/v1/models", "status": 401}
     # ... and never into the result.
     assert KEY not in json.dumps(result)
+
+
+def test_embedding_model_checked_with_embeddings():
+    """vLLM serves a pooling model's /v1/embeddings and has no chat route
+    for it: api=embeddings checks it; a chat check says why it cannot."""
+    with StandIn(model="minilm", api_key=KEY, runner="pooling") as server:
+        result = check(url=server.url, model="minilm", server_api_key=KEY, api="embeddings")
+        assert result.get("failed") is not True, result.get("msg")
+        assert result["embeddings"]["dimensions"] > 0 and "chat" not in result
+        assert result["unauthenticated"]["status"] == 401
+        chat = check(url=server.url, model="minilm", server_api_key=KEY)
+    assert chat["failed"] is True
+    assert "/v1/chat/completions: the server has no such route (404" in chat["msg"]
+    assert "check it with api: embeddings" in chat["msg"]
 
 
 def test_waits_while_the_server_loads():
@@ -133,4 +148,4 @@ def test_through_the_kubernetes_api(sandbox, namespace, kube):
                              "stream": True}, kubeconfig=sandbox.kubeconfig)
     assert result.get("failed") is not True, result.get("msg")
     assert result["pod"] == "standin-0" and result["chat"]["reply"] == "ready"
-    assert result["stream"]["chunks"] == 1
+    assert result["stream"]["chunks"] == 2  # the role, then the one token

@@ -114,15 +114,15 @@ def deploy_with_init_container_fetch(sandbox, namespace, tmp_path, name: str, st
         "module_defaults": K8S_CONNECTION,
         "vars": {
             "inferops_kubeconfig": sandbox.kubeconfig,
-            "model_store_namespace": namespace, "model_store_name": "minilm",
+            "model_store_namespace": namespace, "model_store_name": "tiny-chat",
             "model_store_download": "init_container",
             "model_store_source": "s3", "model_store_endpoint_url": sandbox.s3_endpoint,
-            "model_store_s3_bucket": "models", "model_store_s3_prefix": "all-minilm-l6-v2",
+            "model_store_s3_bucket": "models", "model_store_s3_prefix": "tiny-chat",
             "model_store_s3_access_key": creds["access_key"], "model_store_s3_secret_key": creds["secret_key"],
             "model_store_fetch_image": "registry.invalid/inferops-model-fetch:0.1.0",
             "vllm_serve_namespace": namespace, "vllm_serve_name": name,
-            "vllm_serve_served_model_name": "minilm", "vllm_serve_model_subpath": "minilm",
-            "vllm_serve_model_dir": str(ROOT / ".cache" / "test-models" / "all-minilm-l6-v2"),
+            "vllm_serve_served_model_name": "tiny-chat", "vllm_serve_model_subpath": "tiny-chat",
+            "vllm_serve_model_dir": str(ROOT / ".cache" / "test-models" / "tiny-chat"),
             "vllm_serve_init_containers": ["{{ model_store_fetch_container }}"],
             "vllm_serve_replicas": 2, "vllm_serve_max_model_len": 512, "vllm_serve_gpu_memory_request_mib": 8192,
             "vllm_serve_image_glibc": "2.28", "vllm_serve_cpu_request": "1", "vllm_serve_memory_request": "4Gi",
@@ -140,9 +140,9 @@ def deploy_with_init_container_fetch(sandbox, namespace, tmp_path, name: str, st
 
 def assert_fetched_by_init_container(sts, creds: dict) -> None:
     init = sts["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["args"][:4] == ["--source", "s3", "--dest", "/models/minilm"]
+    assert init["args"][:4] == ["--source", "s3", "--dest", "/models/tiny-chat"]
     assert creds["secret_key"] not in json.dumps(init)  # the key comes from the Secret, by envFrom
-    assert init["envFrom"][0]["secretRef"]["name"] == "minilm-fetch-credentials"
+    assert init["envFrom"][0]["secretRef"]["name"] == "tiny-chat-fetch-credentials"
     assert sts["status"].get("readyReplicas") == 2
 
 

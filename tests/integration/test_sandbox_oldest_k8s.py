@@ -33,7 +33,7 @@ def test_site_on_the_oldest_supported_kubernetes(tmp_path):
         assert first.changed() > 0
         assert first.task("Report the cluster and its GPU nodes")["msg"][0] == f"Kubernetes {version}"
         answer = first.task("Health, model list, a chat completion and a streamed one")
-        assert answer["models"]["ids"] == ["minilm"] and answer["chat"]["reply"] == "ready"
+        assert answer["models"]["ids"] == ["tiny-chat"] and answer["chat"]["reply"] == "ready"
 
         second = run_playbook(ROOT / "site.yml", inventory=ROOT / "inventories" / "sandbox", env=site_env)
         assert second.rc == 0 and second.failed() == 0, second.failures()

@@ -41,15 +41,15 @@ def test_site_end_to_end_then_no_change(sandbox, kube):
     assert sorted(n["name"] for n in verified if n["hami"]["registered"] and len(n["hami"]["devices"]) == 8) \
         == sorted(sandbox.gpu_nodes)
     # The model claim bound, and the model fetched from S3 into the volume behind it.
-    claim = kube.get("v1", "PersistentVolumeClaim", "ai-serving", "models-minilm")
+    claim = kube.get("v1", "PersistentVolumeClaim", "ai-serving", "models-tiny-chat")
     assert claim["status"].get("phase") == "Bound"
     volume = kube.get("v1", "PersistentVolume", None, claim["spec"]["volumeName"])
-    model_dir = Path(volume["spec"]["hostPath"]["path"]) / "minilm"
+    model_dir = Path(volume["spec"]["hostPath"]["path"]) / "tiny-chat"
     marker = json.loads((model_dir / ".inferops-model-complete.json").read_text())
     assert "model.safetensors" in {f["path"] for f in marker["files"]}
     # vLLM (the stand-in behind kwok) answered through the Kubernetes API.
     answer = first.task("Health, model list, a chat completion and a streamed one")
-    assert answer["models"]["ids"] == ["minilm"] and answer["chat"]["reply"] == "ready"
+    assert answer["models"]["ids"] == ["tiny-chat"] and answer["chat"]["reply"] == "ready"
     assert kube.get("apps/v1", "StatefulSet", "ai-serving", "vllm")["status"].get("readyReplicas") == 1
 
     # Again, at the highest verbosity with the default output, as an operator

@@ -60,6 +60,9 @@ def classify_connection_error(url: str, exc: BaseException) -> str:
     return f"cannot reach {url}: {reason}"
 
 
+ROUTE_BY_API = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
+
+
 class EndpointChecker:
     def __init__(self, transport: Transport, model: str, api_key: str | None = None,
                  prompt: str = "Reply with the single word: ready", max_tokens: int = 16,
@@ -128,6 +131,15 @@ class EndpointChecker:
             return EndpointError(msg, status=code)
         if code == 404 and "model" in detail.lower():
             return EndpointError(f"{path}: model {self.model!r} does not exist on the server (404): {detail}", status=code)
+        if code == 404 and path in ROUTE_BY_API.values():
+            # FastAPI's answer for a route that is not registered: vLLM registers
+            # the chat routes for generative models only, the embeddings route for pooling ones.
+            other = "embeddings" if path == ROUTE_BY_API["chat"] else "chat"
+            return EndpointError(
+                f"{path}: the server has no such route (404: {detail}). vLLM serves {path} only for "
+                f"{'generative' if other == 'embeddings' else 'pooling (embedding)'} models; if this model is "
+                f"served for {'pooling (embeddings)' if other == 'embeddings' else 'generation (chat)'}, "
+                f"check it with api: {other}", status=code)
         return EndpointError(f"{path}: HTTP {code}: {detail}", status=code)
 
     def _read_stream(self, resp, start: float) -> dict:
@@ -172,7 +184,20 @@ class EndpointChecker:
             self.waiter(delay)
             delay = min(delay * 2, 5.0)
 
-    def check(self, stream: bool = False) -> dict:
+    def check_embeddings(self) -> dict:
+        """One embedding of the prompt: what a pooling model answers."""
+        answer = self._request("POST", ROUTE_BY_API["embeddings"], payload={"model": self.model, "input": self.prompt})
+        try:
+            parsed = json.loads(answer["body"])
+            vector = parsed["data"][0]["embedding"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            vector = None
+        if not isinstance(vector, list) or not vector:
+            raise EndpointError(f"/v1/embeddings answered without an embedding: {answer['body'][:300]!r}")
+        return {"dimensions": len(vector), "ttfb_s": answer["ttfb_s"], "total_s": answer["total_s"],
+                "usage": parsed.get("usage") or {}}
+
+    def check(self, stream: bool = False, api: str = "chat") -> dict:
         started = self.clock()
         result: dict = {"url": self.t.base_url, "model": self.model}
         result["health"] = self.wait_healthy()
@@ -189,6 +214,14 @@ class EndpointChecker:
                 "vLLM's --served-model-name (the same variable must feed the deployment and this check)",
                 models=listed)
 
+        if api not in ROUTE_BY_API:
+            raise ParameterError(f"api: must be one of {', '.join(ROUTE_BY_API)}, got {api!r}")
+        if api == "embeddings":
+            result["embeddings"] = self.check_embeddings()
+            if self.api_key:
+                result["unauthenticated"] = self.refused_without_key()
+            result["elapsed_s"] = round(self.clock() - started, 4)
+            return result
         payload = {"model": self.model, "messages": [{"role": "user", "content": self.prompt}],
                    "max_tokens": self.max_tokens, "temperature": 0}
         chat = self._request("POST", "/v1/chat/completions", payload=payload)

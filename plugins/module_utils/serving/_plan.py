@@ -10,7 +10,9 @@ version's own flags. Pure logic: no API calls.
 The memory model is vLLM's: at start it takes gpu_memory_utilization of
 each GPU's memory, loads its share of the weights, profiles activations,
 and gives what is left to the KV cache. Activation, CUDA-graph and
-non-torch memory are estimated here (overhead_mib, default 3 GiB per GPU),
+non-torch memory are estimated here (overhead_mib; by default 2.5 GiB per
+GPU with CUDA graphs, 2 GiB with --enforce-eager, from vLLM 0.20.0's own
+accounting on H100 and H200 in docs/real-vllm.md),
 so the numbers are a plan to check, not a promise."""
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _hami as 
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _labels as L
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu._preflight import min_driver_branch
 from ansible_collections.inferops.vllm.plugins.module_utils.serving import _vllm_releases as releases
+from ansible_collections.inferops.vllm.plugins.module_utils.serving import _model_task as model_task
 from ansible_collections.inferops.vllm.plugins.module_utils.serving._vllm_flags_data import VERSIONS, flags_for
 
 # The vLLM release the collection plans for when none is named (the newest
@@ -71,15 +74,15 @@ def load_model_config(model_config: dict | None, model_path: str | None) -> tupl
             with open(path, encoding="utf-8") as f:
                 model_config = json.load(f)
         except OSError as exc:
-            raise ParameterError(f"model_path: cannot read {path}: {exc.strerror}") from None
+            raise ParameterError(f"model_dir: cannot read {path}: {exc.strerror}") from None
         except ValueError as exc:
-            raise ParameterError(f"model_path: {path} is not valid JSON: {exc}") from None
+            raise ParameterError(f"model_dir: {path} is not valid JSON: {exc}") from None
         index = os.path.join(model_path, "model.safetensors.index.json")
         if os.path.isfile(index):
             with open(index, encoding="utf-8") as f:
                 total = (json.load(f).get("metadata") or {}).get("total_size")
     if not isinstance(model_config, dict) or not model_config:
-        raise ParameterError("model_config or model_path: give the model's config.json (as a dict) or its directory")
+        raise ParameterError("model_config or model_dir: give the model's config.json (as a dict) or its directory")
     # Multimodal configs keep the language model under text_config.
     text = model_config.get("text_config") or model_config.get("llm_config")
     if isinstance(text, dict) and "num_hidden_layers" not in model_config:
@@ -306,7 +309,30 @@ def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
     if not 0.1 <= util <= 0.98:
         raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-0.98")
     return {"gpu_mib": gpu_mib, "gpus_available": gpus_available, "slice_mib": slice_mib,
-            "usable_mib": slice_mib or gpu_mib, "util": util, "overhead_mib": int(p.get("overhead_mib") or 3072)}
+            "usable_mib": slice_mib or gpu_mib, "util": util, "overhead_mib": overhead_mib(p)}
+
+
+# Per-GPU memory vLLM takes besides the weights and the KV cache (the peak
+# of its profiling run's activations, the CUDA context and other non-torch
+# memory, and with CUDA graphs their pool), when overhead_mib is not given.
+# vLLM 0.20.0 on H100 and H200 (docs/real-vllm.md; a dense and a MoE model,
+# TP 1 and 2, max_model_len 8192) took 1.77-1.84 GiB with --enforce-eager and
+# 2.14-2.30 GiB with CUDA graphs (its default), whatever the architecture.
+# The figures sit just above the largest seen, so the plan never promises
+# more KV cache than vLLM gives; the old 3 GiB put the MoE case 4.8% under.
+OVERHEAD_MIB = {"eager": 2048, "cuda_graphs": 2560}
+
+
+def overhead_mib(p: dict) -> int:
+    """overhead_mib when given; else by mode: --enforce-eager (no CUDA
+    graphs) in the command line takes the eager figure."""
+    if p.get("overhead_mib"):
+        return int(p["overhead_mib"])
+    eager = False
+    for flag, _value in parse_args(p.get("extra_args")):
+        if flag in ("--enforce-eager", "--no-enforce-eager"):
+            eager = flag == "--enforce-eager"
+    return OVERHEAD_MIB["eager" if eager else "cuda_graphs"]
 
 
 def parallelism(setting, weights: dict, mem: dict, found: Findings) -> tuple[int, int]:
@@ -485,6 +511,32 @@ def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: di
     return {"served": served, "port": port, "args": args, "env": env}
 
 
+def serving_runner(p: dict, found: Findings) -> str:
+    """generate or pooling: what vLLM will serve the model for (_model_task),
+    from config.json, a sentence-transformers modules.json beside it, and
+    --runner in extra_args."""
+    config, modules = p.get("model_config") or {}, None
+    if p.get("model_dir"):
+        config = load_model_config(None, p["model_dir"])[0]
+        path = os.path.join(p["model_dir"], "modules.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                modules = f.read()
+    asked = "auto"
+    for flag, value in parse_args(p.get("extra_args")):
+        if flag == "--runner" and value:
+            asked = value
+    if asked not in model_task.RUNNER_CHOICES:
+        asked = "auto"  # vLLM's own parser refuses other values; the flag checks report it
+    runner = model_task.runner_type(config, model_task.has_pooling_modules(modules), asked)
+    if runner == model_task.POOLING:
+        found.warnings.append(
+            f"vLLM serves this model ({', '.join(config.get('architectures') or ['no architecture'])}) for pooling "
+            "(embeddings), so it answers /v1/embeddings and has no /v1/chat/completions: check it with "
+            "endpoint_check api: embeddings (vllm_serve does so)")
+    return runner
+
+
 def plan(p: dict) -> dict:
     """The whole plan, step by step; see Findings for how problems are
     reported."""
@@ -513,6 +565,7 @@ def plan(p: dict) -> dict:
             f"vLLM {version} answers {', '.join(releases.OPEN_INFERENCE_PATHS)} (completions), /metrics and /tokenize "
             f"without the API key; only {', '.join(releases.key_guarded_prefixes(version))} need it. Let only your "
             "clients reach the pods (vllm_serve_network_policy_enabled)")
+    runner = serving_runner(p, found)
     cuda_major = releases.image_cuda_major(version, p.get("image_tag") or "")
 
     shape = weights["shape"]
@@ -538,6 +591,7 @@ def plan(p: dict) -> dict:
         "max_num_seqs": kv["max_seqs"],
         "max_concurrency_at_max_len": kv["concurrency"],
         "served_model_name": run["served"],
+        "runner": runner,
         "port": run["port"],
         "args": run["args"],
         "env": run["env"],

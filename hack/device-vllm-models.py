@@ -1,0 +1,44 @@
+"""Model folders for proving vLLM on the GPU machine, where no model hub is
+reachable: each is a real architecture's config.json (read with vLLM's
+`--load-format dummy`, i.e. random weights of the real shapes) and one small
+byte-level BPE tokenizer built here with the `tokenizers` library, with a
+ChatML chat template in tokenizer_config.json (hack/test_models.py).
+
+    .venv/bin/python hack/device-vllm-models.py OUTDIR
+
+needs `tokenizers` (in .venv: make setup). Writes
+OUTDIR/tokenizer/ and OUTDIR/<model>/ for each model below; deterministic
+(the tokenizer is trained on this repository's docs/*.md, sorted)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack"))
+from test_models import build_tokenizer  # noqa: E402  pylint: disable=wrong-import-position
+
+CONFIGS = ROOT / "tests/unit/plugins/module_utils/serving/model_configs"
+# served model folder name -> published config.json (see model_configs/)
+MODELS = {
+    "qwen2.5-7b-instruct": CONFIGS / "qwen2.5-7b-instruct.json",
+    "qwen3-30b-a3b": CONFIGS / "qwen3-30b-a3b.json",
+}
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / ".device/models")
+    build_tokenizer(out / "tokenizer")
+    for name, config in MODELS.items():
+        model = out / name
+        model.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(config, model / "config.json")
+        for f in (out / "tokenizer").iterdir():
+            shutil.copyfile(f, model / f.name)
+    print(f"models in {out}: {', '.join(MODELS)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The cases proved on the GPU machine (hack/device-vllm): for each, the
+inputs given to serving_plan and what the plan renders and predicts -
+the container's args and env, the weights per GPU, KV cache tokens and
+concurrency - computed with the collection's own code, here, before the
+run. Writes tests/data/real-vllm/plan-cases.json (the device run starts
+`vllm serve` with exactly these args; the unit tests re-run the plan on the
+same inputs and compare with what vLLM logged).
+
+    .venv/bin/python hack/device-vllm-plan.py [--check]
+
+Needs the collection importable as ansible_collections.inferops.vllm
+(`make setup` links it under .cache/collections). --check only compares."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / ".cache/collections"))
+
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._plan import plan  # noqa: E402
+
+CONFIGS = ROOT / "tests/unit/plugins/module_utils/serving/model_configs"
+OUT = ROOT / "tests/data/real-vllm/plan-cases.json"
+MODELS = {"dense": "qwen2.5-7b-instruct", "moe": "qwen3-30b-a3b"}
+# A port each, so that a dense and a MoE case can run side by side on a
+# machine of two GPUs (one GPU each); the plan renders it (--port).
+PORTS = {"dense": 8000, "moe": 8001}
+GPU_MIB = {"h100": 81559, "h200": 143771}  # nvidia-smi's memory.total of the device's cards
+MAX_MODEL_LEN = 8192
+
+
+def inputs(kind: str, eager: bool, tp: int, gpu_mib: int) -> dict:
+    model = MODELS[kind]
+    extra = ["--load-format", "dummy"] + (["--enforce-eager"] if eager else [])
+    return {
+        "model_config_file": f"{model}.json",
+        "model_path": f"/models/{model}",
+        "vllm_version": "0.20.0",
+        "gpu_memory_mib": gpu_mib,
+        "gpus_per_node": tp,
+        "tensor_parallel_size": tp,
+        "max_model_len": MAX_MODEL_LEN,
+        "port": PORTS[kind],
+        "extra_args": extra,
+        "api_key_secret": "vllm-api-key",
+        "network_policy": True,
+    }
+
+
+def run_plan(inp: dict) -> dict:
+    p = {k: v for k, v in inp.items() if k != "model_config_file"}
+    p["model_config"] = json.loads((CONFIGS / inp["model_config_file"]).read_text())
+    return plan(p)
+
+
+def cases() -> dict:
+    out = {}
+    for gpu, mib in GPU_MIB.items():
+        for kind in MODELS:
+            for eager in (True, False):
+                name = f"{kind}-{'eager' if eager else 'graphs'}-tp1-{gpu}"
+                out[name] = inputs(kind, eager, 1, mib)
+        for eager in (True, False):
+            out[f"dense-{'eager' if eager else 'graphs'}-tp2-{gpu}"] = inputs("dense", eager, 2, mib)
+    result = {}
+    for name, inp in out.items():
+        r = run_plan(inp)
+        if r["problems"]:
+            raise SystemExit(f"{name}: the plan has problems: {r['problems']}")
+        result[name] = {
+            "inputs": inp,
+            "served_model_name": r["served_model_name"],
+            "args": r["args"],
+            "env": r["env"],
+            "predicted": {
+                "weights_per_gpu_gib": r["memory"]["weights_per_gpu_gib"],
+                "overhead_per_gpu_gib": r["memory"]["overhead_per_gpu_gib"],
+                "kv_cache_per_gpu_gib": r["memory"]["kv_cache_per_gpu_gib"],
+                "kv_cache_tokens": r["memory"]["kv_cache_tokens"],
+                "max_concurrency_at_max_len": r["max_concurrency_at_max_len"],
+                "gpu_memory_utilization": r["memory"]["gpu_memory_utilization"],
+            },
+        }
+    return result
+
+
+def main() -> None:
+    data = cases()
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    if "--check" in sys.argv:
+        same = OUT.is_file() and OUT.read_text() == text
+        print("plan-cases.json is current" if same else "plan-cases.json differs from the plan")
+        raise SystemExit(0 if same else 1)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    for name, c in data.items():
+        print(f"{name}: {c['predicted']}")
+
+
+if __name__ == "__main__":
+    main()
