@@ -41,12 +41,14 @@ RANGED_VALUES = (
 # 2.8.1 "Fix vLLM with version above 0.18 failing to launch with multiple GPUs";
 # 2.9.0 "Fix initialization error when using tensor parallelism on vLLM above 0.18",
 # through HAMi-core commit 5091a2f, which 2.8.3 already bundles.
+# The oldest release whose chart layout the values are written for (docs/hami.md).
+OLDEST_SUPPORTED = (2, 7, 0)
 VLLM_TP_LAUNCH_FIXED = (2, 8, 1)
 VLLM_TP_INIT_FIXED = (2, 8, 3)
 VLLM_TP_AFFECTED_FROM = (0, 18, 0)
 
 
-def parse_version(version, what: str = "hami_chart_version") -> tuple[int, int, int]:
+def parse_version(version, what: str = "chart_version (hami_chart_version)") -> tuple[int, int, int]:
     match = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", str(version or "").strip())
     if not match:
         raise ParameterError(f"{what}: {version!r} is not a HAMi release such as {DEFAULT_CHART_VERSION}")
@@ -65,8 +67,8 @@ def kube_scheduler_tag(cluster_version: str) -> str:
     (v1.34.1+k3s1 and v1.31.4-eks-2d5f260 are v1.34.1 and v1.31.4)."""
     match = re.match(r"^v?(\d+\.\d+\.\d+)", str(cluster_version or "").strip())
     if not match:
-        raise ParameterError(f"hami_kube_scheduler_image_tag: the cluster's version {cluster_version!r} has no "
-                             "vX.Y.Z in it; give the kube-scheduler image tag")
+        raise ParameterError(f"cluster_version: {cluster_version!r} has no vX.Y.Z in it; give the kube-scheduler "
+                             "image tag as kube_scheduler_image_tag (hami_kube_scheduler_image_tag)")
     return f"v{match.group(1)}"
 
 
@@ -101,12 +103,16 @@ def ignored_values(values: dict, version) -> list[str]:
 def chart_values(version, node_label: dict, resource_name: str, resource_mem: str, resource_cores: str,
                  split_count: int, node_policy: str, gpu_policy: str, scheduler_tag: str) -> dict:
     """The values the role sets, in the chosen release's layout."""
-    parse_version(version)
+    if parse_version(version) < OLDEST_SUPPORTED:
+        raise ParameterError(f"chart_version (hami_chart_version): {version} is older than HAMi "
+                             f"{'.'.join(map(str, OLDEST_SUPPORTED))}, the oldest release this collection knows the "
+                             f"layout of; use {DEFAULT_CHART_VERSION} (or another from 2.7 on)")
     if split_count < 1:
-        raise ParameterError(f"hami_device_split_count: {split_count} must be 1 or more (10 is HAMi's default)")
+        raise ParameterError(f"device_split_count (hami_device_split_count): {split_count} must be 1 or more (10 is "
+                             "HAMi's default)")
     if not node_label:
-        raise ParameterError("hami_node_label: empty; the device plugin would run on no node. Give the label the "
-                             'GPU nodes carry, e.g. {gpu: "on"}')
+        raise ParameterError("node_label (hami_node_label): empty; the device plugin would run on no node. Give the "
+                             'label the GPU nodes carry, e.g. {gpu: "on"}')
     return {
         "resourceName": resource_name,
         "resourceMem": resource_mem,

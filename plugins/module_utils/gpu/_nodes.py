@@ -52,9 +52,15 @@ def apply(api, params: dict, check_mode: bool) -> dict:
     labels, annotations, taints = node_patch.validate_request(
         params.get("labels") or {}, params.get("annotations") or {}, params.get("taints") or [], params["state"]
     )
+    if params.get("parallelism", 16) < 1:
+        raise ParameterError(f"parallelism: must be 1 or more, got {params.get('parallelism')}")
     timeout = params.get("request_timeout")
     started = time.monotonic()
     nodes, missing = select_nodes(api, names, selector, params.get("allow_missing", False), timeout)
+    if selector and not names and not nodes and (labels or annotations or taints) \
+            and not params.get("allow_missing", False):
+        raise NotFoundError(f"label_selector: {selector!r} matches no node, so there is no node to change; fix the "
+                            f"selector (kubectl get nodes -l '{selector}' lists the same) or set allow_missing: true")
 
     def work(node: dict) -> tuple[dict, dict]:
         name = node["metadata"]["name"]

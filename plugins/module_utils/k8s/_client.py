@@ -15,7 +15,7 @@ import json
 import os
 import time
 
-from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, MissingDependency
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, MissingDependency, NotFoundError
 
 try:
     import urllib3
@@ -64,6 +64,13 @@ def connect(params: dict):
     except Exception as exc:  # noqa: BLE001 - the config loaders raise many kinds; all mean the same to a user
         where = "the kubeconfig given as a dict" if isinstance(kubeconfig, dict) else \
             (f"kubeconfig {kubeconfig}" if kubeconfig else "the default kubeconfig or in-cluster config")
+        pool = getattr(exc, "pool", None)  # urllib3's MaxRetryError: the server named there does not answer
+        if pool is not None and getattr(pool, "host", None):
+            reason = getattr(exc, "reason", None) or exc
+            detail = str(reason).rsplit(": ", 1)[-1][:200]
+            raise ClusterError(f"kubeconfig/context: cannot reach the API server {pool.scheme}://{pool.host}:"
+                               f"{pool.port} that {where} names ({reason.__class__.__name__}: {detail}). Is the "
+                               "cluster up, and is this its kubeconfig and context?") from exc
         first = (str(exc).splitlines() or [""])[0][:300]
         raise ClusterError(f"kubeconfig/context: cannot load the cluster configuration from {where}: "
                            f"{exc.__class__.__name__}: {first}. Check the file (kubectl --kubeconfig ... "
@@ -168,3 +175,17 @@ def api_client_of(api):
     """The generated ApiClient under the dynamic client, for
     kubernetes.stream (port-forward)."""
     return api.client
+
+
+def missing_namespace(api, namespace: str, timeout: float = 30.0) -> NotFoundError | None:
+    """After a 404 in a namespace: the error to raise when the namespace
+    itself is what is missing (a user's typo), else None."""
+    try:
+        request_json(api, "GET", f"/api/v1/namespaces/{namespace}", timeout=timeout,
+                     action=f"reading namespace {namespace}")
+    except ClusterError as exc:
+        if exc.details.get("status") == 404:
+            return NotFoundError(f"namespace: {namespace!r} does not exist; fix the name, or create it first "
+                                 "(the roles create theirs)")
+        raise
+    return None

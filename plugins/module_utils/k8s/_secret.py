@@ -15,11 +15,12 @@ its base64 form) is masked in whatever the module returns."""
 from __future__ import annotations
 
 import base64
+import re
 import secrets as _random
 import string
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import missing_namespace, request_json
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 MAX_CONFLICT_RETRIES = 5
@@ -47,11 +48,28 @@ def masked_forms(value: str) -> set[str]:
     return {value, b64, encode(b64)}
 
 
+# Kubernetes' own rules (apimachinery validation): object names are DNS-1123
+# subdomains, namespaces DNS-1123 labels, Secret keys [-._a-zA-Z0-9]+.
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
 def validate(name: str, namespace: str, data: dict, generate: list[str], length: int) -> None:
     if not name:
         raise ParameterError("name: the Secret's name is required")
     if not namespace:
         raise ParameterError("namespace: the Secret's namespace is required")
+    if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
+        raise ParameterError(f"name: {name!r} is not a valid Secret name; use lower-case letters, digits, '-' and "
+                             "'.', starting and ending with a letter or digit")
+    if len(namespace) > 63 or not DNS1123_LABEL.match(namespace):
+        raise ParameterError(f"namespace: {namespace!r} is not a valid namespace name; use at most 63 lower-case "
+                             "letters, digits and '-', starting and ending with a letter or digit")
+    for key in list(data) + list(generate):
+        if len(key) > 253 or not SECRET_KEY.match(key):
+            raise ParameterError(f"data/generate: key {key!r} is not a valid Secret key; use letters, digits, '-', "
+                                 "'_' and '.'")
     for key, value in data.items():
         if not isinstance(value, str):
             raise ParameterError(f"data: the value of {key!r} must be a string, got {type(value).__name__}; "
@@ -137,6 +155,10 @@ def ensure(api, name: str, namespace: str, data: dict, generate: list[str], leng
         except ClusterError as exc:
             if exc.details.get("status") == 409:
                 continue
+            missing = missing_namespace(api, namespace, timeout or 30.0) \
+                if exc.details.get("status") == 404 and existing is None else None
+            if missing:
+                raise missing from exc
             if exc.details.get("status") == 422 and (existing or {}).get("immutable"):
                 raise ClusterError(f"Secret {namespace}/{name} is immutable and its data differs from what is asked; "
                                    "delete it (or choose another name) and run again", status=422) from exc
@@ -161,7 +183,8 @@ def read_value(api, name: str, namespace: str, key: str, timeout: float | None,
     passes through Ansible's variables)."""
     obj = _read(api, f"/api/v1/namespaces/{namespace}/secrets", name, namespace, timeout)
     if obj is None:
-        raise ParameterError(f"{param}: Secret {name!r} does not exist in namespace {namespace!r}")
+        raise missing_namespace(api, namespace, timeout or 30.0) or ParameterError(
+            f"{param}: Secret {name!r} does not exist in namespace {namespace!r}")
     data = obj.get("data") or {}
     if key not in data:
         raise ParameterError(f"{param}_key: Secret {namespace}/{name} has no key {key!r}; it has "

@@ -12,7 +12,7 @@ import socket
 import threading
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, EndpointError, NotFoundError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import api_client_of, request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import api_client_of, missing_namespace, request_json
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._wait import pod_ready, selector_string
 
 
@@ -23,7 +23,8 @@ def resolve_service_pod(api, namespace: str, service: str, port: int | str | Non
                            action=f"reading service {namespace}/{service}")
     except ClusterError as exc:
         if exc.details.get("status") == 404:
-            raise NotFoundError(f"service: Service {service!r} does not exist in namespace {namespace!r}") from exc
+            raise missing_namespace(api, namespace, timeout) or NotFoundError(
+                f"service: Service {service!r} does not exist in namespace {namespace!r}") from exc
         raise
     ports = (svc.get("spec") or {}).get("ports") or []
     if not ports:

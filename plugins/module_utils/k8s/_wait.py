@@ -14,7 +14,7 @@ from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _diagnosi
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import (
     ClusterError, NotFoundError, ParameterError, WaitFailed,
 )
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import request_json, request_text
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import missing_namespace, request_json, request_text
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
 
 
@@ -69,6 +69,13 @@ class RolloutWaiter:
                                  f"choose from {', '.join(diagnosis.PERMANENT_CAUSES)}")
         if timeout <= 0:
             raise ParameterError(f"timeout: must be more than 0 seconds, got {timeout}")
+        for param, value in (("name", name), ("namespace", namespace)):
+            if not value:
+                raise ParameterError(f"{param}: empty; give the {kind}'s {param}")
+        if log_lines < 0:
+            raise ParameterError(f"log_lines: must be 0 or more, got {log_lines}")
+        if fail_fast_after < 0:
+            raise ParameterError(f"fail_fast_after: must be 0 or more seconds, got {fail_fast_after}")
         self.api, self.kind, self.name, self.namespace = api, kind, name, namespace
         self.timeout, self.fail_fast, self.fail_fast_after = timeout, set(fail_fast), fail_fast_after
         self.log_lines, self.request_timeout, self.clock = log_lines, request_timeout, clock
@@ -111,7 +118,8 @@ class RolloutWaiter:
                                action=f"reading {self.kind} {self.namespace}/{self.name}")
         except ClusterError as exc:
             if exc.details.get("status") == 404:
-                raise NotFoundError(f"name: {self.kind} {self.name!r} does not exist in namespace {self.namespace!r}") from exc
+                raise missing_namespace(self.api, self.namespace, self.request_timeout) or NotFoundError(
+                    f"name: {self.kind} {self.name!r} does not exist in namespace {self.namespace!r}") from exc
             raise
         selector = selector_string((obj.get("spec") or {}).get("selector"))
         started = self.clock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -124,6 +125,9 @@ class DirectorySource:
         return digests
 
 
+HUB_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?$")
+
+
 class HubSource(DirectorySource):
     """A hub (Hugging Face or ModelScope) through its own library: the library
     downloads into its cache (resuming partial files, checking hashes), then
@@ -136,8 +140,12 @@ class HubSource(DirectorySource):
         super().__init__(path="", allow=allow, ignore=ignore, hardlink=True)
         if kind not in ("huggingface", "modelscope"):
             raise ParameterError(f"source: {kind!r} is not a hub")
-        if not repo_id or "/" not in repo_id:
-            raise ParameterError(f"model_id: {repo_id!r} must be 'owner/name', e.g. Qwen/Qwen2.5-7B-Instruct")
+        # The hubs' own rule (huggingface_hub validate_repo_id): owner/name of
+        # letters, digits, '-', '_' and '.', no '--' or '..', not starting or ending with '-' or '.'.
+        parts = (repo_id or "").split("/")
+        if len(parts) != 2 or not all(HUB_NAME.match(x) and "--" not in x and ".." not in x for x in parts):
+            raise ParameterError(f"model_id: {repo_id!r} must be 'owner/name' of letters, digits, '-', '_' and '.', "
+                                 "e.g. Qwen/Qwen2.5-7B-Instruct")
         self.kind, self.repo_id, self.revision = kind, repo_id, revision
         self.cache_dir, self.token, self.endpoint, self.offline = cache_dir, token, endpoint, offline
         self.max_attempts, self.timeout, self.max_workers = max_attempts, timeout, max_workers

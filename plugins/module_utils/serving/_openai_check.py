@@ -30,6 +30,8 @@ class Transport:
         parsed = urllib.parse.urlparse(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ParameterError(f"url: {base_url!r} is not an http(s) URL; give e.g. http://vllm.example:8000")
+        if request_timeout <= 0:
+            raise ParameterError(f"http_timeout: must be more than 0 seconds, got {request_timeout:g}")
         self.base_url = base_url.rstrip("/")
         self.request_timeout = request_timeout
         self.validate_certs = validate_certs
@@ -71,6 +73,8 @@ class EndpointChecker:
             raise ParameterError("model: the served model name to expect is required")
         if max_tokens < 1:
             raise ParameterError(f"max_tokens: must be at least 1, got {max_tokens}")
+        if startup_timeout < 0:
+            raise ParameterError(f"startup_timeout: must be 0 or more seconds, got {startup_timeout:g}")
         self.t = transport
         self.model, self.api_key, self.prompt, self.max_tokens = model, api_key, prompt, max_tokens
         self.startup_timeout = startup_timeout

@@ -64,6 +64,42 @@ def _num(value, name: str, kind=float):
         raise ParameterError(f"{name}: {value!r} is not a number") from None
 
 
+# Numbers that must be more than 0 when given (None: the plan chooses), with
+# what to do instead; and ranges.
+POSITIVE = {
+    "max_model_len": "leave it out and the plan proposes the longest that fits",
+    "tensor_parallel_size": "leave it out and the plan picks the smallest that fits",
+    "pipeline_parallel_size": "leave it out for 1",
+    "gpus_per_node": "give the GPUs of one node, e.g. 8",
+    "max_num_seqs": "leave it out for vLLM's default",
+    "gpu_memory_request_mib": "give HAMi's memory per GPU in MiB, or leave it out for whole GPUs",
+    "param_count": "leave it out and the plan counts the parameters from config.json",
+    "load_bandwidth_mib_s": "give the model volume's read speed in MiB/s, e.g. 1000",
+}
+RANGES = {"port": (1, 65535), "gpu_cores_percent": (1, 100), "overhead_mib": (0, None), "warmup_s": (0, None)}
+
+
+def check_numbers(p: dict, wanted: dict) -> None:
+    """Refuse a number that cannot be meant (0 GPUs, a negative length)
+    before anything is computed from it; a value from extra_args counts as
+    given."""
+    for name, fix in POSITIVE.items():
+        value = p.get(name) if p.get(name) is not None else wanted.get(name)
+        if value is None:
+            continue
+        if _num(value, name) <= 0:
+            raise ParameterError(f"{name}: {value} must be more than 0; {fix}")
+    for name, (low, high) in RANGES.items():
+        value = p.get(name) if p.get(name) is not None else wanted.get(name)
+        if value is None:
+            continue
+        number = _num(value, name)
+        if high is None and number < low:
+            raise ParameterError(f"{name}: {value} must be {low} or more")
+        if high is not None and not low <= number <= high:
+            raise ParameterError(f"{name}: {value} is outside {low}-{high}")
+
+
 def load_model_config(model_config: dict | None, model_path: str | None) -> tuple[dict, int | None]:
     """The config dict, and the exact weight bytes when a safetensors index
     says them (model.safetensors.index.json metadata.total_size)."""
@@ -228,7 +264,13 @@ def read_command_line(p: dict, version: str, found: Findings) -> tuple[dict, lis
                                   "allow_trust_remote_code: true if this model needs it and its code is trusted")
             continue
         if flag in PLAN_FLAGS:
-            wanted[PLAN_FLAGS[flag]] = value
+            param = PLAN_FLAGS[flag]
+            given = p.get(param)
+            if given is not None and value is not None and str(given) != str(value):
+                found.problems.append(
+                    f"{flag} {value} in extra_args and {param}: {given} disagree; give it once, as {param} (the "
+                    "plan renders the flag from it)")
+            wanted[param] = value
             continue
         if flag in releases.DEVICE_FLAGS and flag in known:
             found.problems.append(f"{flag} picks GPUs by id, around the device plugin's assignment (as a "
@@ -545,6 +587,7 @@ def plan(p: dict) -> dict:
     if note:
         found.warnings.append(note)
     wanted, kept = read_command_line(p, version, found)
+    check_numbers(p, wanted)
 
     def setting(name: str, default=None):
         value = p.get(name)
