@@ -68,19 +68,48 @@ def test_site_end_to_end_then_no_change(sandbox, kube):
     assert serve.task("inferops.vllm.vllm_serve : Ask the server, as a client would")["chat"]["reply"] == "ready"
 
 
+# The two Secrets whose data holds the keys, as they should.
+KEY_HOLDERS = {("ai-serving", "vllm-api-key"), ("ai-serving", "tiny-chat-fetch-credentials")}
+
+
+def every_object(kube) -> list[tuple[str, str]]:
+    """(where, JSON) of every object of every kind the API server lists, in
+    every namespace (discovery, as kubectl get --all-namespaces would); the
+    key-holding Secrets without their data, but with their annotations."""
+    versions = ["/api/v1"] + [f"/apis/{g['preferredVersion']['groupVersion']}"
+                              for g in kube.request("GET", "/apis")["groups"]]
+    found = []
+    for base in versions:
+        for res in kube.request("GET", base)["resources"]:
+            if "/" in res["name"] or "list" not in res.get("verbs", []):
+                continue
+            for obj in kube.request("GET", f"{base}/{res['name']}").get("items", []):
+                meta = obj.get("metadata", {})
+                if res["kind"] == "Secret" and (meta.get("namespace"), meta.get("name")) in KEY_HOLDERS:
+                    obj = {k: v for k, v in obj.items() if k not in ("data", "stringData")}
+                found.append((f"{res['kind']} {meta.get('namespace')}/{meta.get('name')}", json.dumps(obj)))
+    return found
+
+
 def assert_no_secret_in(output: str, sandbox, kube) -> None:
     """Neither the API key nor the S3 secret key, plain or in base64 (as a
-    Secret's data), in the output or in any pod's spec. Only booleans are
-    asserted, so a failure does not print the key it found."""
+    Secret's data), in the output or in any object of the cluster - specs,
+    args, annotations (a client-side apply's last-applied copy), events, the
+    key Secrets' own annotations - but the two Secrets' data. Only booleans
+    are asserted, so a failure does not print the key it found."""
     assert "the output has been hidden" in output  # the tasks that carry the keys ran, censored
     secret = kube.get("v1", "Secret", "ai-serving", "vllm-api-key")
     api_key = base64.b64decode(secret["data"]["api-key"]).decode()
     s3_key = sandbox.s3_credentials()["secret_key"]
     assert len(api_key) >= 32 and len(s3_key) >= 16
-    specs = [json.dumps(p["spec"]) for p in kube.list("v1", "Pod", "ai-serving")]
+    creds = kube.get("v1", "Secret", "ai-serving", "tiny-chat-fetch-credentials")
+    assert base64.b64decode(creds["data"]["AWS_SECRET_ACCESS_KEY"]).decode() == s3_key  # where it belongs
+    objects = every_object(kube)
+    kinds = {where.split()[0] for where, _ in objects}
+    assert {"Pod", "StatefulSet", "Job", "Secret", "Event", "Namespace", "ConfigMap"} <= kinds
     for name, value in (("API key", api_key), ("S3 secret key", s3_key)):
         for form in (value, base64.b64encode(value.encode()).decode()):
             leaked = form in output
             assert not leaked, f"the {name} is in ansible-playbook's -vvvv output"
-            leaked = any(form in spec for spec in specs)
-            assert not leaked, f"the {name} is in a pod's spec"
+            holders = [where for where, text in objects if form in text]
+            assert holders == [], f"the {name} is in {holders}"
