@@ -30,8 +30,13 @@ except ImportError as exc:  # pragma: no cover - exercised where the library is 
     DynamicApiError = None  # type: ignore[misc,assignment]
 
 # Transient trouble reaching the API server: a connection refused or reset
-# while it restarts, a read that timed out. Retried a bounded number of times.
-RETRIES = 4
+# while it restarts, a read that timed out, a 5xx while etcd is away. Retried
+# with backoff (capped at RETRY_MAX_DELAY_S) until RETRY_BUDGET_S have passed,
+# so that an outage of up to half a minute (an API server restarting, an
+# etcd leader change) is ridden out, and one that lasts is reported.
+RETRIES = None  # no count: the time budget bounds the retries
+RETRY_BUDGET_S = 45.0
+RETRY_MAX_DELAY_S = 4.0
 
 
 def require_kubernetes() -> None:
@@ -59,22 +64,35 @@ def connect(params: dict):
     elif kubeconfig is not None and not isinstance(kubeconfig, (str, dict)):
         raise ClusterError(f"kubeconfig: a path or a dict is needed, got {type(kubeconfig).__name__}")
     auth = {k: params[k] for k in AUTH_ARG_SPEC if params.get(k) is not None}
-    try:
-        return get_api_client(**auth).client
-    except Exception as exc:  # noqa: BLE001 - the config loaders raise many kinds; all mean the same to a user
-        where = "the kubeconfig given as a dict" if isinstance(kubeconfig, dict) else \
-            (f"kubeconfig {kubeconfig}" if kubeconfig else "the default kubeconfig or in-cluster config")
-        pool = getattr(exc, "pool", None)  # urllib3's MaxRetryError: the server named there does not answer
-        if pool is not None and getattr(pool, "host", None):
-            reason = getattr(exc, "reason", None) or exc
-            detail = str(reason).rsplit(": ", 1)[-1][:200]
-            raise ClusterError(f"kubeconfig/context: cannot reach the API server {pool.scheme}://{pool.host}:"
-                               f"{pool.port} that {where} names ({reason.__class__.__name__}: {detail}). Is the "
-                               "cluster up, and is this its kubeconfig and context?") from exc
-        first = (str(exc).splitlines() or [""])[0][:300]
-        raise ClusterError(f"kubeconfig/context: cannot load the cluster configuration from {where}: "
-                           f"{exc.__class__.__name__}: {first}. Check the file (kubectl --kubeconfig ... "
-                           "cluster-info reads it the same way) and the context") from exc
+    deadline = time.monotonic() + RETRY_BUDGET_S
+    delay = 0.5
+    while True:
+        try:
+            return get_api_client(**auth).client
+        except Exception as exc:  # noqa: BLE001 - the config loaders raise many kinds; all mean the same to a user
+            # An API server that does not answer yet (restarting): try again within the budget.
+            if getattr(exc, "pool", None) is None or time.monotonic() + delay > deadline:
+                raise_connect_error(exc, kubeconfig)
+            time.sleep(delay)
+            delay = min(RETRY_MAX_DELAY_S, delay * 2)
+
+
+def raise_connect_error(exc: Exception, kubeconfig) -> None:
+    """The client could not be made: say which configuration, and whether
+    it was unreadable or its server did not answer."""
+    where = "the kubeconfig given as a dict" if isinstance(kubeconfig, dict) else \
+        (f"kubeconfig {kubeconfig}" if kubeconfig else "the default kubeconfig or in-cluster config")
+    pool = getattr(exc, "pool", None)  # urllib3's MaxRetryError: the server named there does not answer
+    if pool is not None and getattr(pool, "host", None):
+        reason = getattr(exc, "reason", None) or exc
+        detail = str(reason).rsplit(": ", 1)[-1][:200]
+        raise ClusterError(f"kubeconfig/context: cannot reach the API server {pool.scheme}://{pool.host}:"
+                           f"{pool.port} that {where} names ({reason.__class__.__name__}: {detail}), within "
+                           f"{RETRY_BUDGET_S:g}s. Is the cluster up, and is this its kubeconfig and context?") from exc
+    first = (str(exc).splitlines() or [""])[0][:300]
+    raise ClusterError(f"kubeconfig/context: cannot load the cluster configuration from {where}: "
+                       f"{exc.__class__.__name__}: {first}. Check the file (kubectl --kubeconfig ... "
+                       "cluster-info reads it the same way) and the context") from exc
 
 
 def pool_size(api) -> int:
@@ -124,7 +142,7 @@ def raw_request(api, method: str, path: str, query: list | None = None, body=Non
     Transient trouble is retried with backoff, a bounded number of times; a
     create only on 429, since one whose answer was lost may have been made.
     Raises the client's API error for any other non-2xx answer."""
-    attempt = 0
+    attempt, deadline = 0, time.monotonic() + RETRY_BUDGET_S
     while True:
         try:
             return api.request(method, path, body=body, query_params=list(query or []),
@@ -132,9 +150,12 @@ def raw_request(api, method: str, path: str, query: list | None = None, body=Non
                                serialize=False, _request_timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - sorted by transient()
             again = transient(exc) and (method in REPEATABLE or getattr(exc, "status", None) == 429)
-            if attempt >= retries or not again:
+            delay = min(RETRY_MAX_DELAY_S, 0.5 * 2 ** attempt)
+            spent = retries is not None and attempt >= retries
+            if spent or not again or time.monotonic() + delay > deadline:
                 raise
-            time.sleep(min(8.0, 0.5 * 2 ** attempt))
+            # Backoff between tries of a server that does not answer: there is nothing to watch.
+            time.sleep(delay)
             attempt += 1
 
 

@@ -1,0 +1,99 @@
+"""A role run rides out the API server going away for 15 s in its middle:
+the kubernetes.core tasks retry a failure that passes (inferops.vllm's
+k8s_transient filter, a bounded number of times), the collection's modules
+retry inside their client, and the run ends as it would have. A rerun then
+changes nothing. The outage is the fault being injected, so it is timed."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+import yaml
+
+from support.ansible import ANSIBLE_PLAYBOOK, ROOT
+from support.sandbox import sandbox_cmd
+
+pytestmark = pytest.mark.integration
+K8S = {group: {"kubeconfig": "{{ inferops_kubeconfig }}"}
+       for group in ("group/inferops.vllm.k8s", "group/kubernetes.core.k8s")}
+OUTAGE_AT = "TASK [inferops.vllm.vllm_serve : Show the plan]"
+
+
+def play(sandbox, namespace: str) -> dict:
+    return {
+        "name": "vllm_serve through an API server outage", "hosts": "localhost", "gather_facts": False,
+        "module_defaults": K8S,
+        "vars": {
+            "inferops_kubeconfig": sandbox.kubeconfig,
+            "vllm_serve_namespace": namespace, "vllm_serve_name": "outage",
+            "vllm_serve_served_model_name": "tiny-chat", "vllm_serve_model_claim": "models-outage",
+            "vllm_serve_model_dir": str(ROOT / ".cache" / "test-models" / "tiny-chat"),
+            "vllm_serve_image": "registry.invalid/vllm/vllm-openai", "vllm_serve_gpu_memory_mib": 81559,
+            "vllm_serve_max_model_len": 512, "vllm_serve_gpu_memory_request_mib": 8192,
+            "vllm_serve_image_glibc": "2.28", "vllm_serve_cpu_request": "1", "vllm_serve_memory_request": "4Gi",
+            "vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"}, "vllm_serve_check": False,
+            "vllm_serve_wait_timeout": 240,
+        },
+        "roles": [{"role": "inferops.vllm.vllm_serve"}],
+    }
+
+
+def run(playbook, on_line=None) -> tuple[int, str]:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    proc = subprocess.Popen([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-e",
+                             f"ansible_python_interpreter={sys.executable}", str(playbook)],
+                            cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if on_line:
+            on_line(line)
+    return proc.wait(600), "".join(lines)
+
+
+def recap(output: str) -> dict:
+    line = next(x for x in output.splitlines() if " : ok=" in x)
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def test_role_run_rides_out_a_15_second_api_server_outage(sandbox, namespace, kube, tmp_path):
+    kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models-outage"},
+                 "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": sandbox.state["storage_class"],
+                          "resources": {"requests": {"storage": "1Gi"}}}}, namespace)
+    playbook = tmp_path / "outage.yml"
+    playbook.write_text(yaml.safe_dump([play(sandbox, namespace)]))
+    outage: dict = {}
+
+    def restore():
+        threading.Event().wait(15)  # the outage itself
+        outage["started"] = sandbox_cmd("start", "kube-apiserver", check=False)
+
+    def on_line(line: str):
+        if line.startswith(OUTAGE_AT) and "stopped" not in outage:
+            outage["stopped"] = sandbox_cmd("stop", "kube-apiserver", check=False)
+            outage["thread"] = threading.Thread(target=restore)
+            outage["thread"].start()
+
+    try:
+        rc, output = run(playbook, on_line)
+    finally:
+        if "thread" in outage:
+            outage["thread"].join(60)
+        else:
+            sandbox_cmd("start", "kube-apiserver", check=False)
+    assert outage["stopped"].returncode == 0 and outage["started"].returncode == 0
+    assert rc == 0, output[-4000:]
+    # The outage was met: a kubernetes.core task retried (Ansible prints each retry).
+    assert "FAILED - RETRYING: [localhost]: inferops.vllm.vllm_serve : Read the model claim" in output, output[-4000:]
+    assert kube.get("apps/v1", "StatefulSet", namespace, "outage")["status"].get("readyReplicas") == 1
+
+    rc, again = run(playbook)
+    assert rc == 0, again[-4000:]
+    assert recap(again)["changed"] == 0, again[-4000:]
