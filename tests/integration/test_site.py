@@ -105,7 +105,7 @@ def assert_no_secret_in(output: str, sandbox, kube) -> None:
     creds = kube.get("v1", "Secret", "ai-serving", "tiny-chat-fetch-credentials")
     assert base64.b64decode(creds["data"]["AWS_SECRET_ACCESS_KEY"]).decode() == s3_key  # where it belongs
     objects = every_object(kube)
-    kinds = {where.split()[0] for where, _ in objects}
+    kinds = {where.split()[0] for where, _text in objects}
     assert {"Pod", "StatefulSet", "Job", "Secret", "Event", "Namespace", "ConfigMap"} <= kinds
     for name, value in (("API key", api_key), ("S3 secret key", s3_key)):
         for form in (value, base64.b64encode(value.encode()).decode()):
