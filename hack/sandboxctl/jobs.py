@@ -60,10 +60,18 @@ from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import c
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
 
 READY_FILE = "job-runner.ready"
+# kwok's failure stages (hack/cluster/stages/) act on pods labelled so.
+FAIL_LABEL = "sandbox.inferops.io/fail"
+
 PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
 BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
 MESSAGE_LINES, MESSAGE_BYTES = 80, 2048
 NODE_IP = "127.0.0.1"  # the simulated nodes' InternalIP; the processes run on this machine's network
+
+
+def condition(obj: dict, kind: str) -> str | None:
+    return next((c.get("status") for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind),
+                None)
 
 
 def ready(state_dir: Path, pid: int) -> bool:
@@ -141,6 +149,7 @@ class Runner:
         self.stop = threading.Event()
         self.changes: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
+        self.resynced: dict[str, str] = {}  # pod uid -> the resourceVersion last reported Ready again
 
     def takes(self, pod: dict) -> bool:
         return any(c.get("image") in self.images for c in (pod.get("spec") or {}).get("containers") or [])
@@ -157,16 +166,19 @@ class Runner:
         informer = Informer(self.api, "/api/v1/pods", [("fieldSelector", "spec.nodeName!=")], self.changes, self.stop,
                             key="uid")
         informer.start()
+        node_informer = Informer(self.api, "/api/v1/nodes", [], self.changes, self.stop, key="name")
+        node_informer.start()
         announced = False
         while not self.stop.is_set():
             self.changes.get()
             while not self.changes.empty():
                 self.changes.get_nowait()
-            if informer.error:
-                raise informer.error
-            if self.stop.is_set() or not informer.synced.is_set():
+            if informer.error or node_informer.error:
+                raise informer.error or node_informer.error
+            if self.stop.is_set() or not informer.synced.is_set() or not node_informer.synced.is_set():
                 continue
             self.reconcile(informer.snapshot())
+            self.resync_readiness(informer.snapshot(), node_informer.snapshot())
             if not announced:
                 (self.state_dir / READY_FILE).write_text(str(os.getpid()))
                 log(f"watching pods of images {sorted(self.images)}")
@@ -192,6 +204,35 @@ class Runner:
                 worker.start()
         for uid in [u for u in self.workers if u not in seen]:
             self.workers.pop(uid).delete(None)  # gone from the API: stop what still runs
+
+    def resync_readiness(self, pods: list[dict], nodes: list[dict]) -> None:
+        """What a kubelet does when its node is Ready again (after an API
+        server outage, or a kwok stop, long enough for the node controller to
+        mark the node Unknown and its pods not Ready): it reports its running
+        pods Ready again. kwok does not, so this does it for kwok's pods (not
+        the ones it runs itself, and not those the failure stages keep from
+        being Ready)."""
+        ready_nodes = {n["metadata"]["name"] for n in nodes if condition(n, "Ready") == "True"}
+        for pod in pods:
+            meta, status = pod["metadata"], pod.get("status") or {}
+            if (self.takes(pod) or meta.get("deletionTimestamp") or status.get("phase") != "Running"
+                    or FAIL_LABEL in (meta.get("labels") or {}) or condition(pod, "Ready") != "False"
+                    or (pod.get("spec") or {}).get("nodeName") not in ready_nodes
+                    or self.resynced.get(meta["uid"]) == meta["resourceVersion"]):
+                continue
+            self.resynced[meta["uid"]] = meta["resourceVersion"]
+            stamp = now()
+            try:
+                # Strategic merge: the conditions list merges by type.
+                request_json(self.api, "PATCH", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                             body={"status": {"conditions": [
+                                 {"type": "Ready", "status": "True", "lastTransitionTime": stamp},
+                                 {"type": "ContainersReady", "status": "True", "lastTransitionTime": stamp}]}},
+                             content_type="application/strategic-merge-patch+json", timeout=10,
+                             action=f"reporting pod {meta['name']} Ready")
+                log(f"pod {meta['namespace']}/{meta['name']} Ready again on node {pod['spec']['nodeName']}")
+            except ClusterError as exc:
+                log(f"pod {meta['namespace']}/{meta['name']}: not reported Ready again: {exc}")
 
     def shutdown(self) -> None:
         self.stop.set()

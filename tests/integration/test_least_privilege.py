@@ -24,7 +24,19 @@ def playbook(sandbox, path, *extra: str):
                         env={"SANDBOX_DIR": str(sandbox.state_dir)}, extra_args=list(extra))
 
 
-def test_serving_stages_run_as_the_least_privilege_account(sandbox, kube, tmp_path):
+@pytest.fixture
+def cleanup(kube):
+    yield
+    # What the test made, so that later tests see a sandbox without it.
+    for name in (NAMESPACE, "inferops-system"):
+        kube.delete("v1", "Namespace", None, name, propagation="Background", missing_ok=True)
+    kube.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None, "inferops-deployer", missing_ok=True)
+    kube.delete("rbac.authorization.k8s.io/v1", "ClusterRole", None, "inferops-deployer", missing_ok=True)
+    for kind in ("RoleBinding", "Role"):
+        kube.delete("rbac.authorization.k8s.io/v1", kind, "kube-system", "inferops-deployer-hami-read", missing_ok=True)
+
+
+def test_serving_stages_run_as_the_least_privilege_account(sandbox, kube, tmp_path, cleanup):
     dest = tmp_path / "deployer.kubeconfig"
     where = ["-e", f"model_store_namespace={NAMESPACE}", "-e", f"vllm_serve_namespace={NAMESPACE}"]
     access = playbook(sandbox, "playbooks/deployer_access.yml", "-e", f"deployer_access_kubeconfig_dest={dest}",

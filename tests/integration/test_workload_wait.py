@@ -242,3 +242,52 @@ def test_wait_rides_out_a_15_second_api_server_outage(sandbox, namespace, kube):
     thread.join(240)
     assert "error" not in outcome, getattr(outcome.get("error"), "msg", outcome.get("error"))
     assert outcome["result"]["rolled_out"] is True and outcome["result"]["watch"]["reconnects"] >= 1
+
+
+def test_node_going_not_ready_is_named_then_the_rollout_recovers(sandbox, namespace, kube):
+    """The nodes' kubelets go silent in the middle of a rollout (kwok, which
+    plays them, is stopped): after its grace period the node controller marks
+    the nodes Unknown, taints them and marks their pods not Ready, and the new
+    pod of the rollout cannot be placed. The wait names the node its pod is
+    pinned to. When the kubelets are back the nodes are Ready again and their
+    running pods are reported Ready again, as a kubelet does after an outage
+    (the sandbox's job runner does that part for kwok); the same wait, run
+    again, sees the rollout finish."""
+    from support.sandbox import sandbox_cmd
+
+    node = sandbox.gpu_nodes[-1]
+    sts = statefulset("nodedown", replicas=2)
+    sts["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    kube.create(sts, namespace)
+    # A bystander on the same node that no rollout replaces: its pod must come back Ready by itself.
+    bystander = statefulset("bystander")
+    bystander["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    kube.create(bystander, namespace)
+    assert wait(sandbox, "StatefulSet", "nodedown", namespace, timeout=60).get("rolled_out") is True
+    assert wait(sandbox, "StatefulSet", "bystander", namespace, timeout=60).get("rolled_out") is True
+    uid = kube.get("v1", "Pod", namespace, "bystander-0")["metadata"]["uid"]
+
+    def ready_is(status):
+        return lambda p: p["metadata"]["name"] == "bystander-0" and any(
+            c["type"] == "Ready" and c["status"] == status for c in p["status"].get("conditions", []))
+
+    stopped = sandbox_cmd("stop", "kwok", check=False)
+    try:
+        assert stopped.returncode == 0, stopped.stdout
+        # No heartbeat: the node controller marks the nodes Unknown and their pods not Ready (50 s grace).
+        kube.wait_for(("v1", "Pod", namespace), ready_is("False"), timeout=150)
+        # A new revision rolls out while the node is down.
+        kube.patch("apps/v1", "StatefulSet", namespace, "nodedown", strategic=True,
+                   body={"spec": {"template": {"metadata": {"annotations": {"rev": "2"}}}}})
+        result = wait(sandbox, "StatefulSet", "nodedown", namespace, timeout=30)
+        assert result.get("failed") is True, result
+        causes = {f["cause"]: f for f in result["diagnosis"]}
+        assert "NodeNotReady" in causes, result["diagnosis"]
+        assert node in causes["NodeNotReady"]["message"], causes["NodeNotReady"]
+    finally:
+        started = sandbox_cmd("start", "kwok", check=False)
+    assert started.returncode == 0, started.stdout
+    again = wait(sandbox, "StatefulSet", "nodedown", namespace, timeout=120)
+    assert again.get("failed") is not True and again["rolled_out"] is True, again
+    # The same bystander pod, Ready again.
+    assert kube.wait_for(("v1", "Pod", namespace), ready_is("True"), timeout=60)["metadata"]["uid"] == uid

@@ -58,6 +58,12 @@ def _events_for(events: list[dict], kind: str, name: str) -> list[dict]:
     return sorted(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
 
+def _node_state(node: dict) -> str:
+    cond = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+    return (f"{node['metadata']['name']} ({cond.get('reason') or 'no reason'}: "
+            f"{cond.get('message') or 'no message'})")
+
+
 def _ready(obj: dict) -> str | None:
     return next((c.get("status") for c in (obj.get("status") or {}).get("conditions") or []
                  if c.get("type") == "Ready"), None)
@@ -99,6 +105,15 @@ def diagnose_pod(pod: dict, events: list[dict], claims: dict[str, dict], nodes: 
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
             if not pending_claims:
                 findings.append(Finding("Unschedulable", ref, cond.get("message") or "the scheduler found no node"))
+                # The scheduler counts a NotReady node's taint without naming the node: name the
+                # nodes the pod's nodeSelector points to that are not Ready.
+                selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+                down = sorted(name for name, node in (nodes or {}).items() if selector and _ready(node) != "True"
+                              and all(((node.get("metadata") or {}).get("labels") or {}).get(k) == v
+                                      for k, v in selector.items()))
+                if down:
+                    findings.append(Finding("NodeNotReady", ref, "the node(s) its nodeSelector allows are not Ready: "
+                                            + "; ".join(_node_state(nodes[name]) for name in down)))
 
     all_statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
     for cs in all_statuses:

@@ -96,6 +96,16 @@ class RolloutWaiter:
                                                action=f"reading node {name}")
                 except ClusterError:
                     pass  # not allowed to read nodes, or gone: the pod's own findings stand
+            # The nodes an unscheduled pod is pinned to, to name one that is not Ready.
+            for selector in sorted({",".join(f"{k}={v}" for k, v in sorted(((p.get("spec") or {}).get("nodeSelector")
+                                                                           or {}).items()))
+                                    for p in pods if not (p.get("spec") or {}).get("nodeName")} - {""}):
+                try:
+                    listed = request_json(self.api, "GET", "/api/v1/nodes", query=[("labelSelector", selector)],
+                                          timeout=self.request_timeout, action="listing nodes")
+                except ClusterError:
+                    continue
+                nodes.update({n["metadata"]["name"]: n for n in listed.get("items", []) if not pod_ready(n)})
         claims = {}
         if any((v.get("persistentVolumeClaim") for p in pods for v in (p.get("spec") or {}).get("volumes") or [])):
             claims = {c["metadata"]["name"]: c for c in request_json(

@@ -120,3 +120,22 @@ def test_a_ready_pod_has_no_finding():
     p = running_not_ready()
     p["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
     assert diagnose_pod(p, [], {}) == []
+
+
+def test_unschedulable_because_the_pinned_node_is_not_ready_names_it():
+    msg = "0/5 nodes are available: 1 node(s) had untolerated taint(s), 4 node(s) didn't match Pod's node affinity."
+    p = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}])
+    p["spec"]["nodeSelector"] = {"kubernetes.io/hostname": "gpu-node-3"}
+    down = {"metadata": {"name": "gpu-node-3", "labels": {"kubernetes.io/hostname": "gpu-node-3"}},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                                       "message": "the kubelet stopped"}]}}
+    other = {"metadata": {"name": "gpu-node-0", "labels": {"kubernetes.io/hostname": "gpu-node-0"}},
+             "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}
+    unschedulable, not_ready = diagnose_pod(p, [], {}, {"gpu-node-3": down, "gpu-node-0": other})
+    assert unschedulable.cause == "Unschedulable" and unschedulable.message == msg
+    assert not_ready.cause == "NodeNotReady"
+    assert not_ready.message == ("the node(s) its nodeSelector allows are not Ready: "
+                                 "gpu-node-3 (KubeletNotReady: the kubelet stopped)")
+    # Without a nodeSelector no node is blamed.
+    del p["spec"]["nodeSelector"]
+    assert [f.cause for f in diagnose_pod(p, [], {}, {"gpu-node-3": down})] == ["Unschedulable"]
