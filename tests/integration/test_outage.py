@@ -6,16 +6,12 @@ changes nothing. The outage is the fault being injected, so it is timed."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 import threading
 
 import pytest
 import yaml
 
-from support.ansible import ANSIBLE_PLAYBOOK, ROOT
+from support.ansible import ROOT, recap_of as recap, run_playbook_streaming as run
 from support.sandbox import sandbox_cmd
 
 pytestmark = pytest.mark.integration
@@ -41,26 +37,6 @@ def play(sandbox, namespace: str) -> dict:
         },
         "roles": [{"role": "inferops.vllm.vllm_serve"}],
     }
-
-
-def run(playbook, on_line=None) -> tuple[int, str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "PYTHONUNBUFFERED": "1"}
-    env.pop("ANSIBLE_STDOUT_CALLBACK", None)
-    proc = subprocess.Popen([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-e",
-                             f"ansible_python_interpreter={sys.executable}", str(playbook)],
-                            cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if on_line:
-            on_line(line)
-    return proc.wait(600), "".join(lines)
-
-
-def recap(output: str) -> dict:
-    line = next(x for x in output.splitlines() if " : ok=" in x)
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
 def test_role_run_rides_out_a_15_second_api_server_outage(sandbox, namespace, kube, tmp_path):

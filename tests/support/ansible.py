@@ -166,3 +166,26 @@ def run_module(
     finally:
         os.unlink(f.name)
     return result.task("call")
+
+
+def run_playbook_streaming(playbook: str | Path, on_line=None, extra_args: list[str] | None = None) -> tuple[int, str]:
+    """ansible-playbook on localhost with the default output, handing each
+    line to ``on_line`` as it is printed (a test injects a fault at a task);
+    returns the exit code and the whole output."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    proc = subprocess.Popen([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-e",
+                             f"ansible_python_interpreter={sys.executable}", *(extra_args or []), str(playbook)],
+                            cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if on_line:
+            on_line(line)
+    return proc.wait(600), "".join(lines)
+
+
+def recap_of(output: str) -> dict:
+    """The PLAY RECAP counts of one host's run (ok, changed, failed, ...)."""
+    line = next(x for x in output.splitlines() if " : ok=" in x)
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}

@@ -1,0 +1,65 @@
+"""etcd stopped for 10 s while the hami role's Helm install runs (the fault
+is injected at that task, and timed). The API server holds Helm's requests
+while etcd is away and answers them when it is back, so the install ends
+after the outage, and the run succeeds (were it to fail, the helm task
+retries what passes); a rerun changes nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import yaml
+
+from support.ansible import ROOT, recap_of as recap, run_playbook_streaming as run
+from support.sandbox import sandbox_cmd
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+FAULT_AT = "TASK [inferops.vllm.hami : Install or upgrade HAMi]"
+
+
+def test_helm_install_through_an_etcd_outage_then_a_rerun_converges(sandbox, namespace, kube, tmp_path):
+    for node in sandbox.gpu_nodes:  # what the gpu_node role puts on them
+        kube.patch(f"/api/v1/nodes/{node}", body={"metadata": {"labels": {"gpu": "on"}}})
+    playbook = tmp_path / "hami.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "module_defaults": {g: {"kubeconfig": sandbox.kubeconfig} for g in
+                            ("group/inferops.vllm.k8s", "group/kubernetes.core.k8s", "group/kubernetes.core.helm")},
+        "vars": {"hami_chart_ref": str(ROOT / "tests" / "charts" / "hami-2.10"), "hami_release_name": "hami-etcd",
+                 "hami_namespace": namespace, "hami_helm_binary": sandbox.helm, "hami_node_label": {"gpu": "on"},
+                 "hami_wait_timeout": 120},
+        "roles": [{"role": "inferops.vllm.hami"}],
+    }]))
+    fault: dict = {}
+
+    def restore():
+        threading.Event().wait(10)  # the outage itself
+        fault["started"] = sandbox_cmd("start", "etcd", check=False)
+        fault["back_at"] = time.monotonic()
+
+    def on_line(line: str):
+        if "stopped" in fault and "task_done_at" not in fault and line.startswith(("ok:", "changed:", "fatal:")):
+            fault["task_done_at"] = time.monotonic()
+        if line.startswith(FAULT_AT) and "stopped" not in fault:
+            threading.Event().wait(0.5)  # helm has started talking to the API server
+            fault["stopped"] = sandbox_cmd("stop", "etcd", check=False)
+            fault["thread"] = threading.Thread(target=restore)
+            fault["thread"].start()
+
+    try:
+        rc, output = run(playbook, on_line)
+    finally:
+        if "thread" in fault:
+            fault["thread"].join(60)
+        else:
+            sandbox_cmd("start", "etcd", check=False)
+    assert fault["stopped"].returncode == 0 and fault["started"].returncode == 0
+    # The install was caught by the outage: it ended only once etcd was back.
+    assert fault["task_done_at"] > fault["back_at"], output[-3000:]
+    assert rc == 0, output[-4000:]
+    assert kube.get("apps/v1", "DaemonSet", namespace, "hami-etcd-device-plugin")["status"].get("numberReady") == \
+        len(sandbox.gpu_nodes)
+    again_rc, again = run(playbook)
+    assert again_rc == 0 and recap(again)["changed"] == 0, again[-4000:]
