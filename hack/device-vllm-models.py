@@ -37,7 +37,15 @@ def main() -> None:
         shutil.copyfile(config, model / "config.json")
         for f in (out / "tokenizer").iterdir():
             shutil.copyfile(f, model / f.name)
-    print(f"models in {out}: {', '.join(MODELS)}")
+    # The pooling model: its own files (sentence-transformers layout: modules.json and 1_Pooling tell vLLM
+    # it is an embedding model), without its weights (--load-format dummy).
+    embed_src, embed = ROOT / ".cache/test-models/all-minilm-l6-v2", out / "all-minilm-l6-v2"
+    for f in embed_src.rglob("*"):
+        if f.is_file() and f.suffix != ".safetensors" and not f.name.startswith("."):
+            target = embed / f.relative_to(embed_src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+    print(f"models in {out}: {', '.join(MODELS)}, all-minilm-l6-v2")
 
 
 if __name__ == "__main__":

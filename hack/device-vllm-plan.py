@@ -50,9 +50,23 @@ def inputs(kind: str, eager: bool, tp: int, gpu_mib: int) -> dict:
     }
 
 
+# A pooling (embedding) model: sentence-transformers' all-MiniLM-L6-v2 (the
+# files `make setup` unpacks, weights left out: --load-format dummy).
+EMBED_DIR = ".cache/test-models/all-minilm-l6-v2"
+
+
+def embed_inputs(gpu_mib: int) -> dict:
+    return {"model_config_file": f"{EMBED_DIR}/config.json", "model_path": "/models/all-minilm-l6-v2",
+            "served_model_name": "minilm", "vllm_version": "0.20.0", "gpu_memory_mib": gpu_mib, "gpus_per_node": 1,
+            "tensor_parallel_size": 1, "max_model_len": 256, "port": 8002, "extra_args": ["--load-format", "dummy"],
+            "api_key_secret": "vllm-api-key", "network_policy": True}
+
+
 def run_plan(inp: dict) -> dict:
     p = {k: v for k, v in inp.items() if k != "model_config_file"}
-    p["model_config"] = json.loads((CONFIGS / inp["model_config_file"]).read_text())
+    source = inp["model_config_file"]
+    path = ROOT / source if "/" in source else CONFIGS / source
+    p["model_config"] = json.loads(path.read_text())
     return plan(p)
 
 
@@ -65,6 +79,7 @@ def cases() -> dict:
                 out[name] = inputs(kind, eager, 1, mib)
         for eager in (True, False):
             out[f"dense-{'eager' if eager else 'graphs'}-tp2-{gpu}"] = inputs("dense", eager, 2, mib)
+        out[f"embed-tp1-{gpu}"] = embed_inputs(mib)
     result = {}
     for name, inp in out.items():
         r = run_plan(inp)
@@ -73,6 +88,7 @@ def cases() -> dict:
         result[name] = {
             "inputs": inp,
             "served_model_name": r["served_model_name"],
+            "runner": r["runner"],
             "args": r["args"],
             "env": r["env"],
             "predicted": {

@@ -55,9 +55,11 @@ def main() -> None:
                 "endpoint_check_rc": entry.get("endpoint_check_rc"),
                 "rc": entry["rc"],
             }
-        if (folder / "http.json").is_file():
+        for recorded in ("http.json", "http-pooling.json"):
+            if not (folder / recorded).is_file():
+                continue
             (DATA / "http").mkdir(exist_ok=True)
-            for ex in json.loads((folder / "http.json").read_text()):
+            for ex in json.loads((folder / recorded).read_text()):
                 ex.pop("seconds", None)
                 if "metric_types" in ex:
                     types = ex.pop("metric_types")
@@ -65,10 +67,11 @@ def main() -> None:
                     ex["other_metric_names"] = sorted(k for k in types if not k.startswith("vllm:"))
                     ex["headers"] = [h for h in ex["headers"] if h[0] != "content-length"]
                 (DATA / "http" / f"{ex['name']}.json").write_text(json.dumps(ex, indent=1) + "\n")
-        if (folder / "endpoint_check.json").is_file():
-            check = json.loads((folder / "endpoint_check.json").read_text())
-            out = {"rc": check["rc"], "result": check.get("result")}
-            (DATA / "endpoint_check.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+        for checked in ("endpoint_check.json", "endpoint_check-pooling.json"):
+            if (folder / checked).is_file():
+                check = json.loads((folder / checked).read_text())
+                out = {"rc": check["rc"], "result": check.get("result")}
+                (DATA / checked).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
     (DATA / "runs.json").write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
     print(f"recorded: {', '.join(sorted(runs))}")
 

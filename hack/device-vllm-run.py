@@ -147,7 +147,24 @@ def record_http(case: str, port: int, served: str) -> list[dict]:
     return [dict(e, case=case) for e in ex]
 
 
-def endpoint_check(port: int, served: str) -> dict:
+def record_pooling_http(case: str, port: int, served: str) -> list[dict]:
+    """A pooling model's server: what it serves (embeddings) and what it does
+    not (chat), with and without the key."""
+    chat = {"model": served, "messages": [{"role": "user", "content": "Reply with the single word: ready"}],
+            "max_tokens": 16}
+    ex = [
+        exchange("embed_health", port, "GET", "/health"),
+        exchange("embed_models", port, "GET", "/v1/models", KEY),
+        exchange("embed_embeddings", port, "POST", "/v1/embeddings", KEY, {"model": served, "input": "ready"}),
+        exchange("embed_embeddings_no_key", port, "POST", "/v1/embeddings", None, {"model": served, "input": "x"}),
+        exchange("embed_chat", port, "POST", "/v1/chat/completions", KEY, chat),
+        exchange("embed_chat_no_key", port, "POST", "/v1/chat/completions", None, chat),
+        exchange("embed_unknown_path", port, "GET", "/v1/no-such-path", KEY),
+    ]
+    return [dict(e, case=case) for e in ex]
+
+
+def endpoint_check(port: int, served: str, api: str = "chat") -> dict:
     """The collection's own endpoint_check module, run by ansible-playbook
     (ansible-core from the carried wheels), against the running server."""
     coll = Path("/tmp/inferops-collections/ansible_collections/inferops")
@@ -168,7 +185,8 @@ def endpoint_check(port: int, served: str) -> dict:
         url: http://127.0.0.1:{port}
         model: {served}
         server_api_key: "{{{{ lookup('ansible.builtin.env', 'VLLM_API_KEY') }}}}"
-        stream: true
+        api: {api}
+        stream: {"true" if api == "chat" else "false"}
         startup_timeout: 60
       register: check
     - ansible.builtin.copy:
@@ -258,7 +276,14 @@ def run_batch(servers: list[Server], summary: dict, record: str | None, deadline
             entry["nvidia_smi_serving"] = nvidia_smi()
             served = s.spec["served_model_name"]
             try:
-                if s.case == record:
+                if s.spec.get("runner") == "pooling":
+                    ex = record_pooling_http(s.case, s.port, served)
+                    (OUT / "http-pooling.json").write_text(json.dumps(ex, indent=1))
+                    entry["http"] = [(e["name"], e["status"]) for e in ex]
+                    check = endpoint_check(s.port, served, api="embeddings")
+                    (OUT / "endpoint_check-pooling.json").write_text(json.dumps(check, indent=1))
+                    entry["endpoint_check_rc"] = check["rc"]
+                elif s.case == record:
                     ex = record_http(s.case, s.port, served)
                     (OUT / "http.json").write_text(json.dumps(ex, indent=1))
                     entry["http"] = [(e["name"], e["status"]) for e in ex]

@@ -46,9 +46,10 @@ class StandIn:
     def __init__(self, model: str = "standin-model", api_key: str | None = "test-key",
                  loading_health_checks: int = 0, port: int = 0, tls_cert: tuple[str, str] | None = None,
                  reply: str = "ready", runner: str = GENERATE, max_model_len: int = 4096,
-                 root: str | None = None, version: str = "0.20.0"):
+                 root: str | None = None, version: str = "0.20.0", embedding_dims: int = 8):
         self.model, self.api_key, self.reply = model, api_key, reply
         self.runner, self.max_model_len, self.root, self.version = runner, max_model_len, root, version
+        self.embedding_dims = embedding_dims
         self.loading_health_checks = loading_health_checks
         self.requests: list[dict] = []
         self.created = int(time.time())
@@ -221,14 +222,15 @@ class StandIn:
         return events
 
     def embeddings_body(self, body: dict) -> dict:
-        """vLLM 0.20.0's EmbeddingResponse (vllm/entrypoints/pooling/embed/protocol.py): not
-        recorded on the GPU machine (no embedding model was run there), from the source."""
+        """vLLM 0.20.0's EmbeddingResponse (vllm/entrypoints/pooling/embed/protocol.py), as
+        recorded on the GPU machine (tests/data/real-vllm/http/embed_embeddings.json)."""
         inputs = body.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]
         prompt = sum(len(str(text).split()) + 2 for text in inputs)
         self._count(prompt, 0)
         return {"id": _request_id("embd"), "object": "list", "created": int(time.time()), "model": self.model,
-                "data": [{"index": i, "object": "embedding", "embedding": [0.0] * 8} for i in range(len(inputs))],
+                "data": [{"index": i, "object": "embedding", "embedding": [0.0] * self.embedding_dims}
+                         for i in range(len(inputs))],
                 "usage": {"prompt_tokens": prompt, "total_tokens": prompt, "completion_tokens": 0,
                           "prompt_tokens_details": None}}
 
@@ -344,6 +346,8 @@ class ClusterBackedStandIn(StandIn):
             parsed = json.loads(config.read_text())
         except (OSError, ValueError):
             parsed = {}
+        if parsed.get("hidden_size"):
+            self.embedding_dims = int(parsed["hidden_size"])
         return task.runner_type(parsed, task.has_pooling_modules(modules.read_text() if modules.is_file() else None),
                                 runner)
 

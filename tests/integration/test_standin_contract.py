@@ -25,7 +25,8 @@ MODEL = RECORDED["models"]["json"]["data"][0]["id"]
 ROOT_PATH = RECORDED["models"]["json"]["data"][0]["root"]
 # Values that differ between any two answers, even from the same vLLM: ids,
 # times, what the model generated, how many tokens that took.
-VOLATILE = re.compile(r"(^|\.)(id|created)$|\.content$|^usage\.|\.finish_reason$|permission\.\d+\.id$")
+VOLATILE = re.compile(r"(^|\.)(id|created)$|\.content$|^usage\.|\.finish_reason$|permission\.\d+\.id$|"
+                      r"\.embedding\.\d+$")
 HEADERS = ("server", "content-type", "transfer-encoding")
 
 
@@ -90,10 +91,14 @@ def server():
         yield s
 
 
+POOLING = {"embed_health", "embed_models", "embed_embeddings", "embed_embeddings_no_key", "embed_chat",
+           "embed_chat_no_key", "embed_unknown_path"}
+
+
 def test_recordings_cover_the_contract():
     assert set(RECORDED) == {"health", "version", "models", "models_no_key", "models_wrong_key", "chat",
-                             "chat_no_key", "chat_wrong_model", "chat_stream", "chat_stream_usage", "metrics"}
-    assert {r["case"] for r in RECORDED.values()} == {"dense-eager-tp1"}
+                             "chat_no_key", "chat_wrong_model", "chat_stream", "chat_stream_usage", "metrics"} | POOLING
+    assert {r["case"] for r in RECORDED.values()} == {"dense-eager-tp1", "embed-tp1"}
 
 
 @pytest.mark.parametrize("name", ["health", "version", "models", "models_no_key", "models_wrong_key", "chat",
@@ -156,6 +161,26 @@ def test_metrics_families_are_vllms(server):
     # What autoscaling and the dashboards read.
     assert {"vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
             "vllm:time_to_first_token_seconds"} <= set(served)
+
+
+@pytest.mark.parametrize("name", sorted(POOLING))
+def test_pooling_answers_match_vllm(name):
+    """The embedding model's server, as recorded (all-MiniLM-L6-v2, vLLM
+    0.20.0 resolved --runner auto to pooling): embeddings served, chat and
+    any other unregistered path answered with FastAPI's 404."""
+    recorded = RECORDED[name]
+    model = RECORDED["embed_models"]["json"]["data"][0]
+    with StandIn(model=model["id"], api_key=KEY, runner="pooling", root=model["root"],
+                 max_model_len=model["max_model_len"], embedding_dims=384) as server:
+        status, headers, text = send(server, recorded)
+    assert status == recorded["status"]
+    want_headers = dict(recorded["headers"])
+    for h in HEADERS:
+        assert headers.get(h) == want_headers.get(h), h
+    if "json" in recorded:
+        assert compare(json.loads(text), recorded["json"]) == []
+    else:
+        assert text == recorded["body_text"]
 
 
 def test_pooling_model_gets_no_chat():
