@@ -254,13 +254,19 @@ def outcomes(sandbox, kube, tmp_path_factory):
         "tasks": [case_tasks(*c[:3]) for c in CASES] + [
             {"name": "outcomes", "ansible.builtin.debug": {"var": "outcomes"}}],
     }]))
+    def terminating() -> set[str]:
+        return {n["metadata"]["name"] for n in kube.list("v1", "Namespace") if n["metadata"].get("deletionTimestamp")}
+
+    going_before = terminating()
     before = snapshot(kube)
     result = run_playbook(playbook, inventory="localhost,",
                           extra_args=["-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"])
     after = snapshot(kube)
     assert result.rc == 0, result.failures()
-    # Namespaces that earlier tests left to be deleted in the background lose their objects meanwhile.
-    going = {n["metadata"]["name"] for n in kube.list("v1", "Namespace") if n["metadata"].get("deletionTimestamp")}
+    # Namespaces that earlier tests left to be deleted in the background lose their objects meanwhile
+    # (terminating before or after, or gone by the end; no case deletes a namespace).
+    vanished = {k[2] for k in before if k[0] == "Namespace"} - {k[2] for k in after if k[0] == "Namespace"}
+    going = going_before | terminating() | vanished
     seen = {"cases": result.task("outcomes")["outcomes"], "changed": sorted(
         str(k) for k in set(before) | set(after) if before.get(k) != after.get(k)
         and k[1] not in going and not (k[0] == "Namespace" and k[2] in going)),
