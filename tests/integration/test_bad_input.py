@@ -254,6 +254,7 @@ def outcomes(sandbox, kube, tmp_path_factory):
         "tasks": [case_tasks(*c[:3]) for c in CASES] + [
             {"name": "outcomes", "ansible.builtin.debug": {"var": "outcomes"}}],
     }]))
+
     def terminating() -> set[str]:
         return {n["metadata"]["name"] for n in kube.list("v1", "Namespace") if n["metadata"].get("deletionTimestamp")}
 
