@@ -61,9 +61,11 @@ options:
   api:
     description:
       - What to ask the model for. V(chat) for a generative model, V(embeddings) for a pooling (embedding) model.
+      - V(auto) tries chat and, when the server has no chat route (vLLM serving a pooling model), checks embeddings;
+        RV(api) says which was checked.
       - The serving_plan module returns which one vLLM will serve the model for (RV(inferops.vllm.serving_plan#module:runner)).
     type: str
-    choices: [chat, embeddings]
+    choices: [auto, chat, embeddings]
     default: chat
   prompt:
     description: The user message of the test completion.
@@ -137,7 +139,7 @@ models:
   type: dict
 chat:
   description: The reply, finish reason, token usage, time to first byte and total time of the chat completion.
-  returned: when api is chat
+  returned: when chat was checked
   type: dict
   sample: {"reply": "ready", "ttfb_s": 0.41, "total_s": 0.42, "usage": {"completion_tokens": 2}}
 unauthenticated:
@@ -147,9 +149,14 @@ unauthenticated:
   returned: when a key is given
   type: dict
   sample: {"path": "/v1/models", "status": 401}
+api:
+  description: With O(api=auto), what was checked (V(chat) or V(embeddings)).
+  returned: when api is auto
+  type: str
+  sample: chat
 embeddings:
   description: With O(api=embeddings), the embedding's length, the usage and the timings.
-  returned: when api is embeddings
+  returned: when embeddings were checked
   type: dict
   sample: {"dimensions": 384, "ttfb_s": 0.02, "total_s": 0.02, "usage": {"prompt_tokens": 9, "total_tokens": 9}}
 stream:
@@ -218,7 +225,7 @@ def main():
         server_api_key_secret=dict(type="str", no_log=False),
         server_api_key_secret_key=dict(type="str", default="api-key", no_log=False),
         stream=dict(type="bool", default=False),
-        api=dict(type="str", default="chat", choices=["chat", "embeddings"]),
+        api=dict(type="str", default="chat", choices=["auto", "chat", "embeddings"]),
         prompt=dict(type="str", default="Reply with the single word: ready"),
         max_tokens=dict(type="int", default=16, no_log=False),
         startup_timeout=dict(type="float", default=300),

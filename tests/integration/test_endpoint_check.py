@@ -51,9 +51,16 @@ def test_embedding_model_checked_with_embeddings():
         assert result["embeddings"]["dimensions"] > 0 and "chat" not in result
         assert result["unauthenticated"]["status"] == 401
         chat = check(url=server.url, model="minilm", server_api_key=KEY)
+        auto = check(url=server.url, model="minilm", server_api_key=KEY, api="auto", stream=True)
     assert chat["failed"] is True
     assert "/v1/chat/completions: the server has no such route (404" in chat["msg"]
     assert "check it with api: embeddings" in chat["msg"]
+    # api=auto finds out by itself, and says what it checked.
+    assert auto.get("failed") is not True, auto.get("msg")
+    assert auto["api"] == "embeddings" and auto["embeddings"]["dimensions"] > 0
+    with StandIn(model="m", api_key=KEY) as server:
+        generative = check(url=server.url, model="m", server_api_key=KEY, api="auto")
+    assert generative["api"] == "chat" and generative["chat"]["reply"] == "ready"
 
 
 def test_waits_while_the_server_loads():

@@ -143,7 +143,7 @@ class EndpointChecker:
                 f"{path}: the server has no such route (404: {detail}). vLLM serves {path} only for "
                 f"{'generative' if other == 'embeddings' else 'pooling (embedding)'} models; if this model is "
                 f"served for {'pooling (embeddings)' if other == 'embeddings' else 'generation (chat)'}, "
-                f"check it with api: {other}", status=code)
+                f"check it with api: {other}", status=code, route_missing=True)
         return EndpointError(f"{path}: HTTP {code}: {detail}", status=code)
 
     def _read_stream(self, resp, start: float) -> dict:
@@ -218,8 +218,16 @@ class EndpointChecker:
                 "vLLM's --served-model-name (the same variable must feed the deployment and this check)",
                 models=listed)
 
+        if api == "auto":
+            # Chat first; a server without the chat route (vLLM serving a pooling model) is checked for embeddings.
+            try:
+                return {**self.check(stream, "chat"), "api": "chat"}
+            except EndpointError as exc:
+                if not exc.details.get("route_missing"):
+                    raise
+            return {**self.check(False, "embeddings"), "api": "embeddings"}
         if api not in ROUTE_BY_API:
-            raise ParameterError(f"api: must be one of {', '.join(ROUTE_BY_API)}, got {api!r}")
+            raise ParameterError(f"api: must be one of auto, {', '.join(ROUTE_BY_API)}, got {api!r}")
         if api == "embeddings":
             result["embeddings"] = self.check_embeddings()
             if self.api_key:
