@@ -386,11 +386,16 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description="OpenAI-compatible stand-in for vLLM (sandbox)")
     parser.add_argument("--kubeconfig", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--pod", action="append", required=True, help="pod names whose spec configures it")
+    parser.add_argument("--pod", action="append", required=True, metavar="NAME=PORT",
+                        help="a pod whose spec configures the stand-in listening on PORT (kwok forwards it there)")
     args = parser.parse_args()
-    server = ClusterBackedStandIn(args.kubeconfig, tuple(args.pod), args.port)
-    server.server.serve_forever()  # until SIGTERM ends the process
+    servers = []
+    for item in args.pod:
+        name, _, port = item.partition("=")
+        servers.append(ClusterBackedStandIn(args.kubeconfig, (name,), int(port)))
+    for server in servers[1:]:
+        threading.Thread(target=server.server.serve_forever, daemon=True).start()
+    servers[0].server.serve_forever()  # until SIGTERM ends the process
     return 0
 
 

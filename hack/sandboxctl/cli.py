@@ -18,7 +18,7 @@ from sandboxctl.processes import Launcher, process_alive, terminate
 from sandboxctl.state import LOOPBACK, STATE_DIR, SandboxError, free_port, load_state, save_state
 
 PORTS = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "s3", "s3_console",
-         "vllm_standin")
+         *(settings.vllm_port_key(p) for p in settings.VLLM_PODS))
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "minio", "vllm-standin",
               "job-runner")
 
@@ -172,7 +172,7 @@ def up(args: argparse.Namespace) -> int:
         ], env=processes.minio_env(s3_creds))
         started_procs["vllm-standin"] = run.start("vllm-standin", [
             sys.executable, str(ROOT / "hack" / "openai_standin.py"), f"--kubeconfig={kubeconfig}",
-            f"--port={ports['vllm_standin']}", *[f"--pod={p}" for p in settings.VLLM_PODS]])
+            *[f"--pod={p}={ports[settings.vllm_port_key(p)]}" for p in settings.VLLM_PODS]])
         # Started last, stopped first: what it runs goes before the cluster does.
         started_procs["job-runner"] = run.start("job-runner", [
             sys.executable, str(ROOT / "hack" / "sandboxctl"), "job-runner", f"--kubeconfig={kubeconfig}",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sandboxctl import ROOT
 from sandboxctl.processes import go_module_dir
-from sandboxctl.settings import VLLM_PODS
+from sandboxctl.settings import VLLM_PODS, vllm_port_key
 from sandboxctl.state import LOOPBACK
 
 STAGES_DIR = ROOT / "hack" / "cluster" / "stages"
@@ -67,7 +67,8 @@ def extras(state: dict, fixtures: dict) -> list[dict]:
     """Port-forwards and logs: the vLLM stand-in's (always), then the
     fixtures' (tests)."""
     ports, state_dir = state["ports"], Path(state["state_dir"])
-    forwards = [{"name": "vllm", "pods": list(VLLM_PODS), "port": "vllm_standin"}] + fixtures.get("port_forwards", [])
+    forwards = [{"name": p, "pods": [p], "port": vllm_port_key(p)} for p in VLLM_PODS] \
+        + fixtures.get("port_forwards", [])
     docs = [
         {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": f["name"]},
          "spec": {"selector": {"matchNames": list(f["pods"])},

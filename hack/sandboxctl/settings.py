@@ -23,8 +23,14 @@ FALLBACK_RUN_IMAGE = "registry.invalid/inferops-model-fetch:0.1.0"
 
 # The vllm_serve role's pods in the sandbox inventory (vllm_serve_name: vllm)
 # go to the sandbox's own stand-in (hack/openai_standin.py), which configures
-# itself from their pod spec.
-VLLM_PODS = ("vllm-0", "vllm-1")
+# itself from their pod spec: a port of its own per pod, so that a check of
+# one pod (a rolling upgrade's) is answered as that pod's spec says.
+VLLM_PODS = ("vllm-0", "vllm-1", "vllm-2", "vllm-3")
+
+
+def vllm_port_key(pod: str) -> str:
+    """The state.json port of the stand-in that answers for this pod."""
+    return "vllm_standin" if pod == VLLM_PODS[0] else f"vllm_standin_{pod.rpartition('-')[2]}"
 FIXTURE_KEYS = {"ports", "port_forwards", "logs", "run_images"}
 
 

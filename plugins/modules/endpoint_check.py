@@ -16,7 +16,8 @@ description:
     O(api=embeddings), one C(POST /v1/embeddings) (vLLM serves chat only for generative models and embeddings only
     for pooling ones; the other route answers 404).
   - Reaches the server at O(url), or, given O(service), through the Kubernetes API - a port-forward to a Ready pod
-    behind the Service, as C(kubectl port-forward) does - so that no Ingress or node port is needed.
+    behind the Service, as C(kubectl port-forward) does - so that no Ingress or node port is needed. Given O(pod),
+    the same to that very pod (a rolling upgrade checks each new replica so).
   - A wrong key, a model name the server does not serve, a TLS failure and a refused connection each fail with
     their own message.
   - With a key, it also proves that C(/v1) without the key is refused (a 401), so a server that answers anyone
@@ -25,16 +26,23 @@ options:
   url:
     description:
       - Base URL of the server, without C(/v1), e.g. C(http://vllm.ai-serving.svc:8000).
-      - Exactly one of O(url) and O(service) is required.
+      - Exactly one of O(url), O(service) and O(pod) is required.
     type: str
   service:
     description: Name of the Service in front of the server; reached through the Kubernetes API.
     type: str
+  pod:
+    description:
+      - Name of one pod to check, reached through the Kubernetes API; it must be Ready.
+    type: str
   namespace:
-    description: Namespace of O(service) and of O(server_api_key_secret).
+    description: Namespace of O(service) or O(pod), and of O(server_api_key_secret).
     type: str
   service_port:
-    description: Port of O(service), by number or name. Default the first.
+    description:
+      - Port of O(service), by number or name. Default the first.
+      - With O(pod), the pod's port by number or container port name. Default the container port named C(http), else
+        the first one the pod declares.
     type: str
   model:
     description: The served model name that C(/v1/models) must list and the completion asks for.
@@ -164,8 +172,8 @@ stream:
   returned: when stream is true
   type: dict
 pod:
-  description: With O(service), the pod the check went to.
-  returned: when service is given
+  description: With O(service) or O(pod), the pod the check went to.
+  returned: when service or pod is given
   type: str
 elapsed_s:
   description: Seconds the whole check took.
@@ -189,7 +197,7 @@ def check(module):
 
     from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
 
-    api = connect(p) if p["server_api_key_secret"] or p["service"] else None
+    api = connect(p) if p["server_api_key_secret"] or p["service"] or p["pod"] else None
     if p["server_api_key_secret"]:
         from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import masked_forms, read_value
 
@@ -200,24 +208,22 @@ def check(module):
     if p["url"]:
         return {"changed": False, **run(p["url"])}
 
-    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._tunnel import PodTunnel, resolve_service_pod
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _tunnel
 
-    pod, port = resolve_service_pod(api, p["namespace"], p["service"], p["service_port"], p["request_timeout"])
-    tunnel = PodTunnel(api, p["namespace"], pod, port)
-    with tunnel as local_port:
-        try:
-            result = run(f"http://127.0.0.1:{local_port}")
-        except Exception as exc:
-            if tunnel.errors and hasattr(exc, "msg"):
-                exc.msg += f" ({tunnel.errors[-1]})"
-            raise
-    return {"changed": False, "pod": pod, **result}
+    if p["pod"]:
+        pod = p["pod"]
+        port = _tunnel.resolve_pod_port(api, p["namespace"], pod, p["service_port"], p["request_timeout"])
+    else:
+        pod, port = _tunnel.resolve_service_pod(api, p["namespace"], p["service"], p["service_port"],
+                                                p["request_timeout"])
+    return {"changed": False, "pod": pod, **_tunnel.through_pod(api, p["namespace"], pod, port, run)}
 
 
 def main():
     spec = dict(
         url=dict(type="str"),
         service=dict(type="str"),
+        pod=dict(type="str"),
         namespace=dict(type="str"),
         service_port=dict(type="str"),
         model=dict(type="str", required=True),
@@ -237,9 +243,9 @@ def main():
     module = K8sModule(
         argument_spec=spec,
         supports_check_mode=True,
-        required_one_of=[("url", "service")],
-        mutually_exclusive=[("url", "service"), ("server_api_key", "server_api_key_secret")],
-        required_by={"service": "namespace", "server_api_key_secret": "namespace"},
+        required_one_of=[("url", "service", "pod")],
+        mutually_exclusive=[("url", "service", "pod"), ("server_api_key", "server_api_key_secret")],
+        required_by={"service": "namespace", "pod": "namespace", "server_api_key_secret": "namespace"},
     )
     _runner.run(module, check)
 

@@ -57,6 +57,47 @@ def resolve_service_pod(api, namespace: str, service: str, port: int | str | Non
     return pod["metadata"]["name"], int(target)
 
 
+def resolve_pod_port(api, namespace: str, pod: str, port: int | str | None, timeout: float = 30.0) -> int:
+    """The port of one named pod: a number, a container port's name, or
+    (None) the container port named http, else the first one."""
+    try:
+        obj = request_json(api, "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}", timeout=timeout,
+                           action=f"reading pod {namespace}/{pod}")
+    except ClusterError as exc:
+        if exc.details.get("status") == 404:
+            raise missing_namespace(api, namespace, timeout) or NotFoundError(
+                f"pod: pod {pod!r} does not exist in namespace {namespace!r}") from exc
+        raise
+    if not pod_ready(obj):
+        raise EndpointError(f"pod {namespace}/{pod} is not Ready; wait for it first (inferops.vllm.workload_wait)",
+                            reachable=False)
+    if port is not None and str(port).isdigit():
+        return int(port)
+    declared = [cp for c in (obj.get("spec") or {}).get("containers") or [] for cp in c.get("ports") or []]
+    wanted = "http" if port is None else str(port)
+    named = next((cp for cp in declared if cp.get("name") == wanted), None)
+    if named is None and port is None and declared:
+        named = declared[0]
+    if named is None:
+        listed = [cp.get("name") or cp.get("containerPort") for cp in declared]
+        raise EndpointError(f"port: {wanted!r} is not a port of pod {namespace}/{pod}; it declares {listed}"
+                            + ("" if declared else " (none: give the port number)"))
+    return int(named["containerPort"])
+
+
+def through_pod(api, namespace: str, pod: str, port: int, ask):
+    """``ask(base_url)`` through a port-forward to the pod; a failure says
+    what the port-forward reported, if anything."""
+    tunnel = PodTunnel(api, namespace, pod, port)
+    with tunnel as local_port:
+        try:
+            return ask(f"http://127.0.0.1:{local_port}")
+        except Exception as exc:
+            if tunnel.errors and hasattr(exc, "msg"):
+                exc.msg += f" ({tunnel.errors[-1]})"
+            raise
+
+
 class PodTunnel:
     """Context manager: ``with PodTunnel(api, ns, pod, port) as local_port``."""
 

@@ -1,0 +1,135 @@
+"""playbooks/upgrade.yml on the sandbox: three replicas, a new template
+rolled one pod at a time with each new pod checked, then an upgrade broken
+on purpose (its pods never become Ready) that stops at the first pod, keeps
+the others serving, and rolls back."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+
+from support.ansible import ROOT, run_playbook
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROLL_TASK = "inferops.vllm.vllm_serve : Lower the partition pod by pod, each gated by readiness and an endpoint check of that pod"
+
+
+def playbook(sandbox, name: str, namespace: str, **extra):
+    extra_vars = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace, "vllm_serve_replicas": 3,
+                  "vllm_serve_wait_timeout": 120, **extra}
+    return run_playbook(ROOT / name, inventory=ROOT / "inventories" / "sandbox", extra_vars=extra_vars,
+                        env={"SANDBOX_DIR": str(sandbox.state_dir)})
+
+
+def ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+class PodRecorder:
+    """Every state of the namespace's vLLM pods while a playbook runs, from
+    a watch (the collection's informer)."""
+
+    def __init__(self, kube, namespace: str):
+        from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
+
+        self.changes: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+        self.informer = Informer(kube.api, f"/api/v1/namespaces/{namespace}/pods",
+                                 [("labelSelector", "app.kubernetes.io/instance=vllm")], self.changes, self.stop)
+        self.states: list[dict[str, dict]] = []
+        self.thread = threading.Thread(target=self._record, daemon=True)
+
+    def _record(self):
+        while not self.stop.is_set():
+            try:
+                self.changes.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.states.append({p["metadata"]["name"]: {
+                "uid": p["metadata"]["uid"], "ready": ready(p),
+                "revision": p["metadata"]["labels"].get("controller-revision-hash"),
+                "deleting": bool(p["metadata"].get("deletionTimestamp"))} for p in self.informer.snapshot()})
+
+    def __enter__(self):
+        self.informer.start()
+        self.informer.synced.wait(30)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.informer.close()
+        self.stop.set()
+        self.thread.join(5)
+
+
+def sts(kube, namespace):
+    return kube.get("apps/v1", "StatefulSet", namespace, "vllm")
+
+
+def test_upgrade_rolls_one_pod_at_a_time_then_a_broken_one_rolls_back(sandbox, kube, namespace):
+    first = playbook(sandbox, "site.yml", namespace, **{"vllm_serve_max_model_len": 512})
+    assert first.rc == 0, first.failures()
+    before = sts(kube, namespace)
+    assert before["status"]["readyReplicas"] == 3
+    original = before["status"]["currentRevision"]
+
+    # A good upgrade: new serving arguments.
+    with PodRecorder(kube, namespace) as recorder:
+        good = playbook(sandbox, "playbooks/upgrade.yml", namespace, vllm_serve_max_model_len=256)
+    assert good.rc == 0, good.failures()
+    rolled = good.task(ROLL_TASK)
+    assert [r["pod"] for r in rolled["replicas"]] == ["vllm-2", "vllm-1", "vllm-0"]
+    # Each new pod was asked, through the API, before the next was touched.
+    assert all(r["check"]["models"]["ids"] == ["tiny-chat"] for r in rolled["replicas"])
+    after = sts(kube, namespace)
+    new = after["status"]["updateRevision"]
+    assert new != original and after["status"]["currentRevision"] == new
+    assert after["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 0
+    pods = kube.list("v1", "Pod", namespace, label_selector="app.kubernetes.io/instance=vllm")
+    assert {p["metadata"]["labels"]["controller-revision-hash"] for p in pods} == {new}
+    assert all("256" in p["spec"]["containers"][0]["args"] for p in pods)
+    # Never more than one pod out of service at a time.
+    assert recorder.states, "the watch saw no change"
+    assert max(sum(1 for s in state.values() if not s["ready"] or s["deleting"]) for state in recorder.states) == 1
+
+    # The same again changes nothing.
+    again = playbook(sandbox, "playbooks/upgrade.yml", namespace, vllm_serve_max_model_len=256)
+    assert again.rc == 0, again.failures()
+    assert again.changed() == 0, [t["task"]["name"] for t in again.tasks()
+                                  if any(h.get("changed") for h in t["hosts"].values())]
+
+    # A broken upgrade: the new pods never become Ready.
+    serving = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+    with PodRecorder(kube, namespace) as recorder:
+        broken = playbook(sandbox, "playbooks/upgrade.yml", namespace, vllm_serve_max_model_len=256,
+                          vllm_serve_wait_timeout=20,
+                          vllm_serve_pod_labels={"sandbox.inferops.io/fail": "readiness"})
+    assert broken.rc != 0
+    failed = broken.task(ROLL_TASK)
+    assert failed["failed"] is True
+    assert failed["failed_pod"]["pod"] == "vllm-2"
+    assert any(d["cause"] == "ProbeFailed" for d in failed["failed_pod"]["diagnosis"]), failed["failed_pod"]
+    assert failed["rolled_back"] is True
+    assert "upgrade stopped at pod vllm-2" in failed["msg"] and "Rolled back to revision " + new in failed["msg"]
+    assert [r["pod"] for r in failed["restored"]] == ["vllm-0", "vllm-1", "vllm-2"]
+    assert all(r["check"]["models"]["ids"] == ["tiny-chat"] for r in failed["restored"])
+    # The pods not yet rolled kept serving throughout: never deleted, never not Ready.
+    for state in recorder.states:
+        for name in ("vllm-0", "vllm-1"):
+            assert state[name]["uid"] == serving[name] and state[name]["ready"] and not state[name]["deleting"], state
+    # Only vllm-2 ever ran the broken revision.
+    broken_revisions = {s["revision"] for state in recorder.states for s in state.values()} - {new}
+    assert len(broken_revisions) == 1
+    assert {n for state in recorder.states for n, s in state.items() if s["revision"] in broken_revisions} == {"vllm-2"}
+    # Restored: every pod Ready on the revision before, none carrying the broken template.
+    restored = sts(kube, namespace)
+    assert restored["status"]["currentRevision"] == restored["status"]["updateRevision"] == new
+    assert restored["status"]["readyReplicas"] == 3
+    assert "sandbox.inferops.io/fail" not in restored["spec"]["template"]["metadata"]["labels"]
+    pods = kube.list("v1", "Pod", namespace, label_selector="app.kubernetes.io/instance=vllm")
+    assert {p["metadata"]["labels"]["controller-revision-hash"] for p in pods} == {new}
+    assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods if p["metadata"]["name"] != "vllm-2"} \
+        == {k: v for k, v in serving.items() if k != "vllm-2"}
