@@ -156,3 +156,20 @@ def test_through_the_kubernetes_api(sandbox, namespace, kube):
     assert result.get("failed") is not True, result.get("msg")
     assert result["pod"] == "standin-0" and result["chat"]["reply"] == "ready"
     assert result["stream"]["chunks"] == 2  # the role, then the one token
+
+    # One pod by name, its port found by the container port's name (http).
+    with StandIn(model="qwen3-235b", api_key=KEY, port=sandbox.state["ports"]["standin"]):
+        one = run_module("inferops.vllm.endpoint_check",
+                         {"pod": "standin-0", "namespace": namespace, "model": "qwen3-235b", "server_api_key": KEY},
+                         kubeconfig=sandbox.kubeconfig)
+        missing = run_module("inferops.vllm.endpoint_check",
+                             {"pod": "standin-9", "namespace": namespace, "model": "qwen3-235b", "server_api_key": KEY},
+                             kubeconfig=sandbox.kubeconfig)
+        wrong_port = run_module("inferops.vllm.endpoint_check",
+                                {"pod": "standin-0", "namespace": namespace, "model": "qwen3-235b",
+                                 "server_api_key": KEY, "service_port": "metrics"}, kubeconfig=sandbox.kubeconfig)
+    assert one.get("failed") is not True, one.get("msg")
+    assert one["pod"] == "standin-0" and one["chat"]["reply"] == "ready"
+    assert missing["failed"] is True and f"pod 'standin-9' does not exist in namespace '{namespace}'" in missing["msg"]
+    assert wrong_port["failed"] is True and "'metrics' is not a port of pod" in wrong_port["msg"]
+    assert "it declares ['http']" in wrong_port["msg"]
