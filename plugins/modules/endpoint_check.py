@@ -107,7 +107,9 @@ extends_documentation_fragment:
   - inferops.vllm.attributes.ACTION_GROUP_K8S
 attributes:
   check_mode:
-    details: It only reads; it runs the same requests in check mode.
+    details: >-
+      It only reads; it runs the same requests in check mode. There, a Service, pod or namespace that does not exist
+      (an earlier task only pretended to create it) is reported as not checked, not failed.
 author:
   - inferops.vllm maintainers (@inferops)
 """
@@ -182,11 +184,22 @@ elapsed_s:
 """
 
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import NotFoundError
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
 from ansible_collections.inferops.vllm.plugins.module_utils.serving._openai_check import EndpointChecker, Transport
 
 
 def check(module):
+    try:
+        return ask(module)
+    except NotFoundError as exc:
+        if not module.check_mode:
+            raise
+        # An earlier task only pretended to create the Service, pod or namespace.
+        return {"changed": False, "skipped": True, "msg": f"{exc.msg} (check mode: not created yet, not checked)"}
+
+
+def ask(module):
     p = module.params
 
     def run(base_url):

@@ -77,18 +77,11 @@ def every_object(kube) -> list[tuple[str, str]]:
     """(where, JSON) of every object of every kind the API server lists, in
     every namespace (discovery, as kubectl get --all-namespaces would); the
     key-holding Secrets without their data, but with their annotations."""
-    versions = ["/api/v1"] + [f"/apis/{g['preferredVersion']['groupVersion']}"
-                              for g in kube.request("GET", "/apis")["groups"]]
     found = []
-    for base in versions:
-        for res in kube.request("GET", base)["resources"]:
-            if "/" in res["name"] or "list" not in res.get("verbs", []):
-                continue
-            for obj in kube.request("GET", f"{base}/{res['name']}").get("items", []):
-                meta = obj.get("metadata", {})
-                if res["kind"] == "Secret" and meta.get("name") in KEY_HOLDERS:
-                    obj = {k: v for k, v in obj.items() if k not in ("data", "stringData")}
-                found.append((f"{res['kind']} {meta.get('namespace')}/{meta.get('name')}", json.dumps(obj)))
+    for kind, namespace, name, obj in kube.every_object():
+        if kind == "Secret" and name in KEY_HOLDERS:
+            obj = {k: v for k, v in obj.items() if k not in ("data", "stringData")}
+        found.append((f"{kind} {namespace}/{name}", json.dumps(obj)))
     return found
 
 

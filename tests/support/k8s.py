@@ -107,6 +107,20 @@ class Kube:
             path = self.path(body["apiVersion"], body["kind"], namespace)
         return self.request("POST", path, [("dryRun", "All")] if dry_run else [], body)
 
+    def every_object(self):
+        """(kind, namespace, name, object) of every object of every kind the
+        API server lists, in every namespace: discovery, as `kubectl get
+        --all-namespaces` of every `kubectl api-resources` kind would."""
+        bases = ["/api/v1"] + [f"/apis/{g['preferredVersion']['groupVersion']}"
+                               for g in self.request("GET", "/apis")["groups"]]
+        for base in bases:
+            for res in self.request("GET", base)["resources"]:
+                if "/" in res["name"] or "list" not in res.get("verbs", []):
+                    continue
+                for obj in self.request("GET", f"{base}/{res['name']}").get("items", []):
+                    meta = obj.get("metadata", {})
+                    yield res["kind"], meta.get("namespace"), meta.get("name"), obj
+
     def patch(self, *ref, body: dict, strategic: bool = False) -> dict:
         """Patch one object: a JSON merge patch (RFC 7386), or a strategic
         merge patch (what the generated typed client sent for a dict)."""

@@ -19,7 +19,7 @@ import re
 import secrets as _random
 import string
 
-from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, NotFoundError, ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import missing_namespace, request_json
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -157,6 +157,12 @@ def ensure(api, name: str, namespace: str, data: dict, generate: list[str], leng
                 continue
             missing = missing_namespace(api, namespace, timeout or 30.0) \
                 if exc.details.get("status") == 404 and existing is None else None
+            if missing and check_mode:
+                # The API server takes no dry run in a namespace an earlier
+                # task only pretended to create: report what would be made.
+                return {"changed": True, "secret_keys": sorted(obj["data"]), "generated": generated, "diff": diff,
+                        "msg": f"check mode: namespace {namespace!r} does not exist yet; the Secret would be created "
+                               "in it (not validated by the API server)"}
             if missing:
                 raise missing from exc
             if exc.details.get("status") == 422 and (existing or {}).get("immutable"):
@@ -183,7 +189,7 @@ def read_value(api, name: str, namespace: str, key: str, timeout: float | None,
     passes through Ansible's variables)."""
     obj = _read(api, f"/api/v1/namespaces/{namespace}/secrets", name, namespace, timeout)
     if obj is None:
-        raise missing_namespace(api, namespace, timeout or 30.0) or ParameterError(
+        raise missing_namespace(api, namespace, timeout or 30.0) or NotFoundError(
             f"{param}: Secret {name!r} does not exist in namespace {namespace!r}")
     data = obj.get("data") or {}
     if key not in data:
