@@ -1,0 +1,48 @@
+"""A Job's pod template cannot change once created (the API server answers
+422: spec.template is immutable). model_store names its download Job after
+the template, so a rerun with another model, source or image makes a new Job
+and removes the old one, instead of failing."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.ansible import ROOT, run_playbook
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def model_stage(sandbox, namespace, **extra):
+    return run_playbook(ROOT / "playbooks" / "model.yml", inventory=ROOT / "inventories" / "sandbox",
+                        extra_vars={"model_store_namespace": namespace, **extra},
+                        env={"SANDBOX_DIR": str(sandbox.state_dir)})
+
+
+def fetch_jobs(kube, namespace):
+    return kube.list("batch/v1", "Job", namespace, label_selector="app.kubernetes.io/name=model-fetch")
+
+
+def test_another_source_replaces_the_download_job(sandbox, kube, namespace):
+    first = model_stage(sandbox, namespace)
+    assert first.rc == 0, first.failures()
+    [old] = fetch_jobs(kube, namespace)
+    assert old["status"].get("succeeded") == 1
+
+    # The same model into another folder, fewer files: another pod template.
+    second = model_stage(sandbox, namespace, model_store_subpath="tiny-chat-configs",
+                         model_store_allow_patterns=["*.json"])
+    assert second.rc == 0, second.failures()
+    jobs = [j for j in fetch_jobs(kube, namespace) if not j["metadata"].get("deletionTimestamp")]
+    [new] = jobs
+    assert new["metadata"]["name"] != old["metadata"]["name"]
+    assert new["metadata"]["name"].startswith("fetch-tiny-chat-")
+    assert new["status"].get("succeeded") == 1
+    assert "--allow-pattern=*.json" in new["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert second.task("inferops.vllm.model_store : Remove the download Jobs of another template (another model, "
+                       "source or image)")["changed"] is True
+
+    # And back: the first template's Job again, nothing failing on the way.
+    third = model_stage(sandbox, namespace)
+    assert third.rc == 0, third.failures()
+    [again] = [j for j in fetch_jobs(kube, namespace) if not j["metadata"].get("deletionTimestamp")]
+    assert again["metadata"]["name"] == old["metadata"]["name"]
