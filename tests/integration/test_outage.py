@@ -6,13 +6,11 @@ changes nothing. The outage is the fault being injected, so it is timed."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import yaml
 
 from support.ansible import ROOT, recap_of as recap, run_playbook_streaming as run
-from support.sandbox import sandbox_cmd
+from support.sandbox import Outage
 
 pytestmark = pytest.mark.integration
 K8S = {group: {"kubeconfig": "{{ inferops_kubeconfig }}"}
@@ -45,26 +43,9 @@ def test_role_run_rides_out_a_15_second_api_server_outage(sandbox, namespace, ku
                           "resources": {"requests": {"storage": "1Gi"}}}}, namespace)
     playbook = tmp_path / "outage.yml"
     playbook.write_text(yaml.safe_dump([play(sandbox, namespace)]))
-    outage: dict = {}
-
-    def restore():
-        threading.Event().wait(15)  # the outage itself
-        outage["started"] = sandbox_cmd("start", "kube-apiserver", check=False)
-
-    def on_line(line: str):
-        if line.startswith(OUTAGE_AT) and "stopped" not in outage:
-            outage["stopped"] = sandbox_cmd("stop", "kube-apiserver", check=False)
-            outage["thread"] = threading.Thread(target=restore)
-            outage["thread"].start()
-
-    try:
-        rc, output = run(playbook, on_line)
-    finally:
-        if "thread" in outage:
-            outage["thread"].join(60)
-        else:
-            sandbox_cmd("start", "kube-apiserver", check=False)
-    assert outage["stopped"].returncode == 0 and outage["started"].returncode == 0
+    with Outage("kube-apiserver", 15, OUTAGE_AT) as outage:
+        rc, output = run(playbook, outage.on_line)
+    assert outage.happened
     assert rc == 0, output[-4000:]
     # The outage was met: a kubernetes.core task retried (Ansible prints each retry).
     assert "FAILED - RETRYING: [localhost]: inferops.vllm.vllm_serve : Read the model claim" in output, output[-4000:]

@@ -6,14 +6,13 @@ retries what passes); a rerun changes nothing."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 import yaml
 
 from support.ansible import ROOT, recap_of as recap, run_playbook_streaming as run
-from support.sandbox import sandbox_cmd
+from support.sandbox import Outage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # etcd is stopped as the task before the install starts (it reads no API), so
@@ -34,33 +33,20 @@ def test_helm_install_through_an_etcd_outage_then_a_rerun_converges(sandbox, nam
                  "hami_wait_timeout": 120},
         "roles": [{"role": "inferops.vllm.hami"}],
     }]))
-    fault: dict = {}
+    install: dict = {}
 
-    def restore():
-        threading.Event().wait(10)  # the outage itself
-        fault["started"] = sandbox_cmd("start", "etcd", check=False)
-        fault["back_at"] = time.monotonic()
+    with Outage("etcd", 10, FAULT_AT) as fault:
+        def on_line(line: str):
+            if install.get("started") and "done_at" not in install and line.startswith(("ok:", "changed:", "fatal:")):
+                install["done_at"] = time.monotonic()
+            if line.startswith("TASK [inferops.vllm.hami : Install or upgrade HAMi]"):
+                install["started"] = True
+            fault.on_line(line)
 
-    def on_line(line: str):
-        if fault.get("in_install") and "task_done_at" not in fault and line.startswith(("ok:", "changed:", "fatal:")):
-            fault["task_done_at"] = time.monotonic()
-        if line.startswith("TASK [inferops.vllm.hami : Install or upgrade HAMi]"):
-            fault["in_install"] = True
-        if line.startswith(FAULT_AT) and "stopped" not in fault:
-            fault["stopped"] = sandbox_cmd("stop", "etcd", check=False)
-            fault["thread"] = threading.Thread(target=restore)
-            fault["thread"].start()
-
-    try:
         rc, output = run(playbook, on_line)
-    finally:
-        if "thread" in fault:
-            fault["thread"].join(60)
-        else:
-            sandbox_cmd("start", "etcd", check=False)
-    assert fault["stopped"].returncode == 0 and fault["started"].returncode == 0
+    assert fault.happened
     # The install was caught by the outage: it ended only once etcd was back.
-    assert fault["task_done_at"] > fault["back_at"], output[-3000:]
+    assert install["done_at"] > fault.back_at, output[-3000:]
     assert rc == 0, output[-4000:]
     assert kube.get("apps/v1", "DaemonSet", namespace, "hami-etcd-device-plugin")["status"].get("numberReady") == \
         len(sandbox.gpu_nodes)

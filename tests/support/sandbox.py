@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +102,40 @@ def keep_logs(lines: int = 5) -> list[str]:
 
 def stop() -> None:
     sandbox_cmd("down", check=False)
+
+
+class Outage:
+    """A fault injected into a playbook run: ``component`` stopped when the
+    run's output reaches a line starting with ``at``, started again
+    ``seconds`` later (the outage is the fault, so it is timed), and always
+    started by the end of the ``with`` block."""
+
+    def __init__(self, component: str, seconds: float, at: str):
+        self.component, self.seconds, self.at = component, seconds, at
+        self.stopped = self.started = self.back_at = self.thread = None
+
+    def on_line(self, line: str) -> None:
+        if line.startswith(self.at) and self.stopped is None:
+            self.stopped = sandbox_cmd("stop", self.component, check=False)
+            self.thread = threading.Thread(target=self._restore)
+            self.thread.start()
+
+    def _restore(self) -> None:
+        threading.Event().wait(self.seconds)  # the outage itself
+        self.started = sandbox_cmd("start", self.component, check=False)
+        self.back_at = time.monotonic()
+
+    def __enter__(self) -> "Outage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.thread is not None:
+            self.thread.join(60)
+        else:
+            sandbox_cmd("start", self.component, check=False)
+
+    @property
+    def happened(self) -> bool:
+        return self.stopped is not None and self.stopped.returncode == 0 \
+            and self.started is not None and self.started.returncode == 0
+

@@ -39,14 +39,13 @@ def token_claims(token: str) -> dict:
 
 
 def read_existing(dest: str) -> dict | None:
-    try:
-        import yaml
+    import yaml
 
+    try:
         with open(dest, encoding="utf-8") as f:
             config = yaml.safe_load(f)
-    except (OSError, ValueError):
-        return None
-    except Exception:  # noqa: BLE001 - yaml's errors: a file we cannot read is one to replace
+    except (OSError, ValueError, yaml.YAMLError):
+        # A file we cannot read or parse is one to replace.
         return None
     if not isinstance(config, dict):
         return None

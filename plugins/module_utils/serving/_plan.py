@@ -317,7 +317,8 @@ def model_weights(p: dict, setting) -> dict:
     kv_dtype = str(setting("kv_cache_dtype", "auto"))
     if kv_dtype not in KV_DTYPE_BYTES:
         raise ParameterError(f"kv_cache_dtype: {kv_dtype!r} is not one of {', '.join(KV_DTYPE_BYTES)}")
-    return {"shape": shape, "dtype": dtype, "quant": quant, "params": params_count, "weight_bytes": weight_bytes,
+    return {"config": cfg, "shape": shape, "dtype": dtype, "quant": quant, "params": params_count,
+            "weight_bytes": weight_bytes,
             "from_index": bool(index_bytes and not quant), "kv_dtype": kv_dtype,
             "kv_elem": KV_DTYPE_BYTES[kv_dtype] or DTYPE_BYTES[dtype]}
 
@@ -553,13 +554,12 @@ def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: di
     return {"served": served, "port": port, "args": args, "env": env}
 
 
-def serving_runner(p: dict, found: Findings) -> str:
+def serving_runner(p: dict, config: dict, found: Findings) -> str:
     """generate or pooling: what vLLM will serve the model for (_model_task),
-    from config.json, a sentence-transformers modules.json beside it, and
-    --runner in extra_args."""
-    config, modules = p.get("model_config") or {}, None
+    from config.json (as model_weights read it), a sentence-transformers
+    modules.json beside it, and --runner in extra_args."""
+    modules = None
     if p.get("model_dir"):
-        config = load_model_config(None, p["model_dir"])[0]
         path = os.path.join(p["model_dir"], "modules.json")
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
@@ -608,7 +608,7 @@ def plan(p: dict) -> dict:
             f"vLLM {version} answers {', '.join(releases.OPEN_INFERENCE_PATHS)} (completions), /metrics and /tokenize "
             f"without the API key; only {', '.join(releases.key_guarded_prefixes(version))} need it. Let only your "
             "clients reach the pods (vllm_serve_network_policy_enabled)")
-    runner = serving_runner(p, found)
+    runner = serving_runner(p, weights["config"], found)
     cuda_major = releases.image_cuda_major(version, p.get("image_tag") or "")
 
     shape = weights["shape"]
