@@ -9,16 +9,24 @@ from support.ansible import run_module
 pytestmark = pytest.mark.integration
 
 
+# What these tests set, taken off first: other tests (site.yml runs) may
+# have left the GPU nodes labelled gpu=on.
+TEST_LABELS = ("gpu", "inferops.io/pool")
+
+
 @pytest.fixture
 def two_nodes(sandbox, kube):
-    """Two GPU nodes, with whatever this test adds taken off afterwards."""
+    """Two GPU nodes without the labels and taints these tests set, put back
+    as they were afterwards."""
     names = sandbox.gpu_nodes[:2]
     before = {n: kube.get(f"/api/v1/nodes/{n}") for n in names}
+    for name in names:
+        kube.patch(f"/api/v1/nodes/{name}", strategic=True, body={
+            "metadata": {"labels": {k: None for k in TEST_LABELS}}, "spec": {"taints": None}})
     yield names
     for name, node in before.items():
         now = kube.get(f"/api/v1/nodes/{name}")
-        labels = {k: None for k in (now["metadata"].get("labels") or {})
-                  if k not in (node["metadata"].get("labels") or {})}
+        labels = {**{k: None for k in (now["metadata"].get("labels") or {})}, **(node["metadata"].get("labels") or {})}
         annotations = {k: None for k in (now["metadata"].get("annotations") or {})
                        if k not in (node["metadata"].get("annotations") or {})}
         kube.patch(f"/api/v1/nodes/{name}", strategic=True, body={
