@@ -391,7 +391,7 @@ def main() -> int:
     args = parser.parse_args()
     servers = []
     for item in args.pod:
-        name, _, port = item.partition("=")
+        name, port = item.split("=", 1)
         servers.append(ClusterBackedStandIn(args.kubeconfig, (name,), int(port)))
     for server in servers[1:]:
         threading.Thread(target=server.server.serve_forever, daemon=True).start()

@@ -31,6 +31,8 @@ VLLM_PODS = ("vllm-0", "vllm-1", "vllm-2", "vllm-3")
 def vllm_port_key(pod: str) -> str:
     """The state.json port of the stand-in that answers for this pod."""
     return "vllm_standin" if pod == VLLM_PODS[0] else f"vllm_standin_{pod.rpartition('-')[2]}"
+
+
 FIXTURE_KEYS = {"ports", "port_forwards", "logs", "run_images"}
 
 

@@ -138,4 +138,3 @@ class Outage:
     def happened(self) -> bool:
         return self.stopped is not None and self.stopped.returncode == 0 \
             and self.started is not None and self.started.returncode == 0
-
