@@ -22,6 +22,9 @@ GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 RESOURCE_GPU = "nvidia.com/gpu"
 RESOURCE_GPUMEM = "nvidia.com/gpumem"
 RESOURCE_GPUCORES = "nvidia.com/gpucores"
+# Chart value resourceMemPercentage (charts/hami/values.yaml, v2.7.1 to
+# v2.10.0): memory per GPU as a percentage of the device's.
+RESOURCE_GPUMEM_PERCENTAGE = "nvidia.com/gpumem-percentage"
 GPU_RESOURCES = (RESOURCE_GPU, RESOURCE_GPUMEM, RESOURCE_GPUCORES)
 
 # Annotations on a node HAMi has registered: the device plugin's list of GPUs,
@@ -38,3 +41,13 @@ HAMI_USE_GPUUUID = "nvidia.com/use-gpuuuid"
 HAMI_NOUSE_GPUUUID = "nvidia.com/nouse-gpuuuid"
 HAMI_NODE_POLICY = "hami.io/node-scheduler-policy"
 HAMI_GPU_POLICY = "hami.io/gpu-scheduler-policy"
+
+# Pod annotations HAMi's scheduler writes when it has placed a pod: the node
+# (util.AssignedNodeAnnotations, pkg/util/types.go) and the GPUs each
+# container got (device.SupportDevices["NVIDIA"], set in InitNvidiaDevice and
+# written by PatchAnnotations, pkg/device/nvidia/device.go), v2.7.1 to v2.10.0.
+HAMI_ASSIGNED_NODE_ANNOTATION = "hami.io/vgpu-node"
+HAMI_ALLOCATED_ANNOTATION = "hami.io/vgpu-devices-allocated"
+# Node annotation: UUIDs of GPUs HAMi must not place on (DeviceCordonAnnotation,
+# pkg/device/nvidia/device.go, from v2.10.0).
+HAMI_DEVICE_CORDON_ANNOTATION = "hami.io/device-cordon"
