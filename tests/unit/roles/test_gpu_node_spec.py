@@ -31,7 +31,7 @@ def validator(entry_point: str) -> ArgumentSpecValidator:
 
 
 def test_entry_points_are_the_tasks_files_users_call():
-    assert set(SPECS) == {"main", "host", "cluster"}
+    assert set(SPECS) == {"main", "host", "cluster", "teardown"}
     for name in SPECS:
         assert (ROLE / "tasks" / f"{name}.yml").is_file(), name
 
