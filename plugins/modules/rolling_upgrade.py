@@ -15,10 +15,14 @@ description:
     ordinal at a time, highest first. Each step waits, watching the API, until that pod of the new revision is Ready,
     then asks that very pod as a client would (through the Kubernetes API, as O(inferops.vllm.endpoint_check#module:pod)
     does) before the next pod is touched.
-  - On the first pod that does not become Ready, or does not answer right, the rollout stops with the diagnosis
-    (C(inferops.vllm.workload_wait)'s). With O(rollback) (the default) the template goes back to the revision the
-    other pods still run (its ControllerRevision), the pods of the new revision are replaced, and the whole set is
-    waited for and every pod checked again. The module fails in both cases, saying what happened.
+  - Each step watches its own pod only, so pods of a broken revision that are still there (the ones the rollout is
+    about to replace) do not hold it back.
+  - On the first pod that does not become Ready, or does not answer right, the rollout stops with that pod's
+    diagnosis (C(inferops.vllm.workload_wait)'s). With O(rollback) (the default) the template goes back to the
+    revision the other pods still run (its ControllerRevision), and so does the last-applied annotation of a
+    client-side apply (else a later apply would bring the failed template back); the new revision's pods that are not
+    Ready are deleted, the Ready ones replaced by the controller one at a time, and every pod is waited for and
+    checked again. The module fails in both cases, saying what happened.
   - When every pod already runs the StatefulSet's update revision there is nothing to roll; a partition left above 0
     is set back to 0.
 options:

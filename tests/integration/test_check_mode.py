@@ -21,10 +21,20 @@ def state(kube) -> dict:
     labels and taints (what the GPU node stage writes)."""
     found = {}
     # Namespaces other tests left to background deletion change on their own.
-    leaving = {n["metadata"]["name"] for n in kube.list("v1", "Namespace") if n["metadata"].get("deletionTimestamp")}
+    namespaces = kube.list("v1", "Namespace")
+    existing = {n["metadata"]["name"] for n in namespaces}
+    leaving = {n["metadata"]["name"] for n in namespaces if n["metadata"].get("deletionTimestamp")}
     for kind, namespace, name, obj in kube.every_object():
         meta = obj["metadata"]
         if namespace in leaving or (kind == "Namespace" and name in leaving):
+            continue
+        # Cluster-wide objects of what is in a namespace that is going: a
+        # claim's volume (Released when the claim is gone), a Service's
+        # cluster IP (an IPAddress, freed with it).
+        spec = obj.get("spec") or {}
+        owner = (spec.get("claimRef") if kind == "PersistentVolume" else
+                 spec.get("parentRef") if kind == "IPAddress" else None)
+        if owner is not None and owner.get("namespace") not in existing - leaving:
             continue
         if kind == "Node":
             found[(kind, None, name)] = (meta.get("labels"), (obj.get("spec") or {}).get("taints"))

@@ -133,3 +133,36 @@ def test_upgrade_rolls_one_pod_at_a_time_then_a_broken_one_rolls_back(sandbox, k
     assert {p["metadata"]["labels"]["controller-revision-hash"] for p in pods} == {new}
     assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods if p["metadata"]["name"] != "vllm-2"} \
         == {k: v for k, v in serving.items() if k != "vllm-2"}
+
+    # A new model revision into the folder the running pods read is refused
+    # before anything is fetched or touched.
+    version = restored["metadata"]["resourceVersion"]
+    jobs = kube.list("batch/v1", "Job", namespace)
+    overwrite = playbook(sandbox, "playbooks/upgrade.yml", namespace, vllm_serve_max_model_len=256,
+                         model_store_revision="v2")
+    assert overwrite.rc != 0
+    refusal = overwrite.task("Refuse a new model revision into the folder the running pods read")["msg"]
+    assert "model_store_revision v2 would be fetched into /models/tiny-chat" in refusal
+    assert "tiny-chat@v2" in refusal
+    assert sts(kube, namespace)["metadata"]["resourceVersion"] == version
+    assert kube.list("batch/v1", "Job", namespace) == jobs
+
+
+
+def test_a_fix_rolls_out_over_a_broken_deployment(sandbox, kube, namespace):
+    """Each step waits for its own pod only: pods of the broken revision that
+    are still there do not hold the fix back (or roll it back)."""
+    broken = playbook(sandbox, "site.yml", namespace, vllm_serve_replicas=2, vllm_serve_wait_timeout=20,
+                      vllm_serve_pod_labels={"sandbox.inferops.io/fail": "readiness"})
+    assert broken.rc != 0
+    assert broken.task("inferops.vllm.vllm_serve : Wait for the rollout")["failed"] is True
+    assert sts(kube, namespace)["status"].get("readyReplicas", 0) == 0
+
+    fixed = playbook(sandbox, "site.yml", namespace, vllm_serve_replicas=2)
+    assert fixed.rc == 0, fixed.failures()
+    rolled = fixed.task(ROLL_TASK)
+    assert [r["pod"] for r in rolled["replicas"]] == ["vllm-1", "vllm-0"] and rolled["rolled_back"] is False
+    after = sts(kube, namespace)
+    assert after["status"]["readyReplicas"] == 2
+    assert after["status"]["currentRevision"] == after["status"]["updateRevision"]
+    assert "sandbox.inferops.io/fail" not in after["spec"]["template"]["metadata"]["labels"]

@@ -121,6 +121,15 @@ class RolloutWaiter:
                                           self.request_timeout)
         return findings
 
+    def diagnose(self, obj: dict, pods: list[dict], with_events: bool) -> list[diagnosis.Finding]:
+        """The findings for these pods of the workload (for a caller that
+        waits on some of its pods only)."""
+        return self._diagnose(obj, pods, with_events)
+
+    def explain(self, obj: dict, pods: list[dict]) -> list[diagnosis.Finding]:
+        """The full diagnosis, with events and crashed containers' logs."""
+        return self._with_logs(self._diagnose(obj, pods, with_events=True))
+
     def wait(self) -> dict:
         base = rollout.KIND_PATHS[self.kind].format(ns=self.namespace)
         try:

@@ -19,6 +19,7 @@ ControllerRevision whose ``data`` is ``{"spec": {"template": {..., "$patch":
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -27,10 +28,12 @@ from ansible_collections.inferops.vllm.plugins.module_utils._errors import (
     ClusterError, EndpointError, NotFoundError, ParameterError, WaitFailed)
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import (
     merge_patch, missing_namespace, request_json)
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _diagnosis as diagnosis
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._wait import RolloutWaiter, pod_ready, selector_string
 
 REVISION_LABEL = "controller-revision-hash"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def revision_of(pod: dict) -> str:
@@ -130,9 +133,55 @@ class GatedRollout:
             "type": "RollingUpdate", "rollingUpdate": {"partition": partition}}}},
             timeout=self.request_timeout, action=f"setting the partition of StatefulSet {self.namespace}/{self.name}")
 
-    def _wait(self, timeout: float) -> dict:
-        return RolloutWaiter(self.api, "StatefulSet", self.name, self.namespace, timeout, self.fail_fast,
-                             self.fail_fast_after, self.log_lines, self.request_timeout).wait()
+    def _wait_pod(self, sts: dict, pod_name: str, revision: str, timeout: float) -> dict:
+        """Watch the one pod until it runs ``revision`` and is Ready. Only its
+        own state counts (another pod that is not Ready, such as a broken
+        one the rollout is about to replace, does not hold the step); a
+        cause that waiting will not fix ends the wait early, with the pod's
+        diagnosis (workload_wait's)."""
+        waiter = RolloutWaiter(self.api, "StatefulSet", self.name, self.namespace, timeout, self.fail_fast,
+                               self.fail_fast_after, self.log_lines, self.request_timeout)
+        changes: queue.Queue = queue.Queue()
+        informer = Informer(self.api, f"/api/v1/namespaces/{self.namespace}/pods",
+                            [("fieldSelector", f"metadata.name={pod_name}")], changes, threading.Event(),
+                            self.request_timeout)
+        informer.start()
+        started, seen_since = self.clock(), {}
+        try:
+            while True:
+                if informer.error:
+                    raise informer.error
+                now = self.clock()
+                listed = informer.snapshot() if informer.synced.is_set() else []
+                pod = listed[0] if listed else None
+                made = pod is not None and not pod["metadata"].get("deletionTimestamp") \
+                    and revision_of(pod) == revision
+                if made and pod_ready(pod):
+                    return pod
+                pods = [pod] if made else []
+                findings = waiter.diagnose(sts, pods, with_events=False) if pods else []
+                final = {(f.cause, f.object) for f in diagnosis.final_findings(findings, pods, self.fail_fast)}
+                seen_since = {k: seen_since.get(k, now) for k in final}
+                due = [k for k, t in seen_since.items() if now - t >= self.fail_fast_after]
+                remaining = timeout - (now - started)
+                if due or remaining <= 0:
+                    state = "not created yet" if pod is None else (
+                        f"at revision {revision_of(pod)}" if revision_of(pod) != revision else "not Ready")
+                    why = (f"{due[0][0]} (not waiting for the timeout)" if due
+                           else f"timed out after {timeout:g}s: the pod is {state}")
+                    found = waiter.explain(sts, pods)
+                    raise WaitFailed(f"pod {self.namespace}/{pod_name} of revision {revision}: {why}"
+                                     + "".join("\n- " + f.summary() for f in found),
+                                     diagnosis=[f.as_dict() for f in found], pod=pod_name)
+                wake = remaining
+                if seen_since:
+                    wake = min(wake, max(0.05, min(seen_since.values()) + self.fail_fast_after - now))
+                try:
+                    changes.get(timeout=wake)
+                except queue.Empty:
+                    pass
+        finally:
+            informer.close()
 
     # -- the rollout ---------------------------------------------------------
     def plan(self) -> dict:
@@ -172,12 +221,9 @@ class GatedRollout:
             step_started = self.clock()
             try:
                 self._set_partition(ordinal)
-                self._wait(self.timeout)
-                found = self._pods(plan["sts"]).get(pod)
-                if found is None or revision_of(found) != update or not pod_ready(found):
-                    raise WaitFailed(f"pod {pod} is not a Ready pod of revision {update} after the rollout step")
+                self._wait_pod(plan["sts"], pod, update, self.timeout)
                 answer = self.check(pod) if self.check else None
-            except (WaitFailed, EndpointError) as exc:
+            except (WaitFailed, EndpointError, NotFoundError, ClusterError) as exc:
                 self._stopped(result, pod, exc, current, started)
             result["replicas"].append({"pod": pod, "revision": update, "ready_s": self._since(step_started),
                                        **({"check": answer} if answer is not None else {})})
@@ -197,7 +243,7 @@ class GatedRollout:
                              elapsed_s=self._since(started))
         try:
             restored = self._roll_back(current)
-        except (WaitFailed, EndpointError, ClusterError) as again:
+        except (WaitFailed, EndpointError, NotFoundError, ClusterError) as again:
             raise WaitFailed(message + f"\nThe rollback to revision {current} failed too: {again.msg}",
                              failed_pod=failure, rolled_back=False, rollback_error=again.msg,
                              replicas=result["replicas"], elapsed_s=self._since(started)) from again
@@ -209,29 +255,51 @@ class GatedRollout:
         revision = request_json(self.api, "GET", f"/apis/apps/v1/namespaces/{self.namespace}/controllerrevisions/"
                                 f"{current}", timeout=self.request_timeout,
                                 action=f"reading ControllerRevision {current}")
+        template = template_of_revision(revision)
+        sts = self._get()
         # A JSON patch replaces the template whole: a merge patch would keep
         # what the new revision added (an env var, an annotation).
-        request_json(self.api, "PATCH", self.path, body=[
-            {"op": "replace", "path": "/spec/template", "value": template_of_revision(revision)},
-            {"op": "replace", "path": "/spec/updateStrategy",
-             "value": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}},
-        ], content_type="application/json-patch+json", timeout=self.request_timeout,
-            action=f"restoring StatefulSet {self.namespace}/{self.name}'s template of revision {current}")
+        ops = [
+            {"op": "replace", "path": "/spec/template", "value": template},
+            {"op": "add", "path": "/spec/updateStrategy/rollingUpdate",
+             "value": {**((sts["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}), "partition": 0}},
+        ]
+        # The last applied definition (kubectl's and kubernetes.core's
+        # client-side apply) is made to say the same: else a later apply of
+        # it (scale.yml) would bring the failed template back, and what the
+        # failed template left out would never be removed again.
+        annotations = sts["metadata"].get("annotations") or {}
+        if LAST_APPLIED in annotations:
+            try:
+                applied = json.loads(annotations[LAST_APPLIED])
+                applied.setdefault("spec", {})["template"] = template
+                applied["spec"].setdefault("updateStrategy", {}).setdefault("rollingUpdate", {})["partition"] = 0
+                ops.append({"op": "replace", "path": "/metadata/annotations/" + LAST_APPLIED.replace("/", "~1"),
+                            "value": json.dumps(applied, separators=(",", ":"), sort_keys=True)})
+            except (ValueError, AttributeError, TypeError):
+                pass  # not ours to mend: the template itself is restored all the same
+        if "rollingUpdate" not in (sts["spec"].get("updateStrategy") or {}):
+            ops.insert(1, {"op": "add", "path": "/spec/updateStrategy", "value": {"type": "RollingUpdate"}})
+        request_json(self.api, "PATCH", self.path, body=ops, content_type="application/json-patch+json",
+                     timeout=self.request_timeout,
+                     action=f"restoring StatefulSet {self.namespace}/{self.name}'s template of revision {current}")
         sts = self._observed()
-        # The pods made from the bad revision: replaced now, whatever their
-        # state (with podManagementPolicy OrderedReady the controller would
-        # wait forever for a broken one to become Ready).
+        # The new revision's pods that are not Ready go now (with
+        # podManagementPolicy OrderedReady the controller would wait for a
+        # broken one forever); the Ready ones the controller replaces one at
+        # a time, as the PodDisruptionBudget expects.
         for name, pod in self._pods(sts).items():
-            if revision_of(pod) != current and not pod["metadata"].get("deletionTimestamp"):
+            if revision_of(pod) != current and not pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
                 try:
                     request_json(self.api, "DELETE", f"/api/v1/namespaces/{self.namespace}/pods/{name}",
                                  timeout=self.request_timeout, action=f"deleting pod {name} of the new revision")
                 except ClusterError as exc:
                     if exc.details.get("status") != 404:
                         raise
-        self._wait(self.timeout)
         restored = []
-        for name in sorted(self._pods(sts)):
+        for ordinal in range((sts.get("spec") or {}).get("replicas", 1)):
+            name = f"{self.name}-{ordinal}"
+            self._wait_pod(sts, name, current, self.timeout)
             restored.append({"pod": name, "revision": current,
                              **({"check": self.check(name)} if self.check else {})})
         return restored
