@@ -8,43 +8,9 @@ from __future__ import annotations
 import pytest
 
 from support.ansible import ROOT, run_playbook, run_playbook_text
+from support.k8s import changed_between, cluster_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-# What changes on its own while a playbook runs: node heartbeats (Lease, the
-# Node's status), events, and the endpoints of pods kwok reports Ready again.
-MOVING_KINDS = {"Lease", "Event", "Node"}
-
-
-def state(kube) -> dict:
-    """resourceVersion of every object of every kind, and each node's
-    labels and taints (what the GPU node stage writes)."""
-    found = {}
-    # Namespaces other tests left to background deletion change on their own.
-    namespaces = kube.list("v1", "Namespace")
-    existing = {n["metadata"]["name"] for n in namespaces}
-    leaving = {n["metadata"]["name"] for n in namespaces if n["metadata"].get("deletionTimestamp")}
-    for kind, namespace, name, obj in kube.every_object():
-        meta = obj["metadata"]
-        if namespace in leaving or (kind == "Namespace" and name in leaving):
-            continue
-        # Cluster-wide objects of what is in a namespace that is going: a
-        # claim's volume (Released when the claim is gone), a Service's
-        # cluster IP (an IPAddress, freed with it).
-        spec = obj.get("spec") or {}
-        owner = (spec.get("claimRef") if kind == "PersistentVolume" else
-                 spec.get("parentRef") if kind == "IPAddress" else None)
-        if owner is not None and owner.get("namespace") not in existing - leaving:
-            continue
-        if kind == "Node":
-            found[(kind, None, name)] = (meta.get("labels"), (obj.get("spec") or {}).get("taints"))
-        elif kind not in MOVING_KINDS:
-            found[(kind, namespace, name)] = meta.get("resourceVersion")
-    return found
-
-
-def changed_between(before: dict, after: dict) -> list:
-    return sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}, key=str)
 
 
 def site_text(sandbox, *args):
@@ -54,11 +20,11 @@ def site_text(sandbox, *args):
 
 def test_check_mode_in_a_namespace_not_created_yet_changes_nothing(sandbox, kube):
     fresh = "t-check-mode-not-there"
-    before = state(kube)
+    before = cluster_state(kube)
     run = site_text(sandbox, "--check", "--diff", "-e", f"model_store_namespace={fresh}",
                     "-e", f"vllm_serve_namespace={fresh}")
     assert run.rc == 0 and run.recap["failed"] == 0, run.output[-3000:]
-    assert changed_between(before, state(kube)) == []
+    assert changed_between(before, cluster_state(kube)) == []
     assert not kube.list("v1", "Namespace", field_selector=f"metadata.name={fresh}")
     # It says what it could not dry-run, rather than failing on it or passing over it.
     assert f"namespace {fresh} does not exist yet" in run.output
@@ -71,12 +37,12 @@ def test_check_mode_on_a_running_deployment_shows_only_what_changes(sandbox, kub
                             extra_vars={"model_store_namespace": namespace, "vllm_serve_namespace": namespace},
                             env={"SANDBOX_DIR": str(sandbox.state_dir)})
     assert deployed.rc == 0, deployed.failures()
-    before = state(kube)
+    before = cluster_state(kube)
     run = site_text(sandbox, "--check", "--diff", "-e", f"model_store_namespace={namespace}",
                     "-e", f"vllm_serve_namespace={namespace}", "-e", "vllm_serve_replicas=2",
                     "-e", "vllm_serve_max_model_len=256")
     assert run.rc == 0 and run.recap["failed"] == 0, run.output[-3000:]
-    assert changed_between(before, state(kube)) == []
+    assert changed_between(before, cluster_state(kube)) == []
     sts = kube.get("apps/v1", "StatefulSet", namespace, "vllm")
     assert sts["spec"]["replicas"] == 1 and "512" in sts["spec"]["template"]["spec"]["containers"][0]["args"]
     # The StatefulSet's diff: the two fields that change, and none of the bookkeeping.

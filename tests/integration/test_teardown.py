@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from support.ansible import ROOT, run_playbook
+from support.k8s import changed_between, cluster_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,8 +29,6 @@ LABEL = "teardown-test.inferops.io/gpu"
 TAINT = {"key": LABEL, "value": "present", "effect": "PreferNoSchedule"}  # no pod of another test is kept off
 # What Kubernetes puts into every namespace, and stays while the namespace does.
 KUBERNETES_OWN = {"ServiceAccount/default", "ConfigMap/kube-root-ca.crt"}
-# What changes on its own while a playbook runs: heartbeats, events, nodes' status.
-MOVING_KINDS = {"Lease", "Event", "Node"}
 
 
 def inventory(namespace: str, hami_namespace: str) -> dict:
@@ -82,23 +81,6 @@ def left_in(kube, namespace: str) -> set[str]:
 
 def exists(kube, *ref) -> bool:
     return bool(kube.list(*ref[:-1], field_selector=f"metadata.name={ref[-1]}"))
-
-
-def state(kube) -> dict:
-    """resourceVersion of every object of the cluster, and each node's labels
-    and taints."""
-    found = {}
-    for kind, namespace, name, obj in kube.every_object():
-        meta = obj["metadata"]
-        if kind == "Node":
-            found[(kind, None, name)] = (meta.get("labels"), (obj.get("spec") or {}).get("taints"))
-        elif kind not in MOVING_KINDS:
-            found[(kind, namespace, name)] = meta.get("resourceVersion")
-    return found
-
-
-def changed_between(before: dict, after: dict) -> list:
-    return sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}, key=str)
 
 
 def messages(result) -> str:
@@ -164,7 +146,7 @@ def test_teardown_level_by_level(sandbox, kube):
                      "data": {"owner": "a team"}})
 
         # Nothing is deleted when the level is missing or not one of the four (checked first, by name).
-        before = state(kube)
+        before = cluster_state(kube)
         for level in (None, "everything"):
             refused = teardown(sandbox, variables, level)
             assert refused.rc != 0
@@ -175,7 +157,7 @@ def test_teardown_level_by_level(sandbox, kube):
         dry = teardown(sandbox, variables, "gpu_nodes", check=True)
         assert dry.rc == 0 and dry.failed() == 0, dry.failures()
         assert dry.changed() > 0  # it says what it would do
-        assert changed_between(before, state(kube)) == []
+        assert changed_between(before, cluster_state(kube)) == []
 
         # service: every object of vllm_serve, and its pods, gone when it returns.
         service = teardown(sandbox, variables, "service")

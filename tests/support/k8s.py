@@ -151,3 +151,40 @@ class Kube:
 
         wait_until(self.api, path, done, timeout, list(query or []), request_timeout=self.timeout)
         return found[0]
+
+
+# What changes on its own while a playbook runs: node heartbeats (Lease, the
+# Node's status), events.
+MOVING_KINDS = {"Lease", "Event", "Node"}
+
+
+def cluster_state(kube) -> dict:
+    """resourceVersion of every object of every kind, and each node's labels
+    and taints (what the GPU node stage writes): compared before and after a
+    run that must change nothing. Namespaces other tests left to background
+    deletion change on their own, and so do the cluster-wide objects of what
+    is in them (a claim's volume turns Released, a Service's cluster IP, an
+    IPAddress, is freed): those are left out."""
+    namespaces = kube.list("v1", "Namespace")
+    existing = {n["metadata"]["name"] for n in namespaces}
+    leaving = {n["metadata"]["name"] for n in namespaces if n["metadata"].get("deletionTimestamp")}
+    found = {}
+    for kind, namespace, name, obj in kube.every_object():
+        meta = obj["metadata"]
+        if namespace in leaving or (kind == "Namespace" and name in leaving):
+            continue
+        spec = obj.get("spec") or {}
+        owner = (spec.get("claimRef") if kind == "PersistentVolume" else
+                 spec.get("parentRef") if kind == "IPAddress" else None)
+        if owner is not None and owner.get("namespace") not in existing - leaving:
+            continue
+        if kind == "Node":
+            found[(kind, None, name)] = (meta.get("labels"), spec.get("taints"))
+        elif kind not in MOVING_KINDS:
+            found[(kind, namespace, name)] = meta.get("resourceVersion")
+    return found
+
+
+def changed_between(before: dict, after: dict) -> list:
+    return sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}, key=str)
+
