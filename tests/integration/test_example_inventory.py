@@ -31,7 +31,8 @@ def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace,
     playbook.write_text(yaml.safe_dump([{
         "name": "deploy the example's vllm_serve", "hosts": "localhost", "gather_facts": False,
         "module_defaults": K8S_CONNECTION,
-        "vars": {k: v for k, v in example.items() if k.startswith("vllm_serve_")} | {
+        # The model folder is one value for both roles (vllm_serve_model_subpath names model_store_subpath).
+        "vars": {k: v for k, v in example.items() if k.startswith(("vllm_serve_", "model_store_"))} | {
             "inferops_kubeconfig": sandbox.kubeconfig,
             "vllm_serve_namespace": namespace,
             # The sandbox's GPU nodes are not labelled in this test's namespace run; select them by GPU label.
