@@ -148,7 +148,6 @@ def test_upgrade_rolls_one_pod_at_a_time_then_a_broken_one_rolls_back(sandbox, k
     assert kube.list("batch/v1", "Job", namespace) == jobs
 
 
-
 def test_a_fix_rolls_out_over_a_broken_deployment(sandbox, kube, namespace):
     """Each step waits for its own pod only: pods of the broken revision that
     are still there do not hold the fix back (or roll it back)."""

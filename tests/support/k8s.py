@@ -187,4 +187,3 @@ def cluster_state(kube) -> dict:
 
 def changed_between(before: dict, after: dict) -> list:
     return sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}, key=str)
-

@@ -387,4 +387,3 @@ def test_allocatable_bounds_the_node_as_kube_scheduler_would():
     assert result["room"] == 2 and result["fits"] is False
     assert result["nodes"][0]["bound_by"] == "nvidia.com/gpu"
     assert "gpu-a (2: 8 of 8 GPUs free, allocatable nvidia.com/gpu full)" in result["msg"]
-
