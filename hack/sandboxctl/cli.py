@@ -68,6 +68,8 @@ def up(args: argparse.Namespace) -> int:
         "s3": {"endpoint": f"http://{LOOPBACK}:{ports['s3']}", "credentials_file": str(creds_file)},
         "job_runner": {"images": images},
         "fixtures": fixtures.get("file"),
+        # Sized for the nodes asked for at up (`nodes` adds to them later).
+        "heartbeat": settings.heartbeat(args.gpu_nodes + args.cpu_nodes),
         "gpu_nodes": [],
         "cpu_nodes": [],
         "processes": [],
@@ -145,6 +147,7 @@ def up(args: argparse.Namespace) -> int:
                 "--use-service-account-credentials=false",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--cluster-name=sandbox",
+                f"--node-monitor-grace-period={state['heartbeat']['node_monitor_grace_s']}s",
             ]),
             "kube-scheduler": run.start("kube-scheduler", [
                 str(bins["kube-scheduler"]), *common, f"--secure-port={ports['scheduler']}"]),
@@ -161,6 +164,7 @@ def up(args: argparse.Namespace) -> int:
             f"--tls-cert-file={pki / 'kwok.crt'}",
             f"--tls-private-key-file={pki / 'kwok.key'}",
             "--cidr=10.244.0.1/16",
+            f"--node-lease-duration-seconds={state['heartbeat']['node_lease_s']}",
         ])
         started_procs["minio"] = run.start("minio", [
             str(bins["minio"]),

@@ -17,10 +17,12 @@ from sandboxctl.settings import VLLM_PODS, vllm_port_key
 from sandboxctl.state import LOOPBACK
 
 STAGES_DIR = ROOT / "hack" / "cluster" / "stages"
-OUR_STAGES = ("crashloop.yaml", "readiness-failure.yaml", "image-pull-failure.yaml")
+OUR_STAGES = ("crashloop.yaml", "readiness-failure.yaml", "image-pull-failure.yaml", "pod-ready-again.yaml")
 KWOK_STAGES = (
     "node/fast/node-initialize.yaml",
-    "node/heartbeat/node-heartbeat.yaml",
+    # Node status every 10 to 20 minutes; liveness is the lease kwok renews
+    # (--node-lease-duration-seconds), as a kubelet does.
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
     "pod/fast/pod-ready.yaml",
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",

@@ -10,6 +10,7 @@ of given names."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from sandboxctl import ROOT
@@ -31,6 +32,28 @@ VLLM_PODS = ("vllm-0", "vllm-1", "vllm-2", "vllm-3")
 def vllm_port_key(pod: str) -> str:
     """The state.json port of the stand-in that answers for this pod."""
     return "vllm_standin" if pod == VLLM_PODS[0] else f"vllm_standin_{pod.rpartition('-')[2]}"
+
+
+# A kubelet's node lease lasts 40 s and is renewed every quarter of that;
+# kube-controller-manager marks a node NotReady 50 s after its last renewal
+# (Kubernetes v1.37.2: pkg/kubelet/apis/config/v1beta1/defaults.go,
+# pkg/controller/nodelifecycle/config/v1alpha1/defaults.go).
+KUBELET_LEASE_S, NODE_MONITOR_GRACE_S = 40, 50
+# kwok renews every simulated node's lease from one process, on the same
+# cores as the API server and etcd: past this many renewals a second, a
+# loaded machine falls behind and healthy nodes go NotReady.
+MAX_LEASE_RENEWALS_PER_S = 10
+
+
+def heartbeat(nodes: int) -> dict:
+    """Node lease duration (kwok) and node-monitor grace period
+    (kube-controller-manager) for this many simulated nodes: upstream's
+    defaults up to 100 nodes; beyond, the lease grows so that renewals stay
+    at MAX_LEASE_RENEWALS_PER_S, and the grace period stays upstream's 10 s
+    past a lease."""
+    renew_s = max(KUBELET_LEASE_S // 4, math.ceil(nodes / MAX_LEASE_RENEWALS_PER_S))
+    lease_s = 4 * renew_s
+    return {"node_lease_s": lease_s, "node_monitor_grace_s": lease_s + NODE_MONITOR_GRACE_S - KUBELET_LEASE_S}
 
 
 FIXTURE_KEYS = {"ports", "port_forwards", "logs", "run_images"}

@@ -94,6 +94,39 @@ def test_statefulset_with_9_gpus_stays_pending_with_scheduler_reason(namespace, 
     assert "Insufficient nvidia.com/gpu" in event["message"]
 
 
+def test_pod_marked_not_ready_by_the_node_controller_is_ready_again(sandbox, namespace, kube):
+    """What kube-controller-manager does to the pods of a node that missed its
+    heartbeats (only Ready set to False, MarkPodsNotReady in Kubernetes
+    v1.37.2 pkg/controller/util/node/controller_utils.go) is undone as a
+    kubelet reporting again would: the pod is Ready again."""
+    kube.create(gpu_statefulset("marked", gpus=1, replicas=1), namespace)
+    kube.wait_for(("apps/v1", "StatefulSet", namespace), lambda s: (s.get("status") or {}).get("readyReplicas") == 1, 120)
+    pod = kube.get("v1", "Pod", namespace, "marked-0")
+    marked_at = "2026-01-01T00:00:00Z"  # a time the stage's own cannot be
+    for cond in pod["status"]["conditions"]:
+        if cond["type"] == "Ready":
+            cond.update(status="False", lastTransitionTime=marked_at)
+    kube.request("PUT", kube.path("v1", "Pod", namespace, "marked-0") + "/status", body=pod)
+
+    def ready_again(p) -> bool:
+        conds = {c["type"]: c for c in (p.get("status") or {}).get("conditions") or []}
+        return p["metadata"]["name"] == "marked-0" and conds["Ready"]["status"] == "True" \
+            and conds["Ready"]["lastTransitionTime"] != marked_at
+    again = kube.wait_for(("v1", "Pod", namespace), ready_again, 60)
+    conds = {c["type"]: c["status"] for c in again["status"]["conditions"]}
+    assert conds["ContainersReady"] == "True" and conds["PodScheduled"] == "True", conds
+
+
+def test_node_leases_and_the_grace_period_follow_the_node_count(sandbox, kube):
+    """Liveness is the node lease, as with kubelets: kwok renews one per node
+    with the duration sized for the sandbox's node count."""
+    expected = sandbox.state["heartbeat"]["node_lease_s"]
+    leases = {item["metadata"]["name"]: item for item in kube.list("coordination.k8s.io/v1", "Lease", "kube-node-lease")}
+    for name in sandbox.gpu_nodes + sandbox.cpu_nodes:
+        assert leases[name]["spec"]["leaseDurationSeconds"] == expected, name
+    assert expected == 40  # the test sandbox is small: upstream's kubelet default
+
+
 def test_deployment_rollout_to_new_image_completes(namespace, kube):
     deployment = {
         "apiVersion": "apps/v1",

@@ -111,3 +111,15 @@ def test_simulated_registration_is_each_hami_release_s_exact_format():
         for i in range(8):
             made = made.replace(f"GPU-x-{i:02d}", f"GPU-00000000-0000-0000-0000-00000000000{i}")
         assert made == (fixtures / fixture).read_text(), release
+
+
+@pytest.mark.parametrize("nodes, lease, grace", [
+    (5, 40, 50),     # upstream's kubelet lease and node-monitor grace period
+    (100, 40, 50),   # 100 nodes renewing every 10 s: 10 renewals a second
+    (500, 200, 210),  # renewals stay at 10 a second; the grace stays 10 s past a lease
+    (1000, 400, 410),
+])
+def test_heartbeat_settings_keep_lease_renewals_bounded(nodes, lease, grace):
+    found = settings.heartbeat(nodes)
+    assert found == {"node_lease_s": lease, "node_monitor_grace_s": grace}
+    assert nodes / (lease / 4) <= settings.MAX_LEASE_RENEWALS_PER_S
