@@ -125,14 +125,24 @@ class PodTunnel:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
-        from kubernetes import client
-        from kubernetes.stream import portforward
+    def _open(self):
+        """The port-forward stream, opened as kubernetes.stream.portforward
+        opens it, without building CoreV1Api for its URL: importing that
+        class loads the client's generated models, about half a second of
+        every check (the same websocket call, the same auth headers)."""
+        from urllib.parse import quote
 
+        from kubernetes.stream.ws_client import portforward_call
+
+        configuration = api_client_of(self.api).configuration
+        headers = {setting["key"]: setting["value"] for setting in configuration.auth_settings().values()
+                   if setting.get("in") == "header" and setting.get("value")}
+        url = f"{configuration.host}/api/v1/namespaces/{quote(self.namespace)}/pods/{quote(self.pod)}/portforward"
+        return portforward_call(configuration, "GET", url, query_params=[("ports", str(self.port))], headers=headers)
+
+    def _serve(self, conn: socket.socket) -> None:
         try:
-            core = client.CoreV1Api(api_client_of(self.api))
-            pf = portforward(core.connect_get_namespaced_pod_portforward, self.pod, self.namespace,
-                             ports=str(self.port))
+            pf = self._open()
         except Exception as exc:  # noqa: BLE001 - reported by the caller's request failing
             self.errors.append(f"port-forward to pod {self.namespace}/{self.pod}:{self.port} failed: {exc}")
             conn.close()
