@@ -29,6 +29,10 @@ KWOK_STAGES = (
     "pod/chaos/pod-container-running-failed.yaml",
 )
 IMAGE_KEY = ".spec.containers.[].image"
+# A pod annotated so becomes Ready that long after it is scheduled (a Go
+# duration, "3s"), or at a time drawn evenly up to ready-within: a server
+# loading a model, for waits and benchmarks that must see a rollout in flight.
+READY_AFTER, READY_WITHIN = "sandbox.inferops.io/ready-after", "sandbox.inferops.io/ready-within"
 
 
 def _dump(doc: dict) -> str:
@@ -55,14 +59,32 @@ def leave_alone(stage: dict, images: list[str]) -> dict:
     return stage
 
 
+def ready_after(pod_ready: dict) -> dict:
+    """kwok's own pod-ready stage (so the status it writes is kwok's), for
+    pods annotated READY_AFTER, after that delay. Its weight wins over
+    pod-ready's (none): kwok leaves out stages of weight 0 when one that
+    matches has more (sigs.k8s.io/kwok v0.8.0 pkg/utils/lifecycle/lifecycle.go)."""
+    import copy
+
+    stage = copy.deepcopy(pod_ready)
+    stage["metadata"]["name"] = "sandbox-pod-ready-after"
+    spec = stage["spec"]
+    spec["selector"]["matchExpressions"].append({"key": f'.metadata.annotations["{READY_AFTER}"]', "operator": "Exists"})
+    spec["weight"] = 10000
+    spec["delay"] = {"durationFrom": {"jq": {"expression": f'.metadata.annotations["{READY_AFTER}"]'}},
+                     "jitterDurationFrom": {"jq": {"expression": f'.metadata.annotations["{READY_WITHIN}"]'}}}
+    return stage
+
+
 def stages(images: list[str]) -> list[dict]:
     import yaml
 
     kwok_src = go_module_dir(ROOT / "hack" / "cluster" / "kwok", "sigs.k8s.io/kwok") / "kustomize" / "stage"
     docs = []
     for path in [STAGES_DIR / n for n in OUR_STAGES] + [kwok_src / p for p in KWOK_STAGES]:
-        docs += [leave_alone(d, images) for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    docs += [ready_after(d) for d in docs if d["metadata"]["name"] == "pod-ready"]
+    return [leave_alone(d, images) for d in docs]
 
 
 def extras(state: dict, fixtures: dict) -> list[dict]:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,21 @@ def test_pod_marked_not_ready_by_the_node_controller_is_ready_again(sandbox, nam
     again = kube.wait_for(("v1", "Pod", namespace), ready_again, 60)
     conds = {c["type"]: c["status"] for c in again["status"]["conditions"]}
     assert conds["ContainersReady"] == "True" and conds["PodScheduled"] == "True", conds
+
+
+def test_pod_annotated_ready_after_becomes_ready_that_late(namespace, kube):
+    """A pod annotated sandbox.inferops.io/ready-after is Ready that long
+    after it was scheduled, with the status kwok's own pod-ready stage writes."""
+    sts = gpu_statefulset("slow", gpus=1, replicas=1)
+    sts["spec"]["template"]["metadata"]["annotations"] = {"sandbox.inferops.io/ready-after": "4s"}
+    kube.create(sts, namespace)
+    kube.wait_for(("apps/v1", "StatefulSet", namespace), lambda s: (s.get("status") or {}).get("readyReplicas") == 1, 120)
+    pod = kube.get("v1", "Pod", namespace, "slow-0")
+    times = {c["type"]: c["lastTransitionTime"] for c in pod["status"]["conditions"]}
+    scheduled, ready = (datetime.fromisoformat(times[t].replace("Z", "+00:00")) for t in ("PodScheduled", "Ready"))
+    # Whole seconds on both sides: 4 s later reads as 3 s at the least.
+    assert (ready - scheduled).total_seconds() >= 3, times
+    assert pod["status"]["phase"] == "Running" and pod["status"]["containerStatuses"][0]["ready"] is True
 
 
 def test_node_leases_and_the_grace_period_follow_the_node_count(sandbox, kube):
