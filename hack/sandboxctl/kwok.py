@@ -17,7 +17,7 @@ from sandboxctl.settings import VLLM_PODS, vllm_port_key
 from sandboxctl.state import LOOPBACK
 
 STAGES_DIR = ROOT / "hack" / "cluster" / "stages"
-OUR_STAGES = ("crashloop.yaml", "readiness-failure.yaml", "image-pull-failure.yaml", "pod-ready-again.yaml")
+OUR_STAGES = ("crashloop.yaml", "readiness-failure.yaml", "image-pull-failure.yaml")
 KWOK_STAGES = (
     "node/fast/node-initialize.yaml",
     # Node status every 10 to 20 minutes; liveness is the lease kwok renews

@@ -99,7 +99,8 @@ def test_pod_marked_not_ready_by_the_node_controller_is_ready_again(sandbox, nam
     """What kube-controller-manager does to the pods of a node that missed its
     heartbeats (only Ready set to False, MarkPodsNotReady in Kubernetes
     v1.37.2 pkg/controller/util/node/controller_utils.go) is undone as a
-    kubelet reporting again would: the pod is Ready again."""
+    kubelet reporting again would, its node being Ready: the pod is Ready
+    again (the job runner's resync_readiness, hack/sandboxctl/jobs.py)."""
     kube.create(gpu_statefulset("marked", gpus=1, replicas=1), namespace)
     kube.wait_for(("apps/v1", "StatefulSet", namespace), lambda s: (s.get("status") or {}).get("readyReplicas") == 1, 120)
     pod = kube.get("v1", "Pod", namespace, "marked-0")
