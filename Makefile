@@ -1,16 +1,18 @@
 # The two commands a fresh machine needs (see README.md):
 #   make sandbox   set up, start the local sandbox cluster, run site.yml on it
 #   make test      set up, run every test (unit, sanity, integration)
+#   make bench     set up, run the benchmarks (bench/), print one table
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help setup sandbox sandbox-down test unit lock ee-context vllm-flags
+.PHONY: help setup sandbox sandbox-down test unit bench lock ee-context vllm-flags
 
 help:
 	@echo "make sandbox   - set up, start the sandbox cluster, run site.yml against it"
 	@echo "make test      - set up and run all tests (unit, sanity, integration)"
 	@echo "make sandbox-down - stop the sandbox cluster"
+	@echo "make bench     - run the benchmarks against their baselines (BENCH_ARGS=\"--only NAME --quick\")"
 
 setup:
 	hack/setup-python
@@ -26,6 +28,13 @@ sandbox-down:
 test: setup
 	hack/host-test-image >/dev/null
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Each benchmark against the tool a user would otherwise use, in the same run
+# (bench/README.md); the table goes to stdout, the rows to bench/results/.
+BENCH_ARGS ?=
+bench: setup
+	.venv/bin/pip install -q -r bench/requirements.txt
+	.venv/bin/python bench/run.py $(BENCH_ARGS)
 
 unit: setup
 	.venv/bin/python -m pytest tests/unit $(PYTEST_ARGS)

