@@ -206,7 +206,51 @@ def diagnose_workload(kind: str, obj: dict, pods: list[dict], events: list[dict]
         if key not in keys:
             keys.add(key)
             unique.append(f)
+    if not unique and kind in ("StatefulSet", "Deployment", "DaemonSet"):
+        unique.append(progress_finding(kind, obj, pods))
     return unique
+
+
+def _names(pods: list[dict], limit: int = 10) -> str:
+    names = sorted(p["metadata"]["name"] for p in pods)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def progress_finding(kind: str, obj: dict, pods: list[dict]) -> Finding:
+    """When no pod has anything wrong to report and the workload is still
+    not rolled out: what its pods are doing, by name, and, when every pod
+    is Ready, that the controller's status has not caught up with them (a
+    kube-controller-manager behind on its work, or not running), rather than
+    an empty diagnosis."""
+    meta = obj["metadata"]
+    ref = f"{kind.lower()}/{meta.get('namespace')}/{meta['name']}"
+    status = obj.get("status") or {}
+    going = [p for p in pods if (p.get("metadata") or {}).get("deletionTimestamp")]
+    live = [p for p in pods if p not in going]
+    pending = [p for p in live if not (p.get("spec") or {}).get("nodeName")]
+    not_ready = [p for p in live if p not in pending and _ready(p) != "True"]
+    parts = [f"{len(live) - len(pending) - len(not_ready)} of {len(live)} pods Ready"]
+    if pending:
+        parts.append(f"not placed on a node yet: {_names(pending)}")
+    if not_ready:
+        parts.append(f"not Ready yet: {_names(not_ready)}")
+    if going:
+        parts.append(f"terminating: {_names(going)}")
+    if kind == "DaemonSet":
+        desired = status.get("desiredNumberScheduled", 0)
+        if len(live) < desired:
+            parts.append(f"{desired} nodes should run one, {len(live)} pods exist: the controller has not created "
+                         "the others yet")
+        counted = f"{status.get('numberAvailable', 0)} available of {desired}"
+    else:
+        counted = (f"{status.get('readyReplicas', 0)} ready, {status.get('updatedReplicas', 0)} updated of "
+                   f"{(obj.get('spec') or {}).get('replicas', 1)}")
+    if live and not pending and not not_ready and not going:
+        parts.append(f"its status counts {counted}: the controller has not caught up with its pods "
+                     "(kube-controller-manager behind on its work, or not running)")
+    else:
+        parts.append(f"its status counts {counted}")
+    return Finding("Progressing", ref, "; ".join(parts))
 
 
 def final_findings(findings: list[Finding], pods: list[dict], causes) -> list[Finding]:

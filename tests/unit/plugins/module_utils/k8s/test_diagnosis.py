@@ -139,3 +139,38 @@ def test_unschedulable_because_the_pinned_node_is_not_ready_names_it():
     # Without a nodeSelector no node is blamed.
     del p["spec"]["nodeSelector"]
     assert [f.cause for f in diagnose_pod(p, [], {}, {"gpu-node-3": down})] == ["Unschedulable"]
+
+
+def daemonset(desired=500, available=485):
+    return {"kind": "DaemonSet", "metadata": {"name": "hami-device-plugin", "namespace": "kube-system"},
+            "status": {"desiredNumberScheduled": desired, "numberAvailable": available}}
+
+
+def ready_pod(name, node="gpu-node-0"):
+    p = pod(name)
+    p["spec"]["nodeName"] = node
+    p["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    return p
+
+
+def test_every_pod_ready_but_status_behind_says_the_controller_has_not_caught_up():
+    # What a 500-node run once ended with: "485 of 500 updated pods are available" and diagnosis [].
+    pods = [ready_pod(f"hami-device-plugin-{i}") for i in range(500)]
+    [f] = diagnose_workload("DaemonSet", daemonset(), pods, [], {})
+    assert f.cause == "Progressing" and f.object == "daemonset/kube-system/hami-device-plugin"
+    assert f.message.startswith("500 of 500 pods Ready; its status counts 485 available of 500: the controller has "
+                                "not caught up with its pods")
+
+
+def test_pods_not_created_yet_and_not_placed_are_named():
+    pods = [ready_pod("dp-a"), pod("dp-b")]  # dp-b: no node, no condition yet
+    [f] = diagnose_workload("DaemonSet", daemonset(desired=4, available=1), pods, [], {})
+    assert f.message == ("1 of 2 pods Ready; not placed on a node yet: dp-b; 4 nodes should run one, 2 pods exist: "
+                         "the controller has not created the others yet; its status counts 1 available of 4")
+
+
+def test_a_pod_with_a_reason_gets_its_own_finding_not_the_progress_one():
+    event = {"involvedObject": {"kind": "Pod", "name": "p-0"}, "reason": "NodeNotReady", "message": "Node is not ready",
+             "lastTimestamp": "2026-11-26T10:01:00Z"}
+    findings = diagnose_workload("DaemonSet", daemonset(desired=1, available=0), [running_not_ready()], [event], {})
+    assert [f.cause for f in findings] == ["NodeNotReady"]
