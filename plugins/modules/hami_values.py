@@ -19,9 +19,15 @@ description:
   - It only computes; nothing is changed.
 options:
   chart_version:
-    description: The HAMi chart release that will be installed, for example C(2.10.0).
+    description:
+      - The HAMi chart release that will be installed, for example C(2.10.0).
+      - One of O(chart_version) and O(chart_path) is required.
     type: str
-    required: true
+  chart_path:
+    description:
+      - A local chart to install (a chart folder, or a tarball made by C(helm package)), on the host the module runs
+        on; its C(Chart.yaml) gives the release, as C(helm show chart) would.
+    type: path
   cluster_version:
     description: The cluster's Kubernetes version (C(gitVersion)), for the kube-scheduler tag.
     type: str
@@ -94,6 +100,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+chart_version:
+  description: The chart release the values are for (O(chart_version), or the one O(chart_path) holds).
+  returned: success
+  type: str
 chart_values:
   description: The chart values to install with.
   returned: success
@@ -123,7 +133,9 @@ def merge(base: dict, over: dict) -> dict:
 
 
 def run(module):
-    p = module.params
+    p = dict(module.params)
+    if p["chart_path"]:
+        p["chart_version"] = hami.local_chart_version(p["chart_path"])
     # What the user gave is checked alone: the role's own values are always right for the release.
     ignored = hami.ignored_values(p["extra_values"], p["chart_version"])
     if ignored:
@@ -132,13 +144,15 @@ def run(module):
     values = hami.chart_values(p["chart_version"], p["node_label"], p["resource_name"], p["resource_mem"],
                                p["resource_cores"], p["device_split_count"], p["node_scheduler_policy"],
                                p["gpu_scheduler_policy"], tag)
-    return {"changed": False, "chart_values": merge(values, p["extra_values"]), "kube_scheduler_tag": tag,
+    return {"changed": False, "chart_version": p["chart_version"],
+            "chart_values": merge(values, p["extra_values"]), "kube_scheduler_tag": tag,
             "node_selector_key": hami.node_selector_key(p["chart_version"])}
 
 
 def main():
     spec = dict(
-        chart_version=dict(type="str", required=True),
+        chart_version=dict(type="str"),
+        chart_path=dict(type="path"),
         cluster_version=dict(type="str", required=True),
         kube_scheduler_image_tag=dict(type="str", default=""),
         node_label=dict(type="dict", required=True),
@@ -150,7 +164,9 @@ def main():
         gpu_scheduler_policy=dict(type="str", choices=["binpack", "spread"], default="spread"),
         extra_values=dict(type="dict", default={}),
     )
-    _runner.run(AnsibleModule(argument_spec=spec, supports_check_mode=True), run)
+    _runner.run(AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                              required_one_of=[("chart_version", "chart_path")],
+                              mutually_exclusive=[("chart_version", "chart_path")]), run)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,41 @@ def parse_version(version, what: str = "chart_version (hami_chart_version)") -> 
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
 
+def local_chart_version(path: str) -> str:
+    """The version in a local chart's Chart.yaml: a chart folder, or a
+    tarball as `helm package` writes it (one top folder, Chart.yaml in it).
+    What `helm show chart` prints for it, without starting helm."""
+    import os
+    import tarfile
+
+    import yaml
+
+    what = "chart_path (hami_chart_ref)"
+    try:
+        if os.path.isdir(path):
+            with open(os.path.join(path, "Chart.yaml"), encoding="utf-8") as handle:
+                text = handle.read()
+        else:
+            with tarfile.open(path) as archive:
+                member = next((m for m in archive.getmembers()
+                               if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/Chart.yaml")), None)
+                if member is None:
+                    raise ParameterError(f"{what}: {path} holds no <chart>/Chart.yaml; give a chart folder or a "
+                                         "tarball made by helm package")
+                text = archive.extractfile(member).read().decode("utf-8")
+    except (OSError, tarfile.TarError) as exc:
+        raise ParameterError(f"{what}: cannot read a chart at {path} ({exc}); give a chart folder or a tarball made "
+                             "by helm package, or hami_chart_ref: hami-charts/hami for the repository") from None
+    try:
+        chart = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{what}: {path}: Chart.yaml is not YAML ({exc})") from None
+    version = chart.get("version") if isinstance(chart, dict) else None
+    if not version:
+        raise ParameterError(f"{what}: {path}: Chart.yaml has no version")
+    return str(version)
+
+
 def node_selector_key(version) -> str:
     """The device plugin's node selector value, as the release spells it."""
     return "nvidiaNodeSelector" if parse_version(version) >= (2, 8, 0) else "nvidianodeSelector"

@@ -72,3 +72,30 @@ def test_bad_versions_and_values_name_the_parameter():
 def test_vllm_tensor_parallel_on_hami(hami_version, vllm, tp, problems, warnings):
     found = hami.vllm_tensor_parallel_findings(hami_version, vllm, tp)
     assert (len(found[0]), len(found[1])) == (problems, warnings), found
+
+
+CHARTS = __import__("pathlib").Path(__file__).resolve().parents[4] / "charts"
+
+
+def test_local_chart_version_from_a_folder_and_from_a_helm_package_tarball(tmp_path):
+    import tarfile
+
+    assert hami.local_chart_version(str(CHARTS / "hami-2.10")) == "2.10.0"
+    assert hami.local_chart_version(str(CHARTS / "hami-2.7")) == "2.7.1"
+    # helm package's layout: one top folder holding Chart.yaml (and subcharts deeper down, not read).
+    tarball = tmp_path / "hami-2.7.1.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(CHARTS / "hami-2.7", arcname="hami")
+    assert hami.local_chart_version(str(tarball)) == "2.7.1"
+
+
+def test_local_chart_that_is_not_one_names_the_parameter(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "noversion").mkdir()
+    (tmp_path / "noversion" / "Chart.yaml").write_text("name: hami\n")
+    (tmp_path / "not-a-tarball.tgz").write_bytes(b"plain bytes")
+    for path, said in ((tmp_path / "empty", "cannot read a chart"), (tmp_path / "noversion", "has no version"),
+                       (tmp_path / "not-a-tarball.tgz", "cannot read a chart"), (tmp_path / "missing", "cannot read")):
+        with pytest.raises(ParameterError) as err:
+            hami.local_chart_version(str(path))
+        assert err.value.msg.startswith("chart_path (hami_chart_ref): ") and said in err.value.msg, err.value.msg
