@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / ".cache" / "collections"))
 
 from tests.support.ansible import PlaybookResult, run_playbook  # noqa: E402
 from tests.support.k8s import Kube  # noqa: E402
+from tests.support.sandbox import Sandbox as TestSandbox  # noqa: E402
 
 BENCH_DIR = ROOT / ".cache" / "bench"
 
@@ -64,14 +65,8 @@ def p95(values) -> float:
     return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
 
 
-@dataclass
-class Sandbox:
-    state_dir: Path
-    state: dict
-
-    @property
-    def kubeconfig(self) -> str:
-        return self.state["kubeconfig"]
+class Sandbox(TestSandbox):
+    """The tests' view of a sandbox, plus what a benchmark runs against it."""
 
     @property
     def env(self) -> dict:

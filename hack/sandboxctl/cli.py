@@ -13,7 +13,7 @@ import secrets
 import sys
 import time
 
-from sandboxctl import ROOT, jobs, kwok, nodes, pki as pki_, processes, settings, storage
+from sandboxctl import ROOT, crds, jobs, kwok, nodes, pki as pki_, processes, settings, storage
 from sandboxctl.processes import Launcher, process_alive, terminate
 from sandboxctl.state import LOOPBACK, STATE_DIR, SandboxError, free_port, load_state, save_state
 
@@ -296,6 +296,18 @@ def add_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def install_crds(args: argparse.Namespace) -> int:
+    state = load_state()
+    if not state:
+        print("sandbox is not running: run `hack/sandbox up`", file=sys.stderr)
+        return 1
+    from sandboxctl.state import api_client
+
+    made = crds.install(api_client(state["kubeconfig"]), args.sets)
+    print("CRDs established: " + ", ".join(made))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["job-runner"]:  # the process `up` starts, not a verb for people
@@ -343,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     p_nodes = sub.add_parser("nodes", help="add simulated nodes to the running sandbox")
     shape(p_nodes, 0, 0)
     p_nodes.set_defaults(func=add_nodes)
+    p_crds = sub.add_parser("crds", help="install third-party CRDs as their projects ship them (pinned Go modules)")
+    p_crds.add_argument("sets", nargs="+", metavar="SET", help=", ".join(crds.SETS))
+    p_crds.set_defaults(func=install_crds)
 
     args = parser.parse_args(argv)
     if getattr(args, "gpu_nodes", 0) and not 0 < args.gpus_per_node <= 64:

@@ -30,7 +30,9 @@ def create_storage(state: dict) -> None:
     }])
     volumes = []
     for i in range(SANDBOX_VOLUMES):
-        path = Path(state["state_dir"]) / "volumes" / f"pv-{i}"
+        # The folder is named after the volume: the sandbox inventory finds a
+        # claim's folder from its volumeName alone.
+        path = Path(state["state_dir"]) / "volumes" / f"sandbox-pv-{i}"
         path.mkdir(parents=True, exist_ok=True)
         volumes.append({
             "apiVersion": "v1", "kind": "PersistentVolume",

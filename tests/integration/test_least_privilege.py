@@ -56,7 +56,7 @@ def test_serving_stages_run_as_the_least_privilege_account(sandbox, kube, tmp_pa
     first = playbook(sandbox, "site.yml", *as_deployer)
     assert first.rc == 0 and first.failed() == 0, first.failures()
     assert first.changed() > 0
-    assert first.task("Health, model list, a chat completion and a streamed one")["models"]["ids"] == ["tiny-chat"]
+    assert first.task("inferops.vllm.vllm_serve : Ask the server, as a client would")["models"]["ids"] == ["tiny-chat"]
     assert kube.get("apps/v1", "StatefulSet", NAMESPACE, "vllm")["status"].get("readyReplicas") == 1
     second = playbook(sandbox, "site.yml", *as_deployer)
     assert second.rc == 0 and second.changed() == 0, second.failures()

@@ -32,7 +32,7 @@ def test_site_on_the_oldest_supported_kubernetes(tmp_path):
         assert first.rc == 0 and first.failed() == 0, first.failures()
         assert first.changed() > 0
         assert first.task("Report the cluster and its GPU nodes")["msg"][0] == f"Kubernetes {version}"
-        answer = first.task("Health, model list, a chat completion and a streamed one")
+        answer = first.task("inferops.vllm.vllm_serve : Ask the server, as a client would")
         assert answer["models"]["ids"] == ["tiny-chat"] and answer["chat"]["reply"] == "ready"
 
         second = run_playbook(ROOT / "site.yml", inventory=ROOT / "inventories" / "sandbox", env=site_env)

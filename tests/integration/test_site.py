@@ -48,8 +48,12 @@ def test_site_end_to_end_then_no_change(sandbox, kube):
     marker = json.loads((model_dir / ".inferops-model-complete.json").read_text())
     assert "model.safetensors" in {f["path"] for f in marker["files"]}
     # vLLM (the stand-in behind kwok) answered through the Kubernetes API.
-    answer = first.task("Health, model list, a chat completion and a streamed one")
+    answer = first.task("inferops.vllm.vllm_serve : Ask the server, as a client would")
     assert answer["models"]["ids"] == ["tiny-chat"] and answer["chat"]["reply"] == "ready"
+    assert answer["stream"]["chunks"] > 0 and answer["unauthenticated"]
+    # The verify stage does not ask the same Service the same again: it reports the serve stage's answer.
+    assert first.task("Health, model list, a chat completion and a streamed one").get("skipped") is True
+    assert first.task("Report")["msg"][:2] == ["asked by the serve stage of this run", "tiny-chat answered: ready"]
     assert kube.get("apps/v1", "StatefulSet", "ai-serving", "vllm")["status"].get("readyReplicas") == 1
 
     # Again, at the highest verbosity with the default output, as an operator
@@ -66,6 +70,11 @@ def test_site_end_to_end_then_no_change(sandbox, kube):
     assert serve.rc == 0 and serve.failed() == 0, serve.failures()
     assert serve.changed() == 0
     assert serve.task("inferops.vllm.vllm_serve : Ask the server, as a client would")["chat"]["reply"] == "ready"
+    # The verify stage alone asks itself.
+    verify = site(sandbox, "--tags", "verify")
+    assert verify.rc == 0 and verify.failed() == 0, verify.failures()
+    alone = verify.task("Health, model list, a chat completion and a streamed one")
+    assert alone["models"]["ids"] == ["tiny-chat"] and alone["stream"]["chunks"] > 0
 
 
 # The two Secrets whose data holds the keys, as they should (by name: another

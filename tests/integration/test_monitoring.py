@@ -1,0 +1,90 @@
+"""The monitoring objects vllm_serve adds, accepted by a real API server
+against the Prometheus Operator's own CRD schemas (v0.85.0, as its project
+ships them: hack/sandbox crds), and refused before anything is applied when
+the cluster does not serve their kind or the schema says no."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from support.ansible import ROOT, run_playbook
+from support.k8s import cluster_state, changed_between
+from support.sandbox import sandbox_cmd
+
+from ansible_collections.inferops.vllm.plugins.module_utils.serving import _monitoring as mon
+
+pytestmark = pytest.mark.integration
+MONITORING = {"vllm_serve_service_monitor": True, "vllm_serve_prometheus_rule": True,
+              "vllm_serve_grafana_dashboard": True, "vllm_serve_monitoring_labels": {"release": "kube-prometheus-stack"}}
+
+
+def site(sandbox, namespace, **extra):
+    variables = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace, **extra}
+    return run_playbook(ROOT / "site.yml", inventory=ROOT / "inventories" / "sandbox", extra_vars=variables,
+                        env={"SANDBOX_DIR": str(sandbox.state_dir)}, extra_args=["--tags", "model,serve"])
+
+
+@pytest.fixture
+def site_namespace(kube):
+    name = f"t-monitoring-{uuid.uuid4().hex[:5]}"
+    yield name
+    kube.delete("v1", "Namespace", None, name, missing_ok=True)
+
+
+def test_without_the_crds_the_role_stops_before_applying_anything(sandbox, kube, site_namespace):
+    crd = "servicemonitors.monitoring.coreos.com"
+    if kube.list("apiextensions.k8s.io/v1", "CustomResourceDefinition", field_selector=f"metadata.name={crd}"):
+        pytest.fail("the CRDs are installed already: this test must run before the one that installs them")
+    deployed = site(sandbox, site_namespace)
+    assert deployed.rc == 0, deployed.failures()
+    before = cluster_state(kube)
+    refused = site(sandbox, site_namespace, **MONITORING)
+    assert refused.rc != 0
+    message = refused.task("inferops.vllm.vllm_serve : Stop on what the API server refused in the dry run, "
+                           "before anything is applied")["msg"]
+    assert "servicemonitor: the cluster does not serve its kind: install its CRDs" in message
+    assert "prometheusrule: the cluster does not serve its kind" in message and "Nothing was applied" in message
+    assert changed_between(before, cluster_state(kube)) == []
+
+
+def test_servicemonitor_rule_and_dashboard_accepted_against_the_operators_schemas(sandbox, kube, site_namespace):
+    installed = sandbox_cmd("crds", "prometheus-operator", state_dir=sandbox.state_dir, check=False)
+    assert installed.returncode == 0, installed.stdout
+    first = site(sandbox, site_namespace, **MONITORING)
+    assert first.rc == 0, first.failures()
+
+    monitor = kube.get("monitoring.coreos.com/v1", "ServiceMonitor", site_namespace, "vllm")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    # It selects the Service, by the Service's own labels, on a port the Service has.
+    service = kube.get("v1", "Service", site_namespace, "vllm")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert "http" in {p["name"] for p in service["spec"]["ports"]}
+
+    rule = kube.get("monitoring.coreos.com/v1", "PrometheusRule", site_namespace, "vllm")
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {"VLLMKVCacheNearlyFull", "VLLMRequestsWaiting", "VLLMRestarting", "VLLMServerErrors",
+                           "VLLMEndpointDown"}
+    assert f'namespace="{site_namespace}", job="vllm"' in alerts["VLLMRequestsWaiting"]["expr"]
+
+    board = kube.get("v1", "ConfigMap", site_namespace, "vllm-dashboard")
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    panels = json.loads(board["data"][f"vllm-{site_namespace}-vllm.json"])["panels"]
+    read = set().union(*(mon.series_names(t["expr"]) for p in panels for t in p["targets"]))
+    assert {"vllm:time_to_first_token_seconds_bucket", "vllm:kv_cache_usage_perc"} <= read
+
+    again = site(sandbox, site_namespace, **MONITORING)
+    assert again.rc == 0 and again.changed() == 0, again.failures()
+
+    # A value the schema refuses (the ServiceMonitor's interval is a Prometheus duration):
+    # the dry run says so, and nothing is applied.
+    before = cluster_state(kube)
+    bad = site(sandbox, site_namespace, **MONITORING, vllm_serve_scrape_interval="15 seconds", vllm_serve_max_num_seqs=17)
+    assert bad.rc != 0
+    message = bad.task("inferops.vllm.vllm_serve : Stop on what the API server refused in the dry run, "
+                       "before anything is applied")["msg"]
+    assert "servicemonitor: " in message and "spec.endpoints[0].interval" in message, message
+    assert changed_between(before, cluster_state(kube)) == []
