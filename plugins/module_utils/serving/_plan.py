@@ -402,10 +402,32 @@ def parallelism(setting, weights: dict, mem: dict, found: Findings) -> tuple[int
         sizes = [t for t in (1, 2, 4, 8, 16, 32) if t * pp <= mem["gpus_available"] and valid_tp(t)]
         fitting = [t for t in sizes if kv_room(weights, mem, t, pp) > 0]
         tp = fitting[0] if fitting else max(sizes)
-    if tp * pp > mem["gpus_available"]:
-        found.problems.append(f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} = {tp * pp} GPUs, but a node "
-                              f"has {mem['gpus_available']}")
+        if not fitting and setting("pipeline_parallel_size") is None:
+            tp, pp = across_nodes(shape, weights, mem, valid_tp) or (tp, pp)
+    per_node = mem["gpus_available"]
+    if tp > per_node:
+        found.problems.append(f"tensor_parallel_size {tp} is more than the {per_node} GPUs of a node: tensor "
+                              "parallelism stays within a node; split across nodes with pipeline_parallel_size")
+    elif tp * pp > per_node and (tp * pp) % per_node:
+        found.problems.append(f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} = {tp * pp} GPUs does not "
+                              f"fill whole nodes of {per_node} GPUs")
     return tp, pp
+
+
+def across_nodes(shape: dict, weights: dict, mem: dict, valid_tp) -> tuple[int, int] | None:
+    """When no tensor-parallel size within one node leaves room for a KV
+    cache: the largest TP a node holds (its GPUs share the fast links) on each
+    of the fewest nodes whose pipeline stages, one a node, do leave room -
+    vLLM's own layout for a model larger than a node (TP inside, PP across;
+    docs/serving/parallelism_scaling.md at v0.33.0). None when no count of
+    nodes up to 16 does, or the layers do not split evenly."""
+    node_tp = max((t for t in range(1, mem["gpus_available"] + 1) if valid_tp(t)), default=None)
+    if node_tp is None:
+        return None
+    for nodes in range(2, 17):
+        if shape["layers"] % nodes == 0 and kv_room(weights, mem, node_tp, nodes) > 0:
+            return node_tp, nodes
+    return None
 
 
 def kv_room(weights: dict, mem: dict, tp: int, pp: int) -> float:
@@ -597,11 +619,20 @@ def plan(p: dict) -> dict:
     mem = gpu_memory(p, setting, version, found)
     tp, pp = parallelism(setting, weights, mem, found)
     gpus = tp * pp
+    # A replica larger than a node is a group of pods, one a node with all of
+    # its GPUs (vLLM's multi-node mp backend: --nnodes, --node-rank).
+    nodes = max(1, math.ceil(gpus / mem["gpus_available"]))
+    pod_gpus = gpus // nodes if gpus % nodes == 0 else gpus
+    if nodes > 1:
+        found.problems.append(
+            f"one replica needs {nodes} nodes: tensor parallel {tp} on the {pod_gpus} GPUs of each, pipeline parallel "
+            f"{pp} across them (vLLM's multi-node mode, one pod a node); vllm_serve deploys a replica within one node "
+            "for now. Use GPUs with more memory, a quantized model, or more GPUs a node")
     weights_per_gpu = weights["weight_bytes"] / gpus
     kv = kv_cache(p, setting, weights, mem, tp, pp, found)
     check_env(dict(p.get("env") or {}), version, found)
-    hami_plan = hami_request(p, gpus, tp, version, mem, found)
-    boot = startup(p, gpus, weights_per_gpu, version)
+    hami_plan = hami_request(p, pod_gpus, tp, version, mem, found)
+    boot = startup(p, pod_gpus, weights_per_gpu, version)
     run = container(p, setting, wanted, kept, weights, mem, kv, tp, pp, hami_plan["fractional"], boot["env"])
     if not p.get("network_policy"):
         found.warnings.append(
@@ -623,6 +654,7 @@ def plan(p: dict) -> dict:
                   "head_dim": shape["head_dim"], "experts": shape["experts"],
                   "max_position_embeddings": shape["max_position_embeddings"]},
         "gpus": {"per_replica": gpus, "tensor_parallel_size": tp, "pipeline_parallel_size": pp,
+                 "nodes": nodes, "per_pod": pod_gpus,
                  "memory_mib": mem["gpu_mib"], "usable_mib": mem["usable_mib"], "fractional": hami_plan["fractional"]},
         "memory": {"weights_per_gpu_gib": round(weights_per_gpu / GIB, 2),
                    "overhead_per_gpu_gib": round(mem["overhead_mib"] / 1024, 2),

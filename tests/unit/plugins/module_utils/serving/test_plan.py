@@ -174,3 +174,29 @@ def test_bad_inputs_name_the_parameter():
         plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": 1, "vllm_version": "0.9.0"})
     with pytest.raises(ParameterError, match="config.json lacks"):
         plan({"model_config": {"model_type": "x"}, "gpu_memory_mib": H100_MIB})
+
+
+A100_40GB_MIB = 40960
+
+
+def test_qwen3_235b_on_a100_40gb_is_tp8_on_each_of_2_nodes_pp2_across():
+    # 470 GiB of bf16 weights: 8 GPUs of 40 GiB hold 320 GiB, so no TP within one node leaves KV room;
+    # two nodes (PP 2, 94 layers split 47/47) hold 29.4 GiB of weights per GPU with room to spare.
+    r = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": A100_40GB_MIB,
+              "gpus_per_node": 8})
+    assert (r["gpus"]["tensor_parallel_size"], r["gpus"]["pipeline_parallel_size"]) == (8, 2)
+    assert r["gpus"]["nodes"] == 2 and r["gpus"]["per_pod"] == 8 and r["gpus"]["per_replica"] == 16
+    assert r["memory"]["weights_per_gpu_gib"] == round(235_092_836_352 * 2 / 16 / GIB, 2)
+    assert r["memory"]["kv_cache_tokens"] > 0
+    assert r["resources"] == {"limits": {"nvidia.com/gpu": "8"}}  # each pod: one node's GPUs
+    # It says so, and why it stops here.
+    [problem] = r["problems"]
+    assert problem.startswith("one replica needs 2 nodes: tensor parallel 8 on the 8 GPUs of each, pipeline "
+                              "parallel 2 across them") and "vllm_serve deploys a replica within one node" in problem
+    assert "--pipeline-parallel-size" in r["args"] and r["args"][r["args"].index("--pipeline-parallel-size") + 1] == "2"
+
+
+def test_tensor_parallel_never_spans_nodes():
+    r = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": A100_40GB_MIB,
+              "gpus_per_node": 8, "tensor_parallel_size": 16})
+    assert any(p.startswith("tensor_parallel_size 16 is more than the 8 GPUs of a node") for p in r["problems"])
