@@ -86,7 +86,7 @@ def upload_set(box, shard_bytes: int) -> dict[str, tuple[int, str]]:
             parts.append({"PartNumber": number, "ETag": etag})
         s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
         files[shard_name(i)] = (shard_bytes, digest.hexdigest())
-    sums = "".join(f"{sha}  {name}\n" for name, (_, sha) in sorted(files.items())).encode()
+    sums = "".join(f"{sha}  {name}\n" for name, (_size, sha) in sorted(files.items())).encode()
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/SHA256SUMS", Body=sums)
     files["SHA256SUMS"] = (len(sums), hashlib.sha256(sums).hexdigest())
     return files
@@ -109,7 +109,7 @@ class CountingProxy:
     def _accept(self) -> None:
         while True:
             try:
-                client, _ = self.listener.accept()
+                client = self.listener.accept()[0]
             except OSError:
                 return  # closed
             server = socket.create_connection(self.upstream)
@@ -142,7 +142,7 @@ def disk_bytes(folder: Path) -> int:
     """Bytes allocated under folder: a sparse partial file counts what was
     written into it, not its length."""
     total = 0
-    for parent, _, names in os.walk(folder):
+    for parent, _folders, names in os.walk(folder):
         for name in names:
             try:
                 total += os.stat(os.path.join(parent, name)).st_blocks * 512
@@ -199,7 +199,7 @@ def run(quick: bool) -> list[Row]:
     labels = {"ours": "model_fetch", "baseline": f"s5cmd {version.strip()}"}
     with sandbox("model-download", gpu_nodes=1, cpu_nodes=0) as box:
         files = upload_set(box, shard_bytes)
-        set_bytes = sum(size for size, _ in files.values())
+        set_bytes = sum(size for size, _sha in files.values())
         creds = json.loads(Path(box.state["s3"]["credentials_file"]).read_text())
         # Credentials through the environment only, as the Job's Secret gives them.
         env = {**os.environ, "AWS_ACCESS_KEY_ID": creds["access_key"], "AWS_SECRET_ACCESS_KEY": creds["secret_key"],

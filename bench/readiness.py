@@ -158,7 +158,7 @@ class ReadyWatch(Informer):
 
 
 def one_rollout(box, kube, watch: ReadyWatch, book, round_: str, old_uids: set[str]) -> dict:
-    _, result = playbook(book, box, extra_vars={"bench_statefulset": statefulset(round_)})
+    result = playbook(book, box, extra_vars={"bench_statefulset": statefulset(round_)})[1]
     tasks = {t["task"]["name"]: t["task"]["duration"] for t in result.tasks()}
     returned = iso_time(tasks["wait"]["end"])
     started = iso_time(tasks["apply" if "apply" in tasks else "wait"]["start"])

@@ -17,7 +17,7 @@ from _site import STAGES, run_site
 def run(quick: bool) -> list[Row]:
     with sandbox("site-stages", gpu_nodes=4, cpu_nodes=1) as box:
         first = run_site(box)
-        reruns = [run_site(box) for _ in range(1 if quick else 3)]
+        reruns = [run_site(box) for _rerun in range(1 if quick else 3)]
     for rerun in reruns:
         if rerun["changed"]:
             raise RuntimeError(f"a rerun of site.yml changed {rerun['changed']} task(s): it must change nothing")

@@ -10,8 +10,8 @@ short_description: Whether an object a task just read or applied is already roll
 version_added: 0.1.0
 description:
   - Given an object as the API returned it (the C(result) of a C(kubernetes.core.k8s) apply, an item of
-    C(kubernetes.core.k8s_info)'s C(resources)), true when C(inferops.vllm.workload_wait) would return at once for it:
-    a StatefulSet, Deployment or DaemonSet whose controller has observed its spec and whose pods are all updated and
+    C(kubernetes.core.k8s_info)'s C(resources)), true when C(inferops.vllm.workload_wait) would return at once for it,
+    that is for a StatefulSet, Deployment or DaemonSet whose controller has observed its spec and whose pods are all updated and
     ready, a Job that completed, a claim that is bound. False for anything else, an empty value included.
   - The roles use it to skip the wait on a rerun that changed nothing, when the object the apply returned already
     says what the wait would check; any other case still waits (and a failure still gets the wait's diagnosis).
