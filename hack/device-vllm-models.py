@@ -21,10 +21,14 @@ sys.path.insert(0, str(ROOT / "hack"))
 from test_models import build_tokenizer  # noqa: E402  pylint: disable=wrong-import-position
 
 CONFIGS = ROOT / "tests/unit/plugins/module_utils/serving/model_configs"
-# served model folder name -> published config.json (see model_configs/)
+# served model folder name -> config.json: published ones (see model_configs/), the example inventory's
+# Qwen3-235B-A22B (its folder as vllm_serve mounts it: /models/qwen3-235b), and that shape with 2 KV
+# heads (tests/data/real-vllm/configs/: fewer KV heads than the 4 GPUs, as 4 heads are on 8).
 MODELS = {
     "qwen2.5-7b-instruct": CONFIGS / "qwen2.5-7b-instruct.json",
     "qwen3-30b-a3b": CONFIGS / "qwen3-30b-a3b.json",
+    "qwen3-235b": ROOT / "inventories/example/files/qwen3-235b-a22b-instruct-2507.config.json",
+    "qwen3-235b-kv2": ROOT / "tests/data/real-vllm/configs/qwen3-235b-a22b-kv2.config.json",
 }
 
 

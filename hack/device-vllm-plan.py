@@ -62,6 +62,50 @@ def embed_inputs(gpu_mib: int) -> dict:
             "api_key_secret": "vllm-api-key", "network_policy": True}
 
 
+# The example inventory's serving (Qwen3-235B-A22B, TP 8 on 8 H100), as vllm_serve passes it to serving_plan
+# (roles/vllm_serve/tasks/main.yml), on what the device lends: a node of 4 H200 (the weights, 438 GiB, do not
+# fit 4 H100), so TP 4, at gpu_memory_utilization 0.85 and 0.9, vLLM 0.20.0 (the release the machine runs).
+# "kv2" is the same shape with 2 KV heads: fewer KV heads than GPUs, as the example's 4 heads are on 8 GPUs.
+EXAMPLE = ROOT / "inventories/example"
+EXAMPLE_CONFIGS = {"235b": "inventories/example/files/qwen3-235b-a22b-instruct-2507.config.json",
+                   "235b-kv2": "tests/data/real-vllm/configs/qwen3-235b-a22b-kv2.config.json"}
+
+
+def example_inputs(shape: str, util: float, tp: int, gpu: str, gpu_mib: int) -> dict:
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    v = yaml.safe_load((EXAMPLE / "group_vars/all.yml").read_text())
+    defaults = yaml.safe_load((ROOT / "roles/vllm_serve/defaults/main.yml").read_text())
+    folder = "qwen3-235b" if shape == "235b" else "qwen3-235b-kv2"
+    return {
+        "model_config_file": EXAMPLE_CONFIGS[shape],
+        # vllm_serve_model_mount / vllm_serve_model_subpath (model_store_subpath with no revision)
+        "model_path": f"{defaults['vllm_serve_model_mount']}/{folder}",
+        "served_model_name": v["vllm_serve_served_model_name"],
+        "vllm_version": "0.20.0",
+        "extra_args": list(v["vllm_serve_extra_args"]),
+        "env": dict(v["vllm_serve_env"]),
+        "gpu_memory_mib": gpu_mib,
+        "gpus_per_node": tp,
+        "gpu_types": [gpu.upper()],
+        "network_policy": v["vllm_serve_network_policy_enabled"],
+        "tensor_parallel_size": tp,
+        "max_model_len": v["vllm_serve_max_model_len"],
+        "gpu_memory_utilization": util,
+        "max_num_seqs": v["vllm_serve_max_num_seqs"],
+        "port": defaults["vllm_serve_port"],
+        "api_key_secret": f"{v['vllm_serve_name']}-api-key",
+    }
+
+
+def example_cases() -> dict:
+    out = {}
+    for util in (0.85, 0.9):
+        out[f"example-235b-tp4-u{round(util * 100)}-h200"] = example_inputs("235b", util, 4, "h200", GPU_MIB["h200"])
+    out["example-235b-kv2-tp4-u90-h200"] = example_inputs("235b-kv2", 0.9, 4, "h200", GPU_MIB["h200"])
+    return out
+
+
 def run_plan(inp: dict) -> dict:
     p = {k: v for k, v in inp.items() if k != "model_config_file"}
     source = inp["model_config_file"]
@@ -80,6 +124,7 @@ def cases() -> dict:
         for eager in (True, False):
             out[f"dense-{'eager' if eager else 'graphs'}-tp2-{gpu}"] = inputs("dense", eager, 2, mib)
         out[f"embed-tp1-{gpu}"] = embed_inputs(mib)
+    out.update(example_cases())
     result = {}
     for name, inp in out.items():
         r = run_plan(inp)
@@ -98,6 +143,9 @@ def cases() -> dict:
                 "kv_cache_tokens": r["memory"]["kv_cache_tokens"],
                 "max_concurrency_at_max_len": r["max_concurrency_at_max_len"],
                 "gpu_memory_utilization": r["memory"]["gpu_memory_utilization"],
+                "kv_bytes_per_token_per_gpu": r["memory"]["kv_bytes_per_token_per_gpu"],
+                "shm_size_mib": r["shm_size_mib"],
+                "startup_budget_s": r["startup_budget_s"],
             },
         }
     return result

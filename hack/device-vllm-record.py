@@ -55,23 +55,34 @@ def main() -> None:
                 "endpoint_check_rc": entry.get("endpoint_check_rc"),
                 "rc": entry["rc"],
             }
+            if "shm" in entry:
+                runs[name]["shm"] = entry["shm"]
+        # The first recordings (dense-eager-tp1, embed-tp1) are http/NAME.json, the stand-in's contract;
+        # a later case's go to http/CASE-GPU/ beside them.
+        checked_as = {}
         for recorded in ("http.json", "http-pooling.json"):
             if not (folder / recorded).is_file():
                 continue
-            (DATA / "http").mkdir(exist_ok=True)
-            for ex in json.loads((folder / recorded).read_text()):
+            exchanges = json.loads((folder / recorded).read_text())
+            case = exchanges[0]["case"] if exchanges else None
+            target = DATA / "http"
+            if case not in ("dense-eager-tp1", "embed-tp1", None):
+                target = target / f"{case}-{summary['suffix']}"
+                checked_as[recorded.replace("http", "endpoint_check")] = f"endpoint_check-{case}-{summary['suffix']}.json"
+            target.mkdir(parents=True, exist_ok=True)
+            for ex in exchanges:
                 ex.pop("seconds", None)
                 if "metric_types" in ex:
                     types = ex.pop("metric_types")
                     ex["vllm_metric_types"] = {k: v for k, v in sorted(types.items()) if k.startswith("vllm:")}
                     ex["other_metric_names"] = sorted(k for k in types if not k.startswith("vllm:"))
                     ex["headers"] = [h for h in ex["headers"] if h[0] != "content-length"]
-                (DATA / "http" / f"{ex['name']}.json").write_text(json.dumps(ex, indent=1) + "\n")
+                (target / f"{ex['name']}.json").write_text(json.dumps(ex, indent=1) + "\n")
         for checked in ("endpoint_check.json", "endpoint_check-pooling.json"):
             if (folder / checked).is_file():
                 check = json.loads((folder / checked).read_text())
                 out = {"rc": check["rc"], "result": check.get("result")}
-                (DATA / checked).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+                (DATA / checked_as.get(checked, checked)).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
     (DATA / "runs.json").write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
     print(f"recorded: {', '.join(sorted(runs))}")
 

@@ -55,6 +55,19 @@ KEEP = re.compile(r"GiB|KV cache|concurrency|CUDA graph|Graph capturing|torch\.c
                   r"Using .*backend|Starting vLLM|non-default args|Application startup|Error|error|Traceback")
 
 
+def shm_sizable() -> bool:
+    """Whether a tmpfs can be mounted on /dev/shm in a mount namespace of its own here (root, unshare)."""
+    try:
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               "mount -t tmpfs -o size=1m shm /dev/shm"], capture_output=True, timeout=30,
+                              check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+SHM_SIZABLE = os.environ.get("DEVICE_VLLM_SHM", "1") == "1" and shm_sizable()
+
+
 def nvidia_smi() -> list[dict]:
     try:
         text = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total,memory.used,driver_version",
@@ -233,11 +246,30 @@ class Server:
         self.cmd = base + spec["args"]
         self.log = open(self.log_path, "w")
         self.log.write(f"# device-vllm: {case} on GPU(s) {self.gpus}: {shlex.join(self.cmd)}\n")
+        # /dev/shm as the pod has it: a tmpfs of the plan's size (the role's emptyDir, medium Memory), in a
+        # mount namespace of the server's own, so the machine's /dev/shm stays as it is.
+        self.shm_mib = spec.get("predicted", {}).get("shm_size_mib") if SHM_SIZABLE else None
+        wrap = []
+        if self.shm_mib:
+            wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount -t tmpfs -o size="$0"m shm /dev/shm && exec "$@"', str(self.shm_mib)]
+            self.log.write(f"# device-vllm: /dev/shm: a tmpfs of {self.shm_mib} MiB (the plan's shm_size_mib)\n")
         self.log.flush()
+        self.shm_peak_mib = None
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(wrap + self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True, cwd="/tmp")
         self.ready_s = None
+
+    def watch_shm(self) -> None:
+        """The most of the server's /dev/shm in use, seen through its own mount namespace."""
+        try:
+            st = os.statvfs(f"/proc/{self.proc.pid}/root/dev/shm")
+        except OSError:
+            return
+        used = (st.f_blocks - st.f_bfree) * st.f_frsize // (1024 * 1024)
+        self.shm_peak_mib = max(self.shm_peak_mib or 0, used)
+        self.shm_total_mib = st.f_blocks * st.f_frsize // (1024 * 1024)
 
     def healthy(self) -> bool:
         try:
@@ -263,6 +295,8 @@ class Server:
 def run_batch(servers: list[Server], summary: dict, record: str | None, deadline: float) -> None:
     pending = list(servers)
     while pending and time.monotonic() < deadline:
+        for s in servers:
+            s.watch_shm()
         for s in list(pending):
             if s.healthy():
                 s.ready_s = round(time.monotonic() - s.started, 1)
@@ -297,6 +331,10 @@ def run_batch(servers: list[Server], summary: dict, record: str | None, deadline
                     entry["chat"] = {"status": chat["status"], "usage": (chat.get("json") or {}).get("usage")}
             except Exception as exc:  # record, keep going: the logs matter most
                 entry["http_error"] = repr(exc)
+        s.watch_shm()
+        if s.shm_peak_mib is not None:
+            entry["shm"] = {"size_mib": getattr(s, "shm_total_mib", None), "peak_used_mib": s.shm_peak_mib,
+                            "sized_as_planned": bool(s.shm_mib)}
         entry["rc"] = s.stop()
         entry["ran_s"] = round(time.monotonic() - s.started, 1)
         entry.update(parse_log(s.log_path.read_text(errors="replace")))
@@ -313,9 +351,9 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     end = time.monotonic() + a.deadline
     gpus = nvidia_smi()
-    suffix = gpu_suffix(gpus)
+    suffix = os.environ.get("DEVICE_VLLM_GPU") or gpu_suffix(gpus)  # the override: to try this tool without a GPU
     count = len(gpus) or 1
-    summary = {"gpus": gpus, "suffix": suffix, "cases": {}}
+    summary = {"gpus": gpus, "suffix": suffix, "shm_sizable": SHM_SIZABLE, "cases": {}}
     queue = [(c, CASES[f"{c}-{suffix}"]) for c in a.cases]
     while queue and time.monotonic() < end - 60:
         batch, free = [], list(range(count))
