@@ -83,7 +83,7 @@ def example_inputs(shape: str, util: float, tp: int, gpu: str, gpu_mib: int) -> 
         "model_path": f"{defaults['vllm_serve_model_mount']}/{folder}",
         "served_model_name": v["vllm_serve_served_model_name"],
         "vllm_version": "0.20.0",
-        "extra_args": list(v["vllm_serve_extra_args"]),
+        "extra_args": list(v["vllm_serve_extra_args"]) + ["--load-format", "dummy"],  # no weights here: random ones
         "env": dict(v["vllm_serve_env"]),
         "gpu_memory_mib": gpu_mib,
         "gpus_per_node": tp,
@@ -103,6 +103,12 @@ def example_cases() -> dict:
     for util in (0.85, 0.9):
         out[f"example-235b-tp4-u{round(util * 100)}-h200"] = example_inputs("235b", util, 4, "h200", GPU_MIB["h200"])
     out["example-235b-kv2-tp4-u90-h200"] = example_inputs("235b-kv2", 0.9, 4, "h200", GPU_MIB["h200"])
+    # Not the example's command line: with --enforce-eager, to tell the CUDA graphs' share of the overhead.
+    eager = example_inputs("235b", 0.9, 4, "h200", GPU_MIB["h200"])
+    eager["extra_args"] = eager["extra_args"] + ["--enforce-eager"]
+    out["example-235b-eager-tp4-u90-h200"] = eager
+    # The dense shape at TP 4, eager: the overhead of 4 GPUs' communication with a small model.
+    out["dense-eager-tp4-h200"] = inputs("dense", True, 4, GPU_MIB["h200"])
     return out
 
 

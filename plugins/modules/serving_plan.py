@@ -108,8 +108,10 @@ options:
   overhead_mib:
     description:
       - Estimated memory per GPU for activations, CUDA graphs and the CUDA context.
-      - When not given, 2560 (2.5 GiB) with CUDA graphs and 2048 with C(--enforce-eager) in O(extra_args), from
-        vLLM 0.20.0's own accounting on H100 and H200 (docs/real-vllm.md).
+      - When not given, 2560 (2.5 GiB) with CUDA graphs and 2048 with C(--enforce-eager) in O(extra_args), plus 384
+        with tensor parallelism (NCCL and all-reduce buffers) and, for a MoE, the fused experts' workspace (the
+        largest step's tokens x experts per token x hidden size), from vLLM 0.20.0's own accounting on H100 and H200
+        (docs/real-vllm.md). When given, it is the whole overhead.
     type: int
   port:
     description: Port vLLM listens on. Default 8000.

@@ -11,9 +11,11 @@ The memory model is vLLM's: at start it takes gpu_memory_utilization of
 each GPU's memory, loads its share of the weights, profiles activations,
 and gives what is left to the KV cache. Activation, CUDA-graph and
 non-torch memory are estimated here (overhead_mib; by default 2.5 GiB per
-GPU with CUDA graphs, 2 GiB with --enforce-eager, from vLLM 0.20.0's own
-accounting on H100 and H200 in docs/real-vllm.md),
-so the numbers are a plan to check, not a promise."""
+GPU with CUDA graphs, 2 GiB with --enforce-eager, plus 0.375 GiB at TP > 1
+and a MoE's fused-experts workspace, from vLLM 0.20.0's own accounting on
+H100 and H200 in docs/real-vllm.md), and each GPU's weights include what
+vLLM keeps whole on every GPU (replicated KV heads, a MoE's router, the
+rotary cache), so the numbers are a plan to check, not a promise."""
 
 from __future__ import annotations
 
@@ -179,6 +181,31 @@ def kv_bytes_per_token(s: dict, tp: int, kv_dtype_bytes: int) -> tuple[int, int]
     whole = 2 * s["layers"] * s["kv_heads"] * s["head_dim"] * kv_dtype_bytes
     heads_per_gpu = max(1, s["kv_heads"] // tp)
     return whole, 2 * s["layers"] * heads_per_gpu * s["head_dim"] * kv_dtype_bytes
+
+
+def replicated_bytes_per_gpu(s: dict, tp: int, pp: int, elem: int) -> float:
+    """Bytes each GPU holds beyond its 1/(TP x PP) share of the weights (vLLM
+    0.20.0's Qwen3-235B-A22B shape on 4 H200 loaded 109.61 GiB a GPU, 0.14 GiB
+    above the share, with 4 KV heads and with 2; docs/real-vllm.md): with more
+    GPUs than KV heads, the K and V projection of the head each GPU keeps
+    (vllm/model_executor/layers/linear.py QKVParallelLinear replicates it); a
+    MoE's router, whole on every GPU (ReplicatedLinear, models/qwen3_moe.py);
+    and the rotary cos/sin cache, max_position_embeddings x head_dim in the
+    model's dtype (layers/rotary_embedding/base.py), all at v0.20.0."""
+    layers = s["layers"] / pp
+    extra = 0.0
+    if tp > s["kv_heads"]:
+        extra += layers * 2 * s["hidden"] * s["head_dim"] * (1 - s["kv_heads"] / tp) * elem
+    if s["experts"]:
+        moe_layers = (s["layers"] - min(s["first_dense_layers"], s["layers"])) / pp
+        extra += moe_layers * s["hidden"] * s["experts"] * (1 - 1 / tp) * elem
+    return extra + s["max_position_embeddings"] * s["head_dim"] * elem
+
+
+def weights_per_gpu_bytes(weights: dict, tp: int, pp: int) -> float:
+    """One GPU's weights: its share of the checkpoint and what it holds whole."""
+    return weights["weight_bytes"] / (tp * pp) + replicated_bytes_per_gpu(
+        weights["shape"], tp, pp, DTYPE_BYTES[weights["dtype"]])
 
 
 def parse_args(extra_args) -> list[tuple[str, str | None]]:
@@ -352,7 +379,9 @@ def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
     if not 0.1 <= util <= 0.98:
         raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-0.98")
     return {"gpu_mib": gpu_mib, "gpus_available": gpus_available, "slice_mib": slice_mib,
-            "usable_mib": slice_mib or gpu_mib, "util": util, "overhead_mib": overhead_mib(p)}
+            "usable_mib": slice_mib or gpu_mib, "util": util, "overhead_mib": overhead_mib(p),
+            "overhead_base_mib": overhead_mib(p), "overhead_given": bool(p.get("overhead_mib")),
+            "batched_tokens": batched_tokens(p, gpu_mib)}
 
 
 # Per-GPU memory vLLM takes besides the weights and the KV cache (the peak
@@ -364,6 +393,44 @@ def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
 # The figures sit just above the largest seen, so the plan never promises
 # more KV cache than vLLM gives; the old 3 GiB put the MoE case 4.8% under.
 OVERHEAD_MIB = {"eager": 2048, "cuda_graphs": 2560}
+
+
+# Beyond the base: vLLM 0.20.0's debug accounting (vllm/v1/worker/gpu_worker.py)
+# on H200 put its non-torch memory at 0.22 GiB for Qwen3-30B-A3B at TP 1 and
+# 0.54 GiB for Qwen3-235B-A22B at TP 4, taken here as the buffers of NCCL and
+# the custom all-reduce, which TP 1 does not have; the dense shape at TP 2 and 4
+# stayed inside the base with it (docs/real-vllm.md).
+TP_COMM_MIB = 384
+
+
+def batched_tokens(p: dict, gpu_mib: int) -> int:
+    """The tokens of vLLM's largest step (its profiling run's size):
+    --max-num-batched-tokens, else vLLM 0.20.0's default for the OpenAI server,
+    8192 on a GPU of 70 GiB or more, else 2048 (vllm/engine/arg_utils.py)."""
+    for flag, value in parse_args(p.get("extra_args")):
+        if flag == "--max-num-batched-tokens" and value and value.isdigit():
+            return int(value)
+    return 8192 if gpu_mib >= 70 * 1024 else 2048
+
+
+def overhead_bytes(weights: dict, mem: dict, tp: int) -> float:
+    """The overhead for this model at this tensor-parallel size: the base
+    (OVERHEAD_MIB, or overhead_mib as given, which is then the whole of it),
+    the communication buffers of TP > 1, and for a MoE the fused experts'
+    workspace that tensor parallelism does not divide: one buffer of the
+    largest step's tokens x experts per token x hidden size
+    (layers/fused_moe/fused_moe.py TritonExperts.workspace_shapes,
+    modular_kernel.py at v0.20.0). vLLM's activation peak for Qwen3-235B-A22B
+    at TP 4 was 1.42 GiB against 1.15 GiB for Qwen3-30B-A3B at TP 1: 0.27 GiB
+    more, about that buffer's growth (0.25 GiB) from hidden size 2048 to 4096."""
+    base = mem["overhead_base_mib"] * MIB
+    if mem["overhead_given"]:
+        return base
+    s = weights["shape"]
+    extra = TP_COMM_MIB * MIB if tp > 1 else 0
+    if s["experts"]:
+        extra += mem["batched_tokens"] * s["experts_per_token"] * s["hidden"] * DTYPE_BYTES[weights["dtype"]]
+    return base + extra
 
 
 def overhead_mib(p: dict) -> int:
@@ -433,7 +500,8 @@ def across_nodes(shape: dict, weights: dict, mem: dict, valid_tp) -> tuple[int, 
 def kv_room(weights: dict, mem: dict, tp: int, pp: int) -> float:
     """Bytes per GPU left for the KV cache: vLLM's share of the GPU, less the
     GPU's share of the weights and the overhead."""
-    return mem["usable_mib"] * mem["util"] * MIB - weights["weight_bytes"] / (tp * pp) - mem["overhead_mib"] * MIB
+    return (mem["usable_mib"] * mem["util"] * MIB - weights_per_gpu_bytes(weights, tp, pp)
+            - overhead_bytes(weights, mem, tp))
 
 
 def kv_cache(p: dict, setting, weights: dict, mem: dict, tp: int, pp: int, found: Findings) -> dict:
@@ -441,10 +509,11 @@ def kv_cache(p: dict, setting, weights: dict, mem: dict, tp: int, pp: int, found
     full-length requests run at once."""
     shape = weights["shape"]
     kv_bytes = kv_room(weights, mem, tp, pp)
+    mem["overhead_mib"] = overhead_bytes(weights, mem, tp) / MIB  # what the plan reports, for this TP
     kv_whole, kv_per_gpu_token = kv_bytes_per_token(shape, tp, weights["kv_elem"])
     if kv_bytes <= 0:
         found.problems.append(
-            f"the weights do not fit: {weights['weight_bytes'] / (tp * pp) / GIB:.1f} GiB per GPU plus about "
+            f"the weights do not fit: {weights_per_gpu_bytes(weights, tp, pp) / GIB:.1f} GiB per GPU plus about "
             f"{mem['overhead_mib'] / 1024:.1f} GiB overhead is more than {mem['util']} of "
             f"{mem['usable_mib'] / 1024:.1f} GiB; use more GPUs (a larger tensor_parallel_size), a quantized model, or "
             "a larger gpu_memory_utilization")
@@ -656,7 +725,7 @@ def plan(p: dict) -> dict:
         "gpus": {"per_replica": gpus, "tensor_parallel_size": tp, "pipeline_parallel_size": pp,
                  "nodes": nodes, "per_pod": pod_gpus,
                  "memory_mib": mem["gpu_mib"], "usable_mib": mem["usable_mib"], "fractional": hami_plan["fractional"]},
-        "memory": {"weights_per_gpu_gib": round(weights_per_gpu / GIB, 2),
+        "memory": {"weights_per_gpu_gib": round(weights_per_gpu_bytes(weights, tp, pp) / GIB, 2),
                    "overhead_per_gpu_gib": round(mem["overhead_mib"] / 1024, 2),
                    "kv_cache_per_gpu_gib": round(max(kv["bytes"], 0) / GIB, 2),
                    "kv_bytes_per_token": kv["whole"], "kv_bytes_per_token_per_gpu": kv["per_gpu_token"],

@@ -59,10 +59,14 @@ def plan_for(case: str) -> dict:
 
 
 def test_every_recorded_run_is_a_plan_case():
-    # dense and MoE, eager and CUDA graphs, TP 1 on an H100 and TP 2 on two H200s
+    # dense and MoE, eager and CUDA graphs, TP 1 on an H100 and TP 2 on two H200s; on four H200s the example
+    # inventory's Qwen3-235B-A22B at TP 4 (gpu_memory_utilization 0.85 and 0.9, and eager), the same shape
+    # with 2 KV heads, and the dense shape at TP 4
     names = {p.stem for p in LOGS}
     assert names == {"dense-eager-tp1-h100", "dense-graphs-tp1-h100", "moe-eager-tp1-h100", "moe-graphs-tp1-h100",
-                     "dense-eager-tp2-h200", "dense-graphs-tp2-h200", "embed-tp1-h100"}
+                     "dense-eager-tp2-h200", "dense-graphs-tp2-h200", "embed-tp1-h100", "moe-eager-tp1-h200",
+                     "dense-eager-tp4-h200", "example-235b-tp4-u85-h200", "example-235b-tp4-u90-h200",
+                     "example-235b-eager-tp4-u90-h200", "example-235b-kv2-tp4-u90-h200"}
     assert names <= set(CASES)
 
 
@@ -104,3 +108,42 @@ def test_plan_says_what_vllm_serves_the_model_for(log):
     text = vllm_log(log)["text"]
     resolved = re.search(r"Resolved `--runner auto` to `--runner (\w+)`", text)
     assert plan_for(log.stem)["runner"] == (resolved.group(1) if resolved else "generate")
+
+
+RUNS = json.loads((DATA / "runs.json").read_text())
+EXAMPLE_RUNS = sorted(name for name in RUNS if name.startswith("example-235b-"))
+
+
+def test_fewer_kv_heads_than_gpus_each_gpu_keeps_one_replicated():
+    """The rule the example's plan relies on (4 KV heads on 8 GPUs), run on the GPUs lent (2 KV heads on 4):
+    each GPU keeps one whole KV head, so a token costs a GPU 1/KV-heads of the model's KV bytes, not 1/TP.
+    vLLM's own numbers say so: its KV memory over its KV tokens, the same with 2 heads as with 4."""
+    for case, heads in (("example-235b-kv2-tp4-u90-h200", 2), ("example-235b-tp4-u90-h200", 4)):
+        text = (DATA / "logs" / f"{case}.log").read_text()
+        kv_gib = float(re.search(r"Available KV cache memory: ([\d.]+) GiB", text).group(1))
+        tokens = vllm_log(DATA / "logs" / f"{case}.log")["kv_tokens"]
+        per_token = kv_gib * GIB / tokens
+        planned = plan_for(case)
+        assert planned["model"]["kv_heads"] == heads and planned["gpus"]["tensor_parallel_size"] == 4
+        whole = planned["memory"]["kv_bytes_per_token"]
+        assert whole == 2 * 94 * heads * 128 * 2
+        # one head a GPU: 2 x 94 layers x 1 x 128 x 2 bytes; within the rounding of vLLM's GiB figure
+        assert planned["memory"]["kv_bytes_per_token_per_gpu"] == 48_128
+        assert per_token == pytest.approx(48_128, rel=0.005)
+        if heads < 4:
+            assert per_token == pytest.approx(2 * whole / 4, rel=0.005)  # twice the 1/TP share
+    same = [vllm_log(DATA / "logs" / f"{c}.log")
+            for c in ("example-235b-kv2-tp4-u90-h200", "example-235b-tp4-u90-h200")]
+    assert same[0]["kv_tokens"] == same[1]["kv_tokens"] and same[0]["weights_gib"] == same[1]["weights_gib"]
+
+
+@pytest.mark.parametrize("case", EXAMPLE_RUNS)
+def test_example_started_within_the_plans_budget_with_its_shm(case):
+    """vLLM was ready inside the plan's startup budget (with --load-format dummy: no weights read from
+    storage, so this holds the warm-up part only), with /dev/shm a tmpfs of the plan's size."""
+    run = RUNS[case]
+    planned = plan_for(case)
+    assert run["rc"] == 0 and run["ready_s"] is not None
+    assert run["ready_s"] < planned["startup_budget_s"]
+    assert run["shm"]["sized_as_planned"] and run["shm"]["size_mib"] == planned["shm_size_mib"]
+    assert run["chat"] is None or run["chat"]["usage"]["completion_tokens"] == 16
