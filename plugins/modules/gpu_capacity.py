@@ -46,6 +46,14 @@ options:
         one the StatefulSet has; for a StatefulSet not yet created, or a scale that also changes the template.
       - Without it the StatefulSet must exist.
     type: dict
+  group_size:
+    description:
+      - The pods one replica is made of, each like the template - for a replica larger than a node (vllm_serve's
+        group of pods, one StatefulSet a rank), the nodes of the group. The replicas to add count this many pods each.
+      - A template with a required pod anti-affinity on C(kubernetes.io/hostname) against its own labels (as a group's
+        pods have) gets at most one pod a node, and none on a node that holds one of them already.
+    type: int
+    default: 1
   fail_when_short:
     description:
       - Fail, with the numbers in the message, when the new replicas do not fit.
@@ -247,7 +255,10 @@ def capacity(module):
     nodes = request_json(api, "GET", "/api/v1/nodes", timeout=timeout, action="listing nodes").get("items", [])
     pods = request_json(api, "GET", "/api/v1/pods", query=[("fieldSelector", UNFINISHED)], timeout=timeout,
                         action="listing pods").get("items", [])
-    result = check(template, nodes, pods, p["replicas"], current, p["name"], p["namespace"])
+    if p["group_size"] < 1:
+        raise ParameterError(f"group_size: {p['group_size']} is below 1; give the pods one replica is made of (1, or "
+                             "the nodes of a replica larger than a node)")
+    result = check(template, nodes, pods, p["replicas"], current, p["name"], p["namespace"], p["group_size"])
     msg = result.pop("msg")
     if not result["fits"] and p["fail_when_short"]:
         raise InsufficientCapacity(msg, changed=False, **result)
@@ -261,6 +272,7 @@ def main():
         replicas=dict(type="int", required=True),
         pod_template=dict(type="dict"),
         fail_when_short=dict(type="bool", default=True),
+        group_size=dict(type="int", default=1),
         **K8S_AUTH_ARG_SPEC,
     )
     module = K8sModule(argument_spec=spec, supports_check_mode=True)

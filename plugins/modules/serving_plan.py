@@ -212,7 +212,7 @@ runner:
   type: str
   sample: generate
 args:
-  description: The container args (the image's entrypoint is C(vllm serve)).
+  description: The container args (the image's entrypoint is C(vllm serve)); rank 0's when a replica spans nodes.
   returned: success
   type: list
   elements: str
@@ -221,6 +221,15 @@ env:
   returned: success
   type: list
   elements: dict
+group:
+  description:
+    - Null when one replica fits one node. Otherwise the group of pods that makes one replica, one a node with all of
+      its GPUs, in vLLM's own multi-node mode (no Ray) - C(nodes), C(master_port), C(ranks) (each rank's full args,
+      rank 0 first; ranks 1 and up C(--headless)), C(env) (every rank's, with C(VLLM_HOST_IP) the pod's IP),
+      C(leader_addr_env) (the env var the pod sets to rank 0's address; the args refer to it as C($(NAME)), which the
+      kubelet expands), and the workers' startup, readiness and liveness probes, which ask the leader's C(/health).
+  returned: success
+  type: dict
 resources:
   description: The container resources (HAMi resource names).
   returned: success

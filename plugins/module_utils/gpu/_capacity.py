@@ -544,17 +544,38 @@ def _selector_text(spec: dict) -> str:
     return text
 
 
+def one_a_node(template: dict) -> dict | None:
+    """The labels of a required pod anti-affinity on kubernetes.io/hostname
+    that the template's own pods match: the scheduler's InterPodAffinity
+    filter then puts at most one such pod on a node. Read: matchLabels terms
+    in the pod's own namespace (what vllm_serve renders for a group of pods);
+    other terms are not modelled."""
+    labels = ((template or {}).get("metadata") or {}).get("labels") or {}
+    terms = (((pod_spec_of(template).get("affinity") or {}).get("podAntiAffinity") or {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+    for term in terms:
+        selector = term.get("labelSelector") or {}
+        wanted = selector.get("matchLabels") or {}
+        if term.get("topologyKey") == "kubernetes.io/hostname" and wanted and not selector.get("matchExpressions") \
+                and not term.get("namespaces") and not term.get("namespaceSelector") \
+                and all(labels.get(k) == str(v) for k, v in wanted.items()):
+            return wanted
+    return None
+
+
 def check(template: dict, nodes: list[dict], pods: list[dict], replicas: int, current: int,
-          name: str = "", namespace: str = "") -> dict:
+          name: str = "", namespace: str = "", group_size: int = 1) -> dict:
     """Whether ``replicas`` replicas of ``template`` fit, ``current`` being
-    there already. Returns fits, needed, room, request, nodes (per node) and
-    msg (with the numbers)."""
+    there already, each replica ``group_size`` pods of the template (a
+    replica larger than a node). Returns fits, needed (pods), room, request,
+    nodes (per node) and msg (with the numbers)."""
     spec = pod_spec_of(template)
     requests = replica_request(template)
     annotations = ((template or {}).get("metadata") or {}).get("annotations") or {}
     additional = replicas - current
     pending = pending_replicas(pods, namespace, name, current) if additional > 0 else []
-    needed = max(additional, 0) + len(pending)
+    needed = max(additional, 0) * group_size + len(pending)
+    apart = one_a_node(template)
 
     reports = []
     devices_of = {}
@@ -595,6 +616,16 @@ def check(template: dict, nodes: list[dict], pods: list[dict], replicas: int, cu
         # HAMi's scheduler fits each GPU; kube-scheduler, which runs HAMi as
         # its extender, first bounds the node by its allocatable.
         bound, binding = allocatable_room(nodes_by_name[report["name"]], allocated.get(report["name"], {}), wanted)
+        if apart is not None:
+            # One pod of the workload a node, and none where one is already.
+            taken = any(holds_gpus(pod) and pod_node(pod) == report["name"]
+                        and (pod.get("metadata") or {}).get("namespace") == namespace
+                        and all(((pod.get("metadata") or {}).get("labels") or {}).get(k) == str(v)
+                                for k, v in apart.items()) for pod in pods)
+            bound = 0 if taken else min(bound, 1)
+            report["one_a_node"] = True
+            if taken:
+                report["excluded_by_anti_affinity"] = True
         trial = [dict(d) for d in devices]
         while report["room"] < bound and place_replica(trial, requests, annotations):
             report["room"] += 1
@@ -610,6 +641,7 @@ def check(template: dict, nodes: list[dict], pods: list[dict], replicas: int, cu
     fits = not requests or needed <= 0 or room >= needed
     result = {
         "fits": fits, "replicas": replicas, "current_replicas": current, "additional": max(additional, 0),
+        "group_size": group_size,
         "pending": pending, "needed": needed, "room": room, "nodes": reports,
         "request": {"gpus": sum(r["gpus"] for r in requests), "containers": requests,
                     "description": describe_request(requests)},
@@ -621,6 +653,8 @@ def check(template: dict, nodes: list[dict], pods: list[dict], replicas: int, cu
 def _node_text(report: dict) -> str:
     if report["excluded"]:
         return f"{report['name']} excluded ({', '.join(report['excluded'])})"
+    if report.get("excluded_by_anti_affinity"):
+        return f"{report['name']} (0: holds one of its pods already, one a node)"
     detail = f"{report['usable_gpus']} of {report['gpus']} GPUs free"
     if report.get("bound_by"):
         detail += f", allocatable {report['bound_by']} full"
@@ -638,6 +672,9 @@ def message(result: dict, spec: dict, name: str = "", namespace: str = "") -> st
     if not result["request"]["containers"]:
         return f"scale {what} to {result['replicas']}: its pods ask for no GPU; nothing to check"
     count = f"{needed} more {'replica' if needed == 1 else 'replicas'}"
+    if result.get("group_size", 1) > 1:
+        count = (f"{result['additional']} more {'group' if result['additional'] == 1 else 'groups'} of "
+                 f"{result['group_size']} pods, one a node ({needed} pods)")
     if result["pending"]:
         count += f" ({result['additional']} new, {len(result['pending'])} Pending now)"
     matching = [r for r in result["nodes"] if r["matches"]]

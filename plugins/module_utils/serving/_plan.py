@@ -55,6 +55,15 @@ PLAN_FLAGS = {
     "--max-num-seqs": "max_num_seqs", "--dtype": "dtype", "--quantization": "quantization", "-q": "quantization",
     "--kv-cache-dtype": "kv_cache_dtype",
 }
+# vLLM's multi-node mode (the mp backend, from 0.11.1): the plan renders these
+# for each pod of a group, so extra_args may not carry them. The defaults and
+# the rank layout are vLLM's (vllm/config/parallel.py, vllm/engine/arg_utils.py,
+# vllm/entrypoints/cli/serve.py at v0.33.0).
+GROUP_FLAGS = ("--nnodes", "-n", "--node-rank", "-r", "--master-addr", "--master-port", "--headless")
+GROUP_MASTER_PORT = 29501  # vLLM's default --master-port
+# Set by the pod (vllm_serve renders it from the pod's index and the group's
+# headless Service); the kubelet puts its value into the args where $(NAME) stands.
+GROUP_LEADER_ADDR_ENV = "INFEROPS_LEADER_ADDR"
 # HAMi-core's isolation is known to work in workload images with glibc in this range.
 HAMI_GLIBC_RANGE = ((2, 17), (2, 30))
 
@@ -289,6 +298,10 @@ def read_command_line(p: dict, version: str, found: Findings) -> tuple[dict, lis
         if flag in ("--trust-remote-code",) and not p.get("allow_trust_remote_code"):
             found.problems.append("--trust-remote-code runs Python code shipped with the model; leave it out, or set "
                                   "allow_trust_remote_code: true if this model needs it and its code is trusted")
+            continue
+        if flag in GROUP_FLAGS:
+            found.problems.append(f"{flag} is rendered by the plan when a replica spans nodes (one pod a node, each "
+                                  "with its rank); leave it out of extra_args")
             continue
         if flag in PLAN_FLAGS:
             param = PLAN_FLAGS[flag]
@@ -586,13 +599,17 @@ def hami_request(p: dict, gpus: int, tp: int, version: str, mem: dict, found: Fi
     return {"fractional": fractional, "resources": resources, "annotations": annotations}
 
 
-def startup(p: dict, gpus: int, weights_per_gpu: float, version: str) -> dict:
-    """/dev/shm for NCCL, a startup probe whose budget covers loading the
-    weights at the storage's speed plus warm-up, and vLLM's own engine-start
-    timeout raised to that budget where it is shorter."""
+def startup(p: dict, gpus: int, weights_per_gpu: float, version: str, nodes: int = 1) -> dict:
+    """/dev/shm for NCCL (the pod's `gpus`), a startup probe whose budget
+    covers loading the weights at the storage's speed plus warm-up, and
+    vLLM's own engine-start timeout raised to that budget where it is
+    shorter. From shared storage every node of a group reads the whole
+    checkpoint at once: vLLM's loader reads every tensor and keeps its
+    stage's (vllm/model_executor/model_loader/weight_utils.py,
+    vllm/model_executor/models/utils.py at v0.33.0)."""
     shm_mib = min(64 * 1024, max(2 * 1024, 2 * 1024 * gpus)) if gpus > 1 else 1024
     bandwidth = float(p.get("load_bandwidth_mib_s") or 1000)
-    load_s = weights_per_gpu / MIB / bandwidth * (gpus if p.get("shared_storage", True) else 1)
+    load_s = weights_per_gpu / MIB / bandwidth * (gpus * nodes * nodes if p.get("shared_storage", True) else 1)
     budget_s = int(math.ceil((load_s + float(p.get("warmup_s") or 180)) * 1.5))
     period = 10
     probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": period,
@@ -645,6 +662,46 @@ def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: di
     return {"served": served, "port": port, "args": args, "env": env}
 
 
+def group(args: list, env: list, nodes: int, tp: int, pp: int, port: int, boot: dict, version: str,
+          found: Findings) -> dict | None:
+    """A replica larger than a node: a group of pods, one a node with all of
+    its GPUs, in vLLM's own multi-node mode (no Ray). Every rank runs the same
+    command line plus --nnodes, --node-rank and the leader's address; ranks
+    1 and up run --headless (no API server: vLLM's serve.py runs them as
+    workers only). Ranks are laid out TP innermost, so each node holds whole
+    tensor-parallel groups and one pipeline stage. The workers' probes ask
+    the leader's /health: a worker is ready when its group serves, and is
+    restarted when its group's leader stops answering (a rank cannot rejoin a
+    running group, so the whole group starts again)."""
+    if nodes <= 1:
+        return None
+    if "--nnodes" not in flags_for(version)["flags"]:
+        found.problems.append(f"one replica needs {nodes} nodes, and vLLM {version} has no multi-node mode without "
+                              "Ray (--nnodes, from 0.11.1): choose vLLM 0.11.1 or newer")
+    if (tp * pp) % nodes:
+        found.problems.append(f"{tp * pp} GPUs (TP {tp} x PP {pp}) do not split evenly over {nodes} nodes")
+    ranks = []
+    for rank in range(nodes):
+        rank_args = list(args) + ["--nnodes", str(nodes), "--node-rank", str(rank),
+                                  "--master-addr", f"$({GROUP_LEADER_ADDR_ENV})", "--master-port",
+                                  str(GROUP_MASTER_PORT)]
+        ranks.append(rank_args + (["--headless"] if rank else []))
+    # vLLM binds and advertises VLLM_HOST_IP (vllm/utils/network_utils.py get_ip): the pod's own address.
+    group_env = [e for e in env if e["name"] != "VLLM_HOST_IP"]
+    group_env.append({"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    # Exits non-zero unless the leader answers 200 (the image has python3, not curl).
+    leader_health = (f"import http.client, os; c = http.client.HTTPConnection(os.environ['{GROUP_LEADER_ADDR_ENV}'], "
+                     f"{port}, timeout=4); c.request('GET', '/health'); assert c.getresponse().status == 200")
+    check = {"exec": {"command": ["python3", "-c", leader_health]}}
+    startup_probe = {**check, "periodSeconds": boot["probe"]["periodSeconds"],
+                     "failureThreshold": boot["probe"]["failureThreshold"], "timeoutSeconds": 5}
+    return {"nodes": nodes, "master_port": GROUP_MASTER_PORT, "leader_addr_env": GROUP_LEADER_ADDR_ENV,
+            "ranks": ranks, "env": group_env,
+            "worker_startup_probe": startup_probe,
+            "worker_readiness_probe": {**check, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
+            "worker_liveness_probe": {**check, "periodSeconds": 30, "failureThreshold": 3, "timeoutSeconds": 5}}
+
+
 def serving_runner(p: dict, config: dict, found: Findings) -> str:
     """generate or pooling: what vLLM will serve the model for (_model_task),
     from config.json (as model_weights read it), a sentence-transformers
@@ -692,17 +749,13 @@ def plan(p: dict) -> dict:
     # its GPUs (vLLM's multi-node mp backend: --nnodes, --node-rank).
     nodes = max(1, math.ceil(gpus / mem["gpus_available"]))
     pod_gpus = gpus // nodes if gpus % nodes == 0 else gpus
-    if nodes > 1:
-        found.problems.append(
-            f"one replica needs {nodes} nodes: tensor parallel {tp} on the {pod_gpus} GPUs of each, pipeline parallel "
-            f"{pp} across them (vLLM's multi-node mode, one pod a node); vllm_serve deploys a replica within one node "
-            "for now. Use GPUs with more memory, a quantized model, or more GPUs a node")
     weights_per_gpu = weights["weight_bytes"] / gpus
     kv = kv_cache(p, setting, weights, mem, tp, pp, found)
     check_env(dict(p.get("env") or {}), version, found)
     hami_plan = hami_request(p, pod_gpus, tp, version, mem, found)
-    boot = startup(p, pod_gpus, weights_per_gpu, version)
+    boot = startup(p, pod_gpus, weights_per_gpu, version, nodes)
     run = container(p, setting, wanted, kept, weights, mem, kv, tp, pp, hami_plan["fractional"], boot["env"])
+    pods = group(run["args"], run["env"], nodes, tp, pp, run["port"], boot, version, found)
     if not p.get("network_policy"):
         found.warnings.append(
             f"vLLM {version} answers {', '.join(releases.OPEN_INFERENCE_PATHS)} (completions), /metrics and /tokenize "
@@ -737,8 +790,9 @@ def plan(p: dict) -> dict:
         "served_model_name": run["served"],
         "runner": runner,
         "port": run["port"],
-        "args": run["args"],
-        "env": run["env"],
+        "args": pods["ranks"][0] if pods else run["args"],
+        "env": pods["env"] if pods else run["env"],
+        "group": pods,
         "resources": {"limits": hami_plan["resources"]},
         "annotations": hami_plan["annotations"],
         "image": {"cuda_major": cuda_major, "min_driver_branch": min_driver_branch(cuda_major)},
@@ -767,5 +821,9 @@ def summary(r: dict) -> str:
         f"{r['max_concurrency_at_max_len']} requests at full length",
         f"/dev/shm {r['shm_size_mib']} MiB; startup budget {r['startup_budget_s']} s",
     ]
+    if r["group"]:
+        lines.append(f"one replica is a group of {g['nodes']} pods, one a node with its {g['per_pod']} GPUs: TP "
+                     f"{g['tensor_parallel_size']} within each, PP {g['pipeline_parallel_size']} across them (vLLM's "
+                     "multi-node mode; rank 0 serves the API)")
     lines += [f"PROBLEM: {x}" for x in r["problems"]] + [f"warning: {x}" for x in r["warnings"]]
     return "\n".join(lines)

@@ -387,3 +387,32 @@ def test_allocatable_bounds_the_node_as_kube_scheduler_would():
     assert result["room"] == 2 and result["fits"] is False
     assert result["nodes"][0]["bound_by"] == "nvidia.com/gpu"
     assert "gpu-a (2: 8 of 8 GPUs free, allocatable nvidia.com/gpu full)" in result["msg"]
+
+
+def test_a_group_of_pods_one_a_node_counts_nodes_not_gpus():
+    # vllm_serve's group (a replica larger than a node): each pod 2 of a node's 8 GPUs, never two of the workload's
+    # pods on one node (required anti-affinity on the hostname, the scheduler's InterPodAffinity filter).
+    apart = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "vllm"}}}]}}
+    group = template(container(gpus=2), affinity=apart)
+    nodes = [node(f"gpu-{i}") for i in range(4)]
+    # One group of 2 runs on gpu-0 and gpu-1 (pods of the workload's namespace and labels).
+    running = [pod(n, on, container(gpus=2), namespace="ai") for n, on in (("vllm-0", "gpu-0"), ("vllm-rank1-0", "gpu-1"))]
+    for p in running:
+        p["metadata"]["labels"] = {"app": "vllm"}
+    one_more = cap.check(group, nodes, running, replicas=2, current=1, name="vllm", namespace="ai", group_size=2)
+    assert one_more["fits"] and (one_more["needed"], one_more["room"]) == (2, 2)
+    assert [r["room"] for r in one_more["nodes"]] == [0, 0, 1, 1]
+    assert "gpu-0 (0: holds one of its pods already, one a node)" in one_more["msg"]
+    assert one_more["msg"].startswith("scale ai/vllm to 2: 1 more group of 2 pods, one a node (2 pods) of 2 whole "
+                                      "GPUs fit")
+    two_more = cap.check(group, nodes, running, replicas=3, current=1, name="vllm", namespace="ai", group_size=2)
+    assert not two_more["fits"] and (two_more["needed"], two_more["room"]) == (4, 2)
+    assert two_more["msg"].startswith("scale ai/vllm to 3 needs 2 more groups of 2 pods, one a node (4 pods) of 2 "
+                                      "whole GPUs; the 4 nodes matching gpu=on have room for 2")
+    # Without the anti-affinity the same GPUs would hold 4 pods a node: the rule is what bounds it.
+    assert cap.check(template(container(gpus=2)), nodes, running, replicas=3, current=1, name="vllm",
+                     namespace="ai", group_size=2)["fits"]
+    # Pods of another namespace, or other labels, do not keep a pod off a node.
+    elsewhere = [dict(p, metadata={**p["metadata"], "namespace": "other"}) for p in running]
+    assert [r["room"] for r in cap.check(group, nodes, elsewhere, 2, 1, "vllm", "ai", 2)["nodes"]] == [1, 1, 1, 1]

@@ -4,6 +4,7 @@ computations written out here."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -199,11 +200,54 @@ def test_qwen3_235b_on_a100_40gb_is_tp8_on_each_of_2_nodes_pp2_across():
     assert r["memory"]["weights_per_gpu_gib"] == round((235_092_836_352 * 2 / 16 + whole) / GIB, 2)
     assert r["memory"]["kv_cache_tokens"] > 0
     assert r["resources"] == {"limits": {"nvidia.com/gpu": "8"}}  # each pod: one node's GPUs
-    # It says so, and why it stops here.
-    [problem] = r["problems"]
-    assert problem.startswith("one replica needs 2 nodes: tensor parallel 8 on the 8 GPUs of each, pipeline "
-                              "parallel 2 across them") and "vllm_serve deploys a replica within one node" in problem
+    assert r["problems"] == []
+    assert "one replica is a group of 2 pods, one a node with its 8 GPUs: TP 8 within each, PP 2 across them" \
+        in r["summary"]
     assert "--pipeline-parallel-size" in r["args"] and r["args"][r["args"].index("--pipeline-parallel-size") + 1] == "2"
+
+
+def test_a_group_of_pods_gets_each_rank_its_command_line():
+    # vLLM's multi-node mode (vllm/entrypoints/cli/serve.py, vllm/config/parallel.py at v0.33.0): the same
+    # command line on every node, --nnodes and --node-rank, the leader's address and port; the workers headless.
+    r = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": A100_40GB_MIB,
+              "gpus_per_node": 8, "model_path": "/models/q", "served_model_name": "q"})
+    g = r["group"]
+    assert g["nodes"] == 2 and len(g["ranks"]) == 2
+    leader, worker = g["ranks"]
+    assert r["args"] == leader
+    common = leader[:leader.index("--nnodes")]
+    assert worker[:len(common)] == common and common[0] == "/models/q"
+    assert leader[len(common):] == ["--nnodes", "2", "--node-rank", "0", "--master-addr", "$(INFEROPS_LEADER_ADDR)",
+                                    "--master-port", "29501"]
+    assert worker[len(common):] == ["--nnodes", "2", "--node-rank", "1", "--master-addr", "$(INFEROPS_LEADER_ADDR)",
+                                    "--master-port", "29501", "--headless"]
+    # Every rank binds to and advertises its pod's own address; the key still only from the Secret.
+    env = {e["name"]: e for e in r["env"]}
+    assert env["VLLM_HOST_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "secretKeyRef" in env["VLLM_API_KEY"]["valueFrom"]
+    # A worker is ready, and alive, while its leader answers /health; its startup gets the plan's whole budget.
+    probe = g["worker_startup_probe"]
+    assert probe["exec"]["command"][:2] == ["python3", "-c"] and "INFEROPS_LEADER_ADDR" in probe["exec"]["command"][2]
+    assert "8000, timeout=4); c.request('GET', '/health'); assert c.getresponse().status == 200" \
+        in probe["exec"]["command"][2]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= r["startup_budget_s"]
+    # Both nodes read the whole checkpoint from the shared storage at once (vLLM's loader reads every tensor,
+    # keeping its stage's): twice the model at the default 1000 MiB/s, plus 180 s warm-up, times 1.5.
+    assert r["startup_budget_s"] == math.ceil((2 * 235_092_836_352 * 2 / 2**20 / 1000 + 180) * 1.5)
+    one_node = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": 143771,
+                     "gpus_per_node": 8})
+    assert one_node["group"] is None and one_node["gpus"]["nodes"] == 1
+
+
+def test_group_flags_are_the_plans_and_need_a_vllm_that_has_them():
+    r = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": A100_40GB_MIB,
+              "gpus_per_node": 8, "extra_args": ["--nnodes", "3", "--headless"]})
+    assert "--nnodes is rendered by the plan when a replica spans nodes (one pod a node, each with its rank); leave " \
+           "it out of extra_args" in r["problems"]
+    assert any(p.startswith("--headless is rendered by the plan") for p in r["problems"])
+    old = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": A100_40GB_MIB,
+                "gpus_per_node": 8, "vllm_version": "0.10.2"})
+    assert any("vLLM 0.10.2 has no multi-node mode without Ray (--nnodes" in p for p in old["problems"])
 
 
 def test_tensor_parallel_never_spans_nodes():
