@@ -1,0 +1,111 @@
+"""vllm_serve's autoscaling on the sandbox: a KEDA ScaledObject accepted by a
+real API server against KEDA v2.21.0's own CRD schema (hack/sandbox crds),
+its most replicas what the sandbox's GPUs can hold, a fixed count handed to
+KEDA without the StatefulSet dropping to 1, a count KEDA set kept by the
+next run (changed=0), scale.yml refused, and a minimum the GPUs cannot hold
+refused before anything changes. No KEDA operator runs: what it would do
+with the object is read from its source (plugins/module_utils/serving/_autoscaling.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from support.ansible import ROOT, run_module, run_playbook
+from support.k8s import changed_between, cluster_state
+from support.sandbox import sandbox_cmd
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
+# The sandbox's GPU nodes: 4 of 8 simulated H100s (81559 MiB); the inventory's pod asks for one 8192 MiB slice,
+# so a GPU holds 9 of them (10 would pass its memory): at most 4 x 8 x 9 replicas, less what other tests hold.
+MOST = 4 * 8 * (81559 // 8192)
+
+
+def site(sandbox, namespace, **extra):
+    variables = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace, **extra}
+    return run_playbook(ROOT / "site.yml", inventory=ROOT / "inventories" / "sandbox", extra_vars=variables,
+                        env={"SANDBOX_DIR": str(sandbox.state_dir)}, extra_args=["--tags", "model,serve"])
+
+
+def autoscaling(**extra) -> dict:
+    return {"vllm_serve_autoscaling": True, "vllm_serve_autoscaling_prometheus_url": PROMETHEUS, **extra}
+
+
+def test_keda_scales_within_what_the_gpus_hold_and_a_rerun_keeps_its_count(sandbox, kube, namespace):
+    installed = sandbox_cmd("crds", "keda", state_dir=sandbox.state_dir, check=False)
+    assert installed.returncode == 0, installed.stdout
+
+    fixed = site(sandbox, namespace, vllm_serve_replicas=2)
+    assert fixed.rc == 0, fixed.failures()
+    sts = kube.get("apps/v1", "StatefulSet", namespace, "vllm")
+    assert sts["spec"]["replicas"] == 2 and json.loads(sts["metadata"]["annotations"][LAST_APPLIED])["spec"][
+        "replicas"] == 2
+
+    # A minimum the GPUs cannot hold: refused with the numbers, nothing changed.
+    before = cluster_state(kube)
+    refused = site(sandbox, namespace, **autoscaling(vllm_serve_autoscaling_min_replicas=MOST + 1))
+    assert refused.rc != 0
+    message = refused.task("inferops.vllm.vllm_serve : Bound the ScaledObject by them (refused, with the numbers, "
+                           "when the minimum cannot be placed)")["msg"]
+    assert f"vllm_serve_autoscaling_min_replicas {MOST + 1} cannot be placed: the GPUs hold " in message, message
+    assert "(2 running, room for " in message, message
+    assert changed_between(before, cluster_state(kube)) == []
+
+    # On: the count becomes KEDA's. The StatefulSet keeps its 2 pods (an apply that just left the field out would
+    # have dropped it to 1), and the record of what was applied no longer holds a count.
+    on = site(sandbox, namespace, **autoscaling())
+    assert on.rc == 0, on.failures()
+    sts = kube.get("apps/v1", "StatefulSet", namespace, "vllm")
+    assert sts["spec"]["replicas"] == 2 and sts["status"]["readyReplicas"] == 2
+    assert "replicas" not in json.loads(sts["metadata"]["annotations"][LAST_APPLIED])["spec"]
+
+    scaled = kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, "vllm")
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "vllm"}
+    assert spec["triggers"] == [{"type": "prometheus", "metadata": {
+        "serverAddress": PROMETHEUS, "threshold": "5",
+        "query": f'sum(vllm:num_requests_waiting{{namespace="{namespace}", job="vllm"}})'}}]
+    # The most: the 2 running plus the room the GPUs have for more, as gpu_capacity counts it now.
+    capacity = run_module("inferops.vllm.gpu_capacity", {"name": "vllm", "namespace": namespace, "replicas": 100000,
+                                                         "fail_when_short": False}, kubeconfig=sandbox.kubeconfig)
+    assert spec["minReplicaCount"] == 1
+    assert spec["maxReplicaCount"] == 2 + capacity["room"] and 2 < spec["maxReplicaCount"] <= MOST
+    said = on.task("inferops.vllm.vllm_serve : Say how far it may scale")["msg"]
+    assert f"between 1 and {spec['maxReplicaCount']} replicas (bounded by the GPUs" in said, said
+
+    # KEDA's HPA scales through the scale subresource: a rerun keeps its count and changes nothing.
+    kube.patch("/apis/apps/v1/namespaces/" + namespace + "/statefulsets/vllm/scale", body={"spec": {"replicas": 3}})
+    kube.wait_for(f"/apis/apps/v1/namespaces/{namespace}/statefulsets",
+                  lambda s: s["metadata"]["name"] == "vllm" and s["status"].get("readyReplicas") == 3, 120)
+    again = site(sandbox, namespace, **autoscaling())
+    assert again.rc == 0 and again.changed() == 0, [t["task"]["name"] for t in again.tasks()
+                                                    if any(h.get("changed") for h in t["hosts"].values())]
+    assert kube.get("apps/v1", "StatefulSet", namespace, "vllm")["spec"]["replicas"] == 3
+    # The bound did not move: the third replica's GPUs were room before, and count as running now.
+    assert kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, "vllm")["spec"]["maxReplicaCount"] == \
+        spec["maxReplicaCount"]
+
+    # A smaller maximum of the user's is kept.
+    capped = site(sandbox, namespace, **autoscaling(vllm_serve_autoscaling_max_replicas=4))
+    assert capped.rc == 0, capped.failures()
+    assert kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, "vllm")["spec"]["maxReplicaCount"] == 4
+
+    # scale.yml would be undone by KEDA: refused.
+    scale = run_playbook(ROOT / "playbooks" / "scale.yml", inventory=ROOT / "inventories" / "sandbox",
+                         extra_vars={"vllm_serve_namespace": namespace, "vllm_serve_replicas": 5},
+                         env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    assert scale.rc != 0
+    assert "is scaled by KEDA (ScaledObject vllm" in scale.task("Check that KEDA does not own the count")["msg"]
+    assert kube.get("apps/v1", "StatefulSet", namespace, "vllm")["spec"]["replicas"] == 3
+
+    # Teardown takes the ScaledObject down with the rest.
+    down = run_playbook(ROOT / "playbooks" / "teardown.yml", inventory=ROOT / "inventories" / "sandbox",
+                        extra_vars={"model_store_namespace": namespace, "vllm_serve_namespace": namespace,
+                                    "teardown_level": "service"},
+                        env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    assert down.rc == 0, down.failures()
+    assert kube.list("keda.sh/v1alpha1", "ScaledObject", namespace) == []

@@ -1,0 +1,139 @@
+"""A replica larger than a node, on the sandbox: vllm_serve deploys it as a
+group of pods in vLLM's own multi-node mode (one StatefulSet a rank, a
+headless Service naming the leaders), the pods land one a node, each rank
+gets its command line, a rerun changes nothing, scaling adds whole groups,
+and a group the nodes cannot hold is diagnosed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from support.ansible import ROOT, run_playbook
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CONFIGS = Path(__file__).parents[1] / "unit" / "plugins" / "module_utils" / "serving" / "model_configs"
+RANK = "inferops.io/node-rank"
+# Qwen2.5-7B's shape (15.2 GB of bf16 weights) on GPUs of 8 GiB, 2 a node: no
+# tensor-parallel size within a node leaves room for a KV cache, so the plan
+# takes TP 2 in each of 2 nodes and PP 2 across them.
+GROUP = {"vllm_serve_model_config": json.loads((CONFIGS / "qwen2.5-7b-instruct.json").read_text()),
+         "vllm_serve_model_dir": "", "vllm_serve_gpu_memory_mib": 8192, "vllm_serve_gpus_per_node": 2,
+         "vllm_serve_gpu_memory_request_mib": 0, "vllm_serve_max_model_len": 4096,
+         # The GPU stage (which puts gpu=on on the nodes) does not run here: GPU feature discovery's label.
+         "vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"},
+         "vllm_serve_network_policy_enabled": True,
+         "vllm_serve_network_policy_from": [{"namespace": "ingress-nginx"}]}
+
+
+def site(sandbox, namespace, **extra):
+    variables = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace, **GROUP, **extra}
+    return run_playbook(ROOT / "site.yml", inventory=ROOT / "inventories" / "sandbox", extra_vars=variables,
+                        env={"SANDBOX_DIR": str(sandbox.state_dir)}, extra_args=["--tags", "model,serve"])
+
+
+def pods_of(kube, namespace) -> dict:
+    pods = kube.list("v1", "Pod", namespace, label_selector="app.kubernetes.io/instance=vllm")
+    return {p["metadata"]["name"]: p for p in pods}
+
+
+def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kube, namespace):
+    first = site(sandbox, namespace)
+    assert first.rc == 0, first.failures()
+    summary = "\n".join(first.task("inferops.vllm.vllm_serve : Show the plan")["msg"])
+    assert "one replica is a group of 2 pods, one a node with its 2 GPUs: TP 2 within each, PP 2 across them" \
+        in summary
+
+    leader = kube.get("apps/v1", "StatefulSet", namespace, "vllm")
+    worker = kube.get("apps/v1", "StatefulSet", namespace, "vllm-rank1")
+    for sts, rank in ((leader, "0"), (worker, "1")):
+        assert sts["spec"]["replicas"] == 1 and sts["status"]["readyReplicas"] == 1
+        assert sts["spec"]["serviceName"] == "vllm-group"
+        assert sts["spec"]["selector"]["matchLabels"][RANK] == rank
+        assert sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+
+    # Each rank's command line: the same model and parallelism, its rank, the leader by name; workers headless.
+    lead_args = leader["spec"]["template"]["spec"]["containers"][0]["args"]
+    work_args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    common = lead_args[:lead_args.index("--nnodes")]
+    assert work_args[:len(common)] == common
+    assert common[common.index("--tensor-parallel-size") + 1] == "2"
+    assert common[common.index("--pipeline-parallel-size") + 1] == "2"
+    assert lead_args[len(common):] == ["--nnodes", "2", "--node-rank", "0", "--master-addr",
+                                       "$(INFEROPS_LEADER_ADDR)", "--master-port", "29501"]
+    assert work_args[len(common):] == ["--nnodes", "2", "--node-rank", "1", "--master-addr",
+                                       "$(INFEROPS_LEADER_ADDR)", "--master-port", "29501", "--headless"]
+    env = {e["name"]: e for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["INFEROPS_GROUP_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert env["INFEROPS_LEADER_ADDR"]["value"] == f"vllm-$(INFEROPS_GROUP_INDEX).vllm-group.{namespace}.svc"
+    assert env["VLLM_HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    # A worker has no HTTP server: its probes ask its leader.
+    probe = worker["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert "INFEROPS_LEADER_ADDR" in probe["exec"]["command"][-1]
+
+    # The pods: one a node, on distinct GPU nodes, each pod's index its group; the leader's name resolves
+    # through the headless Service before it is ready.
+    pods = pods_of(kube, namespace)
+    assert set(pods) == {"vllm-0", "vllm-rank1-0"}
+    nodes = {p["spec"]["nodeName"] for p in pods.values()}
+    assert len(nodes) == 2 and nodes <= set(sandbox.gpu_nodes)
+    assert {p["metadata"]["labels"]["apps.kubernetes.io/pod-index"] for p in pods.values()} == {"0"}
+    group = kube.get("v1", "Service", namespace, "vllm-group")
+    assert group["spec"]["clusterIP"] == "None" and group["spec"]["publishNotReadyAddresses"] is True
+    # Clients reach rank 0 only.
+    assert kube.get("v1", "Service", namespace, "vllm")["spec"]["selector"][RANK] == "0"
+    slices = kube.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
+                       label_selector="kubernetes.io/service-name=vllm")
+    assert {e["targetRef"]["name"] for s in slices for e in s.get("endpoints") or []} == {"vllm-0"}
+    # The group's pods may talk to each other on any port (vLLM and NCCL pick theirs at start).
+    policy = kube.get("networking.k8s.io/v1", "NetworkPolicy", namespace, "vllm")
+    assert {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "vllm",
+                                                      "app.kubernetes.io/instance": "vllm"}}}]} \
+        in policy["spec"]["ingress"]
+
+    again = site(sandbox, namespace)
+    assert again.rc == 0 and again.changed() == 0, [t["task"]["name"] for t in again.tasks()
+                                                    if any(h.get("changed") for h in t["hosts"].values())]
+
+    # One ScaledObject scales one StatefulSet, not a group: autoscaling is refused before anything changes.
+    scaled = site(sandbox, namespace, vllm_serve_autoscaling=True,
+                  vllm_serve_autoscaling_prometheus_url="http://prometheus-operated.monitoring.svc:9090")
+    assert scaled.rc != 0
+    assert "which one ScaledObject cannot scale together" in scaled.task(
+        "inferops.vllm.vllm_serve : Check that autoscaling can work here")["msg"]
+
+    # playbooks/scale.yml adds whole groups: pod 1 of every rank, the new leader asked as a client would.
+    # A third group would need two more free nodes (the sandbox has 4 GPU nodes): refused before anything changes.
+    scale = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace}
+    refused = run_playbook(ROOT / "playbooks" / "scale.yml", inventory=ROOT / "inventories" / "sandbox",
+                           extra_vars={**scale, "vllm_serve_replicas": 3}, env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    assert refused.rc != 0
+    capacity = refused.task("Check that the cluster has the GPUs for the new count, per node (refused with the "
+                            "numbers when not)")
+    assert capacity["msg"].startswith(f"scale {namespace}/vllm to 3 needs 2 more groups of 2 pods, one a node "
+                                      "(4 pods) of 2 whole GPUs;"), capacity["msg"]
+    assert "(0: holds one of its pods already, one a node)" in capacity["msg"]
+    assert set(pods_of(kube, namespace)) == {"vllm-0", "vllm-rank1-0"}
+    two = run_playbook(ROOT / "playbooks" / "scale.yml", inventory=ROOT / "inventories" / "sandbox",
+                       extra_vars={**scale, "vllm_serve_replicas": 2}, env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    assert two.rc == 0, two.failures()
+    assert [r["pod"] for r in two.task("Ask each new replica, as a client would")["results"]] == ["vllm-1"]
+    pods = pods_of(kube, namespace)
+    assert set(pods) == {"vllm-0", "vllm-1", "vllm-rank1-0", "vllm-rank1-1"}
+    assert len({p["spec"]["nodeName"] for p in pods.values()}) == 4
+    assert all(p["status"]["phase"] == "Running" for p in pods.values())
+    # site.yml with the same count sees nothing to change.
+    same = site(sandbox, namespace, vllm_serve_replicas=2)
+    assert same.rc == 0 and same.changed() == 0, same.failures()
+
+    # site.yml does not check capacity first: a third group's pods stay Pending, and the wait says why.
+    three = site(sandbox, namespace, vllm_serve_replicas=3, vllm_serve_wait_timeout=20, vllm_serve_check=False)
+    assert three.rc != 0
+    waited = three.task("inferops.vllm.vllm_serve : Wait for the rollout")
+    message = json.dumps(waited)
+    assert "vllm-2" in message or "vllm-rank1-2" in message, message
+    assert "anti-affinity" in message, message
