@@ -39,6 +39,12 @@ def selector(namespace: str, job: str) -> str:
     return f'namespace="{namespace}", job="{job}"'
 
 
+def pod_pattern(name: str) -> str:
+    """The StatefulSet's pods, and a group's workers (<name>-rank<r>-<i>,
+    docs/multi-node.md), as a PromQL regex (anchored at both ends)."""
+    return f"{re.escape(name)}(-rank[0-9]+)?-[0-9]+"
+
+
 def _q(expr: str, sel: str) -> str:
     return expr.replace("SEL", sel)
 
@@ -49,7 +55,7 @@ def alert_rules(name: str, namespace: str, kv_cache_usage: float, waiting_reques
     minutes (requests queue or get preempted), requests waiting, restarts,
     server errors, the endpoint down."""
     sel = selector(namespace, name)
-    pods = f'namespace="{namespace}", pod=~"{re.escape(name)}-[0-9]+"'
+    pods = f'namespace="{namespace}", pod=~"{pod_pattern(name)}"'
     return [
         {"alert": "VLLMKVCacheNearlyFull",
          "expr": _q(f"max by (namespace, pod) (vllm:kv_cache_usage_perc{{SEL}}) > {kv_cache_usage:g}", sel),
@@ -126,7 +132,7 @@ def dashboard(name: str, namespace: str) -> dict:
             "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
             "targets": [{"refId": chr(ord("A") + j), "legendFormat": legend,
                          "expr": _q(expr, sel).replace("NAMESPACE", namespace)
-                         .replace("POD", f"{re.escape(name)}-[0-9]+")}
+                         .replace("POD", pod_pattern(name))}
                         for j, (legend, expr) in enumerate(targets)],
         })
     return {"title": f"vLLM {namespace}/{name}", "uid": f"vllm-{namespace}-{name}"[:40], "schemaVersion": 39,

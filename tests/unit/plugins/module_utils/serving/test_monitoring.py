@@ -5,6 +5,7 @@ named external series; 0.33's names, none of the retired ones."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ansible_collections.inferops.vllm.plugins.module_utils.serving import _monitoring as mon
@@ -40,7 +41,7 @@ def test_no_retired_names():
 
 def test_the_queries_select_this_deployment_only():
     for q in mon.queries("vllm-b", "team-a"):
-        assert 'namespace="team-a"' in q and ('job="vllm-b"' in q or 'pod=~"vllm\\-b-[0-9]+"' in q), q
+        assert 'namespace="team-a"' in q and ('job="vllm-b"' in q or 'pod=~"vllm\\-b(-rank[0-9]+)?-[0-9]+"' in q), q
 
 
 def test_objects_carry_the_labels_prometheus_and_grafana_select():
@@ -55,3 +56,13 @@ def test_objects_carry_the_labels_prometheus_and_grafana_select():
     alerts = {r["alert"] for r in made["prometheusrule"]["spec"]["groups"][0]["rules"]}
     assert alerts == {"VLLMKVCacheNearlyFull", "VLLMRequestsWaiting", "VLLMRestarting", "VLLMServerErrors",
                       "VLLMEndpointDown"}
+
+
+def test_the_restart_alert_counts_a_groups_workers_and_no_other_statefulset():
+    [expr] = [r["expr"] for r in mon.alert_rules("vllm", "ai", 0.9, 10, 0.05) if r["alert"] == "VLLMRestarting"]
+    pattern = re.search(r'pod=~"([^"]+)"', expr).group(1)
+    # Prometheus anchors a regex matcher at both ends.
+    for pod in ("vllm-0", "vllm-12", "vllm-rank1-0", "vllm-rank15-3"):
+        assert re.fullmatch(pattern, pod), pod
+    for pod in ("vllm-other-0", "vllm-rank1", "xvllm-0", "vllm-0-1"):
+        assert not re.fullmatch(pattern, pod), pod
