@@ -21,7 +21,7 @@ options:
   _input:
     description:
       - C(name), C(namespace), C(labels), C(prometheus_url), C(waiting_per_replica), C(min_replicas),
-        C(max_replicas), C(polling_interval), C(cooldown_period), and C(capacity) (a C(gpu_capacity) result -
+        C(max_replicas), C(polling_interval), and C(capacity) (a C(gpu_capacity) result -
         C(current_replicas), C(pending), C(room)).
     type: dict
     required: true
@@ -32,7 +32,7 @@ EXAMPLES = r"""
   ansible.builtin.set_fact:
     scaling: >-
       {{ {'name': 'vllm', 'namespace': 'ai-serving', 'labels': {}, 'prometheus_url': 'http://prometheus-operated.monitoring.svc:9090',
-          'waiting_per_replica': 5, 'min_replicas': 1, 'max_replicas': 0, 'polling_interval': 15, 'cooldown_period': 300,
+          'waiting_per_replica': 5, 'min_replicas': 1, 'max_replicas': 0, 'polling_interval': 15,
           'capacity': capacity} | inferops.vllm.vllm_autoscaling }}
 """
 
@@ -56,8 +56,7 @@ def vllm_autoscaling(params: dict) -> dict:
                               int(capacity.get("room") or 0))
         obj = scaled_object(params["name"], params["namespace"], dict(params.get("labels") or {}),
                             str(params.get("prometheus_url") or ""), float(params["waiting_per_replica"]),
-                            bound["min"], bound["max"], int(params["polling_interval"]),
-                            int(params["cooldown_period"]))
+                            bound["min"], bound["max"], int(params["polling_interval"]))
     except ParameterError as exc:
         raise AnsibleFilterError(str(exc)) from None
     return {"scaledobject": obj, "bound": bound}

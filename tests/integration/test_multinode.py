@@ -84,6 +84,11 @@ def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kub
     assert {p["metadata"]["labels"]["apps.kubernetes.io/pod-index"] for p in pods.values()} == {"0"}
     group = kube.get("v1", "Service", namespace, "vllm-group")
     assert group["spec"]["clusterIP"] == "None" and group["spec"]["publishNotReadyAddresses"] is True
+    # <pod>.vllm-group.<namespace>.svc: each pod's hostname under the Service's subdomain, both pods its endpoints.
+    assert all(p["spec"]["subdomain"] == "vllm-group" and p["spec"]["hostname"] == name for name, p in pods.items())
+    group_slices = kube.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
+                             label_selector="kubernetes.io/service-name=vllm-group")
+    assert {e["targetRef"]["name"] for s in group_slices for e in s.get("endpoints") or []} == set(pods)
     # Clients reach rank 0 only.
     assert kube.get("v1", "Service", namespace, "vllm")["spec"]["selector"][RANK] == "0"
     slices = kube.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
@@ -137,3 +142,23 @@ def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kub
     message = json.dumps(waited)
     assert "vllm-2" in message or "vllm-rank1-2" in message, message
     assert "anti-affinity" in message, message
+
+    # The same model on nodes of 1 GPU is a group of 4 (TP 1 x PP 4): two more ranks. Back on nodes of 2 GPUs, the
+    # ranks the group no longer has are deleted with their pods (each would hold a node and dial the new leader).
+    four = site(sandbox, namespace, vllm_serve_replicas=1, vllm_serve_gpus_per_node=1)
+    assert four.rc == 0, four.failures()
+    assert set(pods_of(kube, namespace)) == {"vllm-0", "vllm-rank1-0", "vllm-rank2-0", "vllm-rank3-0"}
+    back = site(sandbox, namespace, vllm_serve_replicas=1)
+    assert back.rc == 0, back.failures()
+    assert {s["metadata"]["name"] for s in kube.list("apps/v1", "StatefulSet", namespace)} == {"vllm", "vllm-rank1"}
+    assert set(pods_of(kube, namespace)) == {"vllm-0", "vllm-rank1-0"}
+
+    # Teardown takes every rank and the group's Service.
+    down = run_playbook(ROOT / "playbooks" / "teardown.yml", inventory=ROOT / "inventories" / "sandbox",
+                        extra_vars={"model_store_namespace": namespace, "vllm_serve_namespace": namespace,
+                                    "teardown_level": "service"},
+                        env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    assert down.rc == 0, down.failures()
+    assert kube.list("apps/v1", "StatefulSet", namespace) == []
+    assert {s["metadata"]["name"] for s in kube.list("v1", "Service", namespace)} == set()
+    assert pods_of(kube, namespace) == {}

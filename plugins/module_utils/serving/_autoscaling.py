@@ -55,7 +55,7 @@ def replica_bound(min_replicas: int, max_replicas: int, current: int, pending: i
 
 
 def scaled_object(name: str, namespace: str, labels: dict, server_address: str, waiting_per_replica: float,
-                  min_replicas: int, max_replicas: int, polling_interval: int, cooldown_period: int) -> dict:
+                  min_replicas: int, max_replicas: int, polling_interval: int) -> dict:
     if not server_address or "://" not in server_address:
         raise ParameterError(f"vllm_serve_autoscaling_prometheus_url: {server_address!r}; give the Prometheus that "
                              "scrapes the pods, e.g. http://prometheus-operated.monitoring.svc:9090")
@@ -68,7 +68,8 @@ def scaled_object(name: str, namespace: str, labels: dict, server_address: str, 
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name},
             "minReplicaCount": int(min_replicas), "maxReplicaCount": int(max_replicas),
-            "pollingInterval": int(polling_interval), "cooldownPeriod": int(cooldown_period),
+            # No cooldownPeriod: KEDA applies it only to scaling to zero (the minimum here is 1 or more).
+            "pollingInterval": int(polling_interval),
             "triggers": [{"type": "prometheus", "metadata": {
                 "serverAddress": server_address, "query": waiting_query(name, namespace),
                 # KEDA reads metadata as strings.

@@ -606,7 +606,9 @@ def startup(p: dict, gpus: int, weights_per_gpu: float, version: str, nodes: int
     shorter. From shared storage every node of a group reads the whole
     checkpoint at once: vLLM's loader reads every tensor and keeps its
     stage's (vllm/model_executor/model_loader/weight_utils.py,
-    vllm/model_executor/models/utils.py at v0.33.0)."""
+    vllm/model_executor/models/utils.py at v0.33.0). From storage of each
+    node's own, the budget stays one GPU's share at the storage's speed (the
+    GPUs read in parallel), as for one node: not re-measured for groups."""
     shm_mib = min(64 * 1024, max(2 * 1024, 2 * 1024 * gpus)) if gpus > 1 else 1024
     bandwidth = float(p.get("load_bandwidth_mib_s") or 1000)
     load_s = weights_per_gpu / MIB / bandwidth * (gpus * nodes * nodes if p.get("shared_storage", True) else 1)
@@ -680,6 +682,12 @@ def group(args: list, env: list, nodes: int, tp: int, pp: int, port: int, boot: 
                               "Ray (--nnodes, from 0.11.1): choose vLLM 0.11.1 or newer")
     if (tp * pp) % nodes:
         found.problems.append(f"{tp * pp} GPUs (TP {tp} x PP {pp}) do not split evenly over {nodes} nodes")
+    if "--distributed-executor-backend" in args:
+        backend = args[args.index("--distributed-executor-backend") + 1]
+        if backend not in ("mp",):
+            found.problems.append(f"--distributed-executor-backend {backend}: a group of pods runs vLLM's own "
+                                  "multi-node mode, which takes the mp backend (vllm/config/parallel.py at v0.33.0: "
+                                  "nnodes > 1 only with mp, uni or external_launcher); leave it out")
     ranks = []
     for rank in range(nodes):
         rank_args = list(args) + ["--nnodes", str(nodes), "--node-rank", str(rank),

@@ -37,14 +37,14 @@ def test_bad_bounds_are_refused_naming_the_parameter():
                                              r"replica\(s\) of this pod \(1 running, room for 2 more\)"):
         auto.replica_bound(4, 0, 1, 0, 2)
     with pytest.raises(ParameterError, match="vllm_serve_autoscaling_prometheus_url: ''"):
-        auto.scaled_object("vllm", "ai", {}, "", 5, 1, 4, 15, 300)
+        auto.scaled_object("vllm", "ai", {}, "", 5, 1, 4, 15)
     with pytest.raises(ParameterError, match="vllm_serve_autoscaling_waiting_per_replica: 0.0"):
-        auto.scaled_object("vllm", "ai", {}, "http://prom:9090", 0.0, 1, 4, 15, 300)
+        auto.scaled_object("vllm", "ai", {}, "http://prom:9090", 0.0, 1, 4, 15)
 
 
 def test_the_scaled_object_as_keda_reads_it():
     obj = auto.scaled_object("vllm", "ai", {"app": "x"}, "http://prometheus-operated.monitoring.svc:9090", 5, 1, 4,
-                             15, 300)
+                             15)
     assert obj["apiVersion"] == "keda.sh/v1alpha1" and obj["kind"] == "ScaledObject"
     spec = obj["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "vllm"}
@@ -54,7 +54,7 @@ def test_the_scaled_object_as_keda_reads_it():
     # One number (KEDA's prometheus scaler refuses a result of more than one element), the StatefulSet's own series.
     assert trigger["metadata"]["query"] == 'sum(vllm:num_requests_waiting{namespace="ai", job="vllm"})'
     assert trigger["metadata"]["threshold"] == "5" and isinstance(trigger["metadata"]["threshold"], str)
-    assert auto.scaled_object("v", "ai", {}, "http://p:9090", 2.5, 1, 2, 15, 300)["spec"]["triggers"][0][
+    assert auto.scaled_object("v", "ai", {}, "http://p:9090", 2.5, 1, 2, 15)["spec"]["triggers"][0][
         "metadata"]["threshold"] == "2.5"
 
 

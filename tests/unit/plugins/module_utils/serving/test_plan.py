@@ -245,6 +245,10 @@ def test_group_flags_are_the_plans_and_need_a_vllm_that_has_them():
     assert "--nnodes is rendered by the plan when a replica spans nodes (one pod a node, each with its rank); leave " \
            "it out of extra_args" in r["problems"]
     assert any(p.startswith("--headless is rendered by the plan") for p in r["problems"])
+    ray = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": A100_40GB_MIB,
+                "gpus_per_node": 8, "extra_args": ["--distributed-executor-backend", "ray"]})
+    assert any(p.startswith("--distributed-executor-backend ray: a group of pods runs vLLM's own multi-node mode")
+               for p in ray["problems"])
     old = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": A100_40GB_MIB,
                 "gpus_per_node": 8, "vllm_version": "0.10.2"})
     assert any("vLLM 0.10.2 has no multi-node mode without Ray (--nnodes" in p for p in old["problems"])
