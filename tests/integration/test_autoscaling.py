@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from support.ansible import ROOT, run_module, run_playbook
+from support.ansible import run_module, sandbox_playbook
 from support.k8s import changed_between, cluster_state
 from support.sandbox import sandbox_cmd
 
@@ -27,10 +27,8 @@ MOST = 4 * 8 * (81559 // 8192)
 
 def site(sandbox, namespace, **extra):
     # The GPU stage (which puts gpu=on on the nodes) does not run here: GPU feature discovery's label.
-    variables = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace,
-                 "vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"}, **extra}
-    return run_playbook(ROOT / "site.yml", inventory=ROOT / "inventories" / "sandbox", extra_vars=variables,
-                        env={"SANDBOX_DIR": str(sandbox.state_dir)}, extra_args=["--tags", "model,serve"])
+    return sandbox_playbook(sandbox, "site.yml", namespace, ["--tags", "model,serve"],
+                            **{"vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"}, **extra})
 
 
 def capacity_room(sandbox, namespace) -> int:
@@ -106,9 +104,7 @@ def test_keda_scales_within_what_the_gpus_hold_and_a_rerun_keeps_its_count(sandb
     assert kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, "vllm")["spec"]["maxReplicaCount"] == 4
 
     # scale.yml would be undone by KEDA: refused.
-    scale = run_playbook(ROOT / "playbooks" / "scale.yml", inventory=ROOT / "inventories" / "sandbox",
-                         extra_vars={"vllm_serve_namespace": namespace, "vllm_serve_replicas": 5},
-                         env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    scale = sandbox_playbook(sandbox, "playbooks/scale.yml", namespace, vllm_serve_replicas=5)
     assert scale.rc != 0
     assert "is scaled by KEDA (ScaledObject vllm" in scale.task("Check that KEDA does not own the count")["msg"]
     assert kube.get("apps/v1", "StatefulSet", namespace, "vllm")["spec"]["replicas"] == 3
@@ -126,9 +122,6 @@ def test_keda_scales_within_what_the_gpus_hold_and_a_rerun_keeps_its_count(sandb
     # Teardown takes the ScaledObject down with the rest.
     assert site(sandbox, namespace, **autoscaling()).rc == 0
     assert len(kube.list("keda.sh/v1alpha1", "ScaledObject", namespace)) == 1
-    down = run_playbook(ROOT / "playbooks" / "teardown.yml", inventory=ROOT / "inventories" / "sandbox",
-                        extra_vars={"model_store_namespace": namespace, "vllm_serve_namespace": namespace,
-                                    "teardown_level": "service"},
-                        env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    down = sandbox_playbook(sandbox, "playbooks/teardown.yml", namespace, teardown_level="service")
     assert down.rc == 0, down.failures()
     assert kube.list("keda.sh/v1alpha1", "ScaledObject", namespace) == []

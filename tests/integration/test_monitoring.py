@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from support.ansible import ROOT, run_playbook
+from support.ansible import sandbox_playbook
 from support.k8s import cluster_state, changed_between
 from support.sandbox import sandbox_cmd
 
@@ -22,9 +22,7 @@ MONITORING = {"vllm_serve_service_monitor": True, "vllm_serve_prometheus_rule": 
 
 
 def site(sandbox, namespace, **extra):
-    variables = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace, **extra}
-    return run_playbook(ROOT / "site.yml", inventory=ROOT / "inventories" / "sandbox", extra_vars=variables,
-                        env={"SANDBOX_DIR": str(sandbox.state_dir)}, extra_args=["--tags", "model,serve"])
+    return sandbox_playbook(sandbox, "site.yml", namespace, ["--tags", "model,serve"], **extra)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support.ansible import ROOT, run_playbook
+from support.ansible import sandbox_playbook
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,9 +30,7 @@ GROUP = {"vllm_serve_model_config": json.loads((CONFIGS / "qwen2.5-7b-instruct.j
 
 
 def site(sandbox, namespace, **extra):
-    variables = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace, **GROUP, **extra}
-    return run_playbook(ROOT / "site.yml", inventory=ROOT / "inventories" / "sandbox", extra_vars=variables,
-                        env={"SANDBOX_DIR": str(sandbox.state_dir)}, extra_args=["--tags", "model,serve"])
+    return sandbox_playbook(sandbox, "site.yml", namespace, ["--tags", "model,serve"], **{**GROUP, **extra})
 
 
 def pods_of(kube, namespace) -> dict:
@@ -113,9 +111,7 @@ def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kub
 
     # playbooks/scale.yml adds whole groups: pod 1 of every rank, the new leader asked as a client would.
     # A third group would need two more free nodes (the sandbox has 4 GPU nodes): refused before anything changes.
-    scale = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace}
-    refused = run_playbook(ROOT / "playbooks" / "scale.yml", inventory=ROOT / "inventories" / "sandbox",
-                           extra_vars={**scale, "vllm_serve_replicas": 3}, env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    refused = sandbox_playbook(sandbox, "playbooks/scale.yml", namespace, vllm_serve_replicas=3)
     assert refused.rc != 0
     capacity = refused.task("Check that the cluster has the GPUs for the new count, per node (refused with the "
                             "numbers when not)")
@@ -123,8 +119,7 @@ def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kub
                                       "(4 pods) of 2 whole GPUs;"), capacity["msg"]
     assert "(0: holds one of its pods already, one a node)" in capacity["msg"]
     assert set(pods_of(kube, namespace)) == {"vllm-0", "vllm-rank1-0"}
-    two = run_playbook(ROOT / "playbooks" / "scale.yml", inventory=ROOT / "inventories" / "sandbox",
-                       extra_vars={**scale, "vllm_serve_replicas": 2}, env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    two = sandbox_playbook(sandbox, "playbooks/scale.yml", namespace, vllm_serve_replicas=2)
     assert two.rc == 0, two.failures()
     assert [r["pod"] for r in two.task("Ask each new replica, as a client would")["results"]] == ["vllm-1"]
     pods = pods_of(kube, namespace)
@@ -154,10 +149,7 @@ def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kub
     assert set(pods_of(kube, namespace)) == {"vllm-0", "vllm-rank1-0"}
 
     # Teardown takes every rank and the group's Service.
-    down = run_playbook(ROOT / "playbooks" / "teardown.yml", inventory=ROOT / "inventories" / "sandbox",
-                        extra_vars={"model_store_namespace": namespace, "vllm_serve_namespace": namespace,
-                                    "teardown_level": "service"},
-                        env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    down = sandbox_playbook(sandbox, "playbooks/teardown.yml", namespace, teardown_level="service")
     assert down.rc == 0, down.failures()
     assert kube.list("apps/v1", "StatefulSet", namespace) == []
     assert {s["metadata"]["name"] for s in kube.list("v1", "Service", namespace)} == set()

@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import wait_until
 
-from support.ansible import ROOT, run_playbook
+from support.ansible import ROOT, run_playbook, sandbox_playbook
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -17,10 +17,7 @@ CAPACITY_TASK = ("Check that the cluster has the GPUs for the new count, per nod
                  "not)")
 
 
-def playbook(sandbox, name: str, namespace: str, **extra):
-    return run_playbook(ROOT / name, inventory=ROOT / "inventories" / "sandbox",
-                        extra_vars={"model_store_namespace": namespace, "vllm_serve_namespace": namespace, **extra},
-                        env={"SANDBOX_DIR": str(sandbox.state_dir)})
+playbook = sandbox_playbook
 
 
 def test_scale_refuses_what_does_not_fit_then_scales_up_and_down(sandbox, kube, namespace):

@@ -102,6 +102,15 @@ def run_playbook(
     return PlaybookResult(data, proc.returncode, proc.stderr)
 
 
+def sandbox_playbook(sandbox, name: str, namespace: str, extra_args: list[str] | None = None,
+                     **extra) -> PlaybookResult:
+    """A playbook of the project (``name`` from its root) with the sandbox
+    inventory, the model and the service both in ``namespace``."""
+    return run_playbook(ROOT / name, inventory=ROOT / "inventories" / "sandbox",
+                        extra_vars={"model_store_namespace": namespace, "vllm_serve_namespace": namespace, **extra},
+                        env={"SANDBOX_DIR": str(sandbox.state_dir)}, extra_args=extra_args)
+
+
 class TextRun:
     """A playbook run with Ansible's default output, as an operator sees it."""
 
