@@ -55,15 +55,26 @@ def kubernetes_version(apiserver: Path) -> str:
 
 
 def go_module_dir(module_dir: Path, module: str) -> Path:
+    """The source folder of a module required by module_dir's go.mod.
+
+    `go mod download -json` fetches it first when the module cache lacks it
+    (a fresh machine): `go list -m -f {{.Dir}}` prints an empty Dir for a
+    module not downloaded yet, which once sent the CRD and kwok stage
+    look-ups to the working directory."""
     out = subprocess.run(
-        ["go", "list", "-m", "-f", "{{.Dir}}", module],
+        ["go", "mod", "download", "-json", module],
         cwd=module_dir,
         check=True,
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "GOFLAGS": "-mod=mod"},
-    ).stdout.strip()
-    return Path(out)
+    ).stdout
+    info = json.loads(out)
+    folder = info.get("Dir") or ""
+    if info.get("Error") or not folder or not Path(folder).is_dir():
+        raise SandboxError(f"go module {module} (required in {module_dir}/go.mod): "
+                           f"no source folder after go mod download: {info.get('Error') or folder!r}")
+    return Path(folder)
 
 
 # --------------------------------------------------------------------------
