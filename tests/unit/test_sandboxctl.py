@@ -123,3 +123,26 @@ def test_heartbeat_settings_keep_lease_renewals_bounded(nodes, lease, grace):
     found = settings.heartbeat(nodes)
     assert found == {"node_lease_s": lease, "node_monitor_grace_s": grace}
     assert nodes / (lease / 4) <= settings.MAX_LEASE_RENEWALS_PER_S
+
+
+def test_crd_files_are_found_on_a_machine_whose_module_cache_lacks_them(tmp_path, monkeypatch):
+    """A fresh machine has no Go module cache: `hack/sandbox crds` must fetch
+    the pinned module, not look its files up in the working directory (what
+    `go list -m -f {{.Dir}}` sent it to, since it prints an empty Dir for a
+    module not downloaded yet)."""
+    import os
+    import subprocess
+
+    from sandboxctl import crds
+
+    cache = tmp_path / "gomodcache"
+    monkeypatch.setenv("GOMODCACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    try:
+        for name in crds.SETS:
+            found = crds.files(name)
+            assert found and all(f.is_file() and f.is_relative_to(cache) for f in found), found
+    finally:
+        # The module cache is read-only; go removes its own.
+        subprocess.run(["go", "clean", "-modcache"], env={**os.environ, "GOMODCACHE": str(cache)},
+                       check=False, capture_output=True)
