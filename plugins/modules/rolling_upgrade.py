@@ -23,8 +23,18 @@ description:
     client-side apply (else a later apply would bring the failed template back); the new revision's pods that are not
     Ready are deleted, the Ready ones replaced by the controller one at a time, and every pod is waited for and
     checked again. The module fails in both cases, saying what happened.
-  - When every pod already runs the StatefulSet's update revision there is nothing to roll; a partition left above 0
-    is set back to 0.
+  - When every pod already runs the StatefulSet's update revision, or the StatefulSet has no replicas, there is nothing
+    to roll; a partition left above 0 is set back to 0 (so that pods created later start on the update revision), and
+    only that is reported as a change.
+  - While it rolls, the KEDA ScaledObject the collection made for the StatefulSet (label
+    C(app.kubernetes.io/managed-by=inferops.vllm), C(scaleTargetRef) this StatefulSet) is paused with KEDA's own
+    annotation C(autoscaling.keda.sh/paused) (KEDA v2.21.0 then stops its scale loop and deletes its HPA, leaving the
+    count as it is; C(autoscaling.keda.sh/paused-replicas) would also set a count, so it is not used), and resumed
+    however the rollout ends - done, stopped, rolled back or the rollback failed. A ScaledObject paused by someone
+    else, or not made by the collection, is left as it is, with a warning. A pause a rollout that was cut short left
+    (annotation C(inferops.io/paused-for-rollout)) is lifted by the next run.
+  - When the rollout stops without a successful rollback, the message lists every pod with its revision
+    (C(controller-revision-hash)) and whether it is Ready.
 options:
   name:
     description: Name of the StatefulSet.
@@ -90,6 +100,12 @@ options:
     description: Seconds to wait for each HTTP request to a pod.
     type: float
     default: 60
+  pause_autoscaling:
+    description:
+      - Pause the collection's KEDA ScaledObject of the StatefulSet while rolling, and resume it after. Needs C(list)
+        and C(patch) on C(scaledobjects.keda.sh) in O(namespace) (nothing where KEDA's CRD is not installed).
+    type: bool
+    default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - inferops.vllm.attributes
@@ -99,7 +115,8 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Reads the StatefulSet and its pods and reports which pods it would roll (RV(would_roll)); changes nothing.
+    details: Reads the StatefulSet, its pods and ScaledObjects and reports which pods it would roll (RV(would_roll)) and
+      which ScaledObjects it would pause (RV(would_pause_autoscaling)); changes nothing.
   diff_mode:
     support: full
     details: The revision every pod ran before and runs after.
@@ -158,6 +175,26 @@ elapsed_s:
   description: Seconds the whole rollout took.
   returned: always
   type: float
+autoscaling_paused:
+  description: The KEDA ScaledObjects paused while rolling.
+  returned: always
+  type: list
+  elements: str
+autoscaling_resumed:
+  description: The KEDA ScaledObjects whose rollout pause was lifted (empty on failure when lifting it failed too).
+  returned: when not in check mode
+  type: list
+  elements: str
+would_pause_autoscaling:
+  description: In check mode, the KEDA ScaledObjects that would be paused.
+  returned: check mode, when there is something to roll
+  type: list
+  elements: str
+pods:
+  description: On a failure without a successful rollback, each pod (C(pod)), its C(revision) and whether it is C(ready).
+  returned: failure
+  type: list
+  elements: dict
 """
 
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
@@ -197,7 +234,8 @@ def roll(module):
         return _tunnel.through_pod(api, p["namespace"], pod, port, ask)
 
     rollout = GatedRollout(api, p["name"], p["namespace"], p["timeout"], p["fail_fast"], p["fail_fast_after"],
-                           check if p["check"] else None, p["rollback"], p["log_lines"], p["request_timeout"])
+                           check if p["check"] else None, p["rollback"], p["log_lines"], p["request_timeout"],
+                           pause_autoscaling=p["pause_autoscaling"])
     result = rollout.run(module.check_mode)
     if result["changed"] and module._diff:
         result["diff"] = {"before": {"revision": result["revision"]["from"]},
@@ -224,6 +262,7 @@ def main():
         port=dict(type="str", default="http"),
         startup_timeout=dict(type="float", default=60),
         http_timeout=dict(type="float", default=60),
+        pause_autoscaling=dict(type="bool", default=True),
         **K8S_AUTH_ARG_SPEC,
     )
     module = K8sModule(argument_spec=spec, supports_check_mode=True)

@@ -75,15 +75,25 @@ def test_keda_scales_within_what_the_gpus_hold_and_a_rerun_keeps_its_count(sandb
     scaled = kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, "vllm")
     spec = scaled["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "vllm"}
-    assert spec["triggers"] == [{"type": "prometheus", "metadata": {
-        "serverAddress": PROMETHEUS, "threshold": "5",
-        "query": f'sum(vllm:num_requests_waiting{{namespace="{namespace}", job="vllm"}})'}}]
+    # What it scales on: the requests in flight over what one replica runs at once (the --max-num-seqs its pods
+    # run with), and the KV-cache use, an empty answer an error (test_autoscaling_replay.py: what the HPA makes of it).
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    max_num_seqs = args[args.index("--max-num-seqs") + 1]
+    selected = f'namespace="{namespace}", job="vllm"'
+    assert spec["triggers"] == [
+        {"type": "prometheus", "metricType": "AverageValue", "metadata": {
+            "serverAddress": PROMETHEUS, "threshold": max_num_seqs, "ignoreNullValues": "false",
+            "query": f'sum({{__name__=~"vllm:num_requests_running|vllm:num_requests_waiting", {selected}}})'}},
+        {"type": "prometheus", "metricType": "AverageValue", "metadata": {
+            "serverAddress": PROMETHEUS, "threshold": "0.85", "ignoreNullValues": "false",
+            "query": f'sum(vllm:kv_cache_usage_perc{{{selected}}})'}}]
     # The most: the 2 running plus the room the GPUs have for more, as gpu_capacity counts it before and after.
     assert spec["minReplicaCount"] == 1
     assert 2 + room_before <= spec["maxReplicaCount"] <= 2 + capacity_room(sandbox, namespace)
     assert 2 < spec["maxReplicaCount"] <= MOST
     said = on.task("inferops.vllm.vllm_serve : Say how far it may scale")["msg"]
     assert f"between 1 and {spec['maxReplicaCount']} replicas (bounded by the GPUs" in said, said
+    assert f"one replica for every {max_num_seqs} requests in flight" in said, said
 
     # KEDA's HPA scales through the scale subresource: a rerun keeps its count and changes nothing.
     kube.patch("/apis/apps/v1/namespaces/" + namespace + "/statefulsets/vllm/scale", body={"spec": {"replicas": 3}})

@@ -15,7 +15,13 @@ stateful_set_control.go) labels each pod with its revision
 (``controller-revision-hash``), keeps ``status.currentRevision`` until every
 pod runs ``status.updateRevision``, and stores each revision's template in a
 ControllerRevision whose ``data`` is ``{"spec": {"template": {..., "$patch":
-"replace"}}}`` (stateful_set_utils.go, getPatch)."""
+"replace"}}}`` (stateful_set_utils.go, getPatch).
+
+While it rolls, the collection's KEDA ScaledObject of the StatefulSet is
+paused (KEDA's own annotation, _autoscaling.py says which and why), and the
+pause is lifted however the rollout ends: done, stopped, rolled back or not.
+A scale-down in the middle would remove the pod being checked, a scale-up
+would add pods to a revision under test."""
 
 from __future__ import annotations
 
@@ -25,15 +31,19 @@ import threading
 import time
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import (
-    ClusterError, EndpointError, NotFoundError, ParameterError, WaitFailed)
+    ClusterError, EndpointError, InferopsError, NotFoundError, ParameterError, WaitFailed)
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import (
     merge_patch, missing_namespace, request_json)
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _diagnosis as diagnosis
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._wait import RolloutWaiter, pod_ready, selector_string
+from ansible_collections.inferops.vllm.plugins.module_utils.serving import _autoscaling as keda
 
 REVISION_LABEL = "controller-revision-hash"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# What the collection puts on the objects it creates (the roles' labels).
+MANAGED_BY = ("app.kubernetes.io/managed-by", "inferops.vllm")
+SCALEDOBJECTS = "/apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects"
 
 
 def revision_of(pod: dict) -> str:
@@ -53,6 +63,26 @@ def _is_observed(sts: dict) -> bool:
     return (sts.get("status") or {}).get("observedGeneration", 0) >= sts["metadata"].get("generation", 0)
 
 
+def pods_state(pods: dict[str, dict]) -> list[dict]:
+    """Each pod's revision and readiness, by name (what a failed rollout
+    leaves is what the operator must see)."""
+    return [{"pod": name, "revision": revision_of(pod) or "(none)", "ready": pod_ready(pod),
+             **({"deleting": True} if (pod.get("metadata") or {}).get("deletionTimestamp") else {})}
+            for name, pod in sorted(pods.items(), key=lambda item: _ordinal_key(item[0]))]
+
+
+def _ordinal_key(name: str):
+    head, _, tail = name.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (name, -1)
+
+
+def describe_pods(state: list[dict]) -> str:
+    if not state:
+        return "no pods"
+    return ", ".join(f"{p['pod']} revision {p['revision']} {'Ready' if p['ready'] else 'not Ready'}"
+                     + (" (being deleted)" if p.get("deleting") else "") for p in state)
+
+
 def rollout_order(replicas: int) -> list[int]:
     """Highest ordinal first, as the controller updates them. The pods at or
     above a partition set before are on the new revision already; they are
@@ -66,7 +96,7 @@ class GatedRollout:
 
     def __init__(self, api, name: str, namespace: str, timeout: float, fail_fast: list[str],
                  fail_fast_after: float, check=None, rollback: bool = True, log_lines: int = 20,
-                 request_timeout: float = 30.0, clock=time.monotonic):
+                 request_timeout: float = 30.0, clock=time.monotonic, pause_autoscaling: bool = True):
         for param, value in (("name", name), ("namespace", namespace)):
             if not value:
                 raise ParameterError(f"{param}: empty; give the StatefulSet's {param}")
@@ -76,6 +106,7 @@ class GatedRollout:
         self.timeout, self.fail_fast, self.fail_fast_after = timeout, fail_fast, fail_fast_after
         self.check, self.rollback, self.log_lines = check, rollback, log_lines
         self.request_timeout, self.clock = request_timeout, clock
+        self.pause_autoscaling = pause_autoscaling
         self.path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"
 
     # -- reading -------------------------------------------------------------
@@ -183,6 +214,77 @@ class GatedRollout:
         finally:
             informer.close()
 
+    # -- KEDA ----------------------------------------------------------------
+    def _scaled_objects(self) -> list[dict]:
+        """The ScaledObjects that scale this StatefulSet; none where KEDA's
+        CRD is not installed."""
+        try:
+            listed = request_json(self.api, "GET", SCALEDOBJECTS.format(namespace=self.namespace),
+                                  timeout=self.request_timeout,
+                                  action=f"listing the KEDA ScaledObjects of namespace {self.namespace}")
+        except ClusterError as exc:
+            if exc.details.get("status") == 404:
+                return []
+            raise
+        return [o for o in listed.get("items") or [] if keda.scales(o, "StatefulSet", self.name)]
+
+    def _autoscaling_plan(self) -> dict:
+        """Which ScaledObjects to pause (the collection's, not paused by
+        anyone else), which are paused already by a rollout of ours (cut
+        short: lifted at the end of this one), and which are not ours."""
+        found = {"pause": [], "ours_paused": [], "foreign": [], "paused_by_others": []}
+        if not self.pause_autoscaling:
+            return found
+        for obj in self._scaled_objects():
+            meta = obj.get("metadata") or {}
+            annotations = meta.get("annotations") or {}
+            if (meta.get("labels") or {}).get(MANAGED_BY[0]) != MANAGED_BY[1]:
+                found["foreign"].append(meta["name"])
+            elif keda.PAUSED_BY_ROLLOUT_ANNOTATION in annotations:
+                found["ours_paused"].append(meta["name"])
+            elif keda.paused_by_keda(obj):
+                found["paused_by_others"].append(meta["name"])
+            else:
+                found["pause"].append(meta["name"])
+        return found
+
+    def _annotate(self, name: str, annotations: dict, action: str) -> None:
+        merge_patch(self.api, f"{SCALEDOBJECTS.format(namespace=self.namespace)}/{name}",
+                    {"metadata": {"annotations": annotations}}, timeout=self.request_timeout,
+                    action=f"{action} KEDA ScaledObject {self.namespace}/{name}")
+
+    def _pause(self, names: list[str], update: str) -> None:
+        for name in names:
+            self._annotate(name, {keda.PAUSED_ANNOTATION: "true", keda.PAUSED_BY_ROLLOUT_ANNOTATION: update},
+                           "pausing")
+
+    def _resume(self, names: list[str]) -> str | None:
+        """Lift this rollout's pause; a sentence when that failed (the
+        rollout's own outcome is not to be hidden by it)."""
+        failed = []
+        for name in names:
+            try:
+                self._annotate(name, {keda.PAUSED_ANNOTATION: None, keda.PAUSED_BY_ROLLOUT_ANNOTATION: None},
+                               "resuming")
+            except (ClusterError, NotFoundError) as exc:
+                if exc.details.get("status") == 404:
+                    continue  # deleted meanwhile: nothing left to resume
+                failed.append(f"{name} ({exc.msg})")
+        if not failed:
+            return None
+        return (f"KEDA is still paused for StatefulSet {self.namespace}/{self.name}: resuming ScaledObject(s) "
+                f"{'; '.join(failed)} failed. Resume it by removing the annotations {keda.PAUSED_ANNOTATION} and "
+                f"{keda.PAUSED_BY_ROLLOUT_ANNOTATION} (kubectl annotate scaledobject NAME -n {self.namespace} "
+                f"{keda.PAUSED_ANNOTATION}- {keda.PAUSED_BY_ROLLOUT_ANNOTATION}-), or run the rollout again.")
+
+    @staticmethod
+    def _autoscaling_warnings(found: dict) -> list[str]:
+        warnings = [f"ScaledObject {n} scales this StatefulSet and was not created by the collection: it was not "
+                    "paused, and may change the replica count during the rollout" for n in found["foreign"]]
+        warnings += [f"ScaledObject {n} was paused already (not by a rollout of the collection's): left as it is"
+                     for n in found["paused_by_others"]]
+        return warnings
+
     # -- the rollout ---------------------------------------------------------
     def plan(self) -> dict:
         sts = self._observed()
@@ -204,18 +306,64 @@ class GatedRollout:
         started = self.clock()
         plan = self.plan()
         replicas, update, current = plan["replicas"], plan["update"], plan["current"]
-        result = {"revision": {"from": current, "to": update}, "replicas": [], "rolled_back": False}
-        if current == update and not plan["behind"]:
-            changed = bool(plan["partition"])
-            if changed and not check_mode:
-                self._set_partition(0)
-            return {**result, "changed": changed, "message": f"every pod of StatefulSet {self.namespace}/"
-                    f"{self.name} runs revision {update}: nothing to roll", "elapsed_s": self._since(started)}
+        result = {"revision": {"from": current, "to": update}, "replicas": [], "rolled_back": False,
+                  "autoscaling_paused": []}
+        found = self._autoscaling_plan()
+        warnings = self._autoscaling_warnings(found)
+        if warnings:
+            result["warnings"] = warnings
+        if not replicas or (current == update and not plan["behind"]):
+            # Nothing to roll (no pods: a pod created later starts on the
+            # update revision once the partition is 0). A pause a rollout cut
+            # short left is lifted.
+            moved = bool(plan["partition"])
+            if not check_mode:
+                if moved:
+                    self._set_partition(0)
+                problem = self._resume(found["ours_paused"])
+                if problem:
+                    raise ClusterError(problem)
+            why = (f"StatefulSet {self.namespace}/{self.name} has no replicas" if not replicas
+                   else f"every pod of StatefulSet {self.namespace}/{self.name} runs revision {update}")
+            done = ([f"partition {plan['partition']} set to 0"] if moved else []) + (
+                [f"KEDA resumed (ScaledObject {', '.join(found['ours_paused'])})"] if found["ours_paused"] else [])
+            return {**result, "changed": bool(moved or found["ours_paused"]), "autoscaling_resumed":
+                    found["ours_paused"], "elapsed_s": self._since(started),
+                    "message": f"{why}: nothing to roll" + (f" ({'; '.join(done)})" if done else "")}
         order = rollout_order(replicas)
         if check_mode:
+            to_pause = found["pause"] + found["ours_paused"]
             return {**result, "changed": True, "would_roll": [f"{self.name}-{o}" for o in order],
+                    "would_pause_autoscaling": to_pause,
                     "message": f"would roll {len(order)} pod(s) of StatefulSet {self.namespace}/{self.name} "
-                               f"from revision {current} to {update}, one at a time", "elapsed_s": 0}
+                               f"from revision {current} to {update}, one at a time"
+                               + (f", KEDA paused meanwhile (ScaledObject {', '.join(to_pause)})" if to_pause
+                                  else ""), "elapsed_s": 0}
+        self._pause(found["pause"], update)
+        paused = found["pause"] + found["ours_paused"]
+        result["autoscaling_paused"] = paused
+        try:
+            done = self._roll(plan, order, result, started)
+        except InferopsError as exc:
+            problem = self._resume(paused)
+            exc.details["autoscaling_resumed"] = [] if problem else paused
+            if warnings:
+                exc.details.setdefault("warnings", warnings)
+            if problem:
+                exc.msg += "\n" + problem
+                exc.args = (exc.msg,)
+            raise
+        except BaseException:
+            self._resume(paused)  # interrupted: best effort, a later run lifts what is left
+            raise
+        problem = self._resume(paused)
+        if problem:
+            raise ClusterError(f"{done['message']}; but {problem}", **{k: v for k, v in done.items()
+                                                                         if k not in ("message", "changed")})
+        return {**done, "autoscaling_resumed": paused}
+
+    def _roll(self, plan: dict, order: list[int], result: dict, started: float) -> dict:
+        update, current = plan["update"], plan["current"]
         for ordinal in order:
             pod = f"{self.name}-{ordinal}"
             step_started = self.clock()
@@ -229,7 +377,9 @@ class GatedRollout:
                                        **({"check": answer} if answer is not None else {})})
         return {**result, "changed": True, "elapsed_s": self._since(started),
                 "message": f"rolled {len(order)} pod(s) of StatefulSet {self.namespace}/{self.name} to revision "
-                           f"{update}, one at a time, each Ready and answering"}
+                           f"{update}, one at a time, each Ready and answering"
+                           + (f" (KEDA paused meanwhile: ScaledObject {', '.join(result['autoscaling_paused'])})"
+                              if result["autoscaling_paused"] else "")}
 
     def _stopped(self, result: dict, pod: str, exc, current: str, started: float):
         """The first bad replica: roll back (when asked) and fail, saying why."""
@@ -237,19 +387,30 @@ class GatedRollout:
         failure = {"pod": pod, "reason": exc.msg, **details}
         message = f"upgrade stopped at pod {pod}: {exc.msg}"
         if not self.rollback:
+            pods, listed = self._pods_now()
             raise WaitFailed(message + f"\nNot rolled back (rollback is off): the pods below {pod} still run "
-                             f"revision {current}; the StatefulSet's partition keeps them there.",
-                             failed_pod=failure, rolled_back=False, replicas=result["replicas"],
-                             elapsed_s=self._since(started))
+                             f"revision {current}; the StatefulSet's partition keeps them there.\nThe pods now: "
+                             f"{listed}.", failed_pod=failure, rolled_back=False, replicas=result["replicas"],
+                             pods=pods, elapsed_s=self._since(started))
         try:
             restored = self._roll_back(current)
         except (WaitFailed, EndpointError, NotFoundError, ClusterError) as again:
-            raise WaitFailed(message + f"\nThe rollback to revision {current} failed too: {again.msg}",
-                             failed_pod=failure, rolled_back=False, rollback_error=again.msg,
+            pods, listed = self._pods_now()
+            raise WaitFailed(message + f"\nThe rollback to revision {current} failed too: {again.msg}"
+                             + f"\nThe pods now: {listed}.",
+                             failed_pod=failure, rolled_back=False, rollback_error=again.msg, pods=pods,
                              replicas=result["replicas"], elapsed_s=self._since(started)) from again
         raise WaitFailed(message + f"\nRolled back to revision {current}: {len(restored)} pod(s) Ready and "
                          "answering again.", failed_pod=failure, rolled_back=True, restored=restored,
                          replicas=result["replicas"], elapsed_s=self._since(started))
+
+    def _pods_now(self) -> tuple[list[dict], str]:
+        """Each pod's revision and readiness now, and the same in words."""
+        try:
+            state = pods_state(self._pods(self._get()))
+        except InferopsError as exc:
+            return [], f"(they could not be listed: {exc.msg})"
+        return state, describe_pods(state)
 
     def _roll_back(self, current: str) -> list[dict]:
         revision = request_json(self.api, "GET", f"/apis/apps/v1/namespaces/{self.namespace}/controllerrevisions/"

@@ -1,6 +1,7 @@
 """The ScaledObject and its bound: never more replicas than the GPUs hold,
-KEDA v2.21.0's prometheus trigger as its scaler reads it, and input refused
-with the parameter named."""
+KEDA v2.21.0's prometheus triggers as its scaler reads them, and input
+refused with the parameter named. What the HPA does with them:
+test_autoscaling_replay.py."""
 
 from __future__ import annotations
 
@@ -37,27 +38,36 @@ def test_bad_bounds_are_refused_naming_the_parameter():
                                              r"replica\(s\) of this pod \(1 running, room for 2 more\)"):
         auto.replica_bound(4, 0, 1, 0, 2)
     with pytest.raises(ParameterError, match="vllm_serve_autoscaling_prometheus_url: ''"):
-        auto.scaled_object("vllm", "ai", {}, "", 5, 1, 4, 15)
-    with pytest.raises(ParameterError, match="vllm_serve_autoscaling_waiting_per_replica: 0.0"):
-        auto.scaled_object("vllm", "ai", {}, "http://prom:9090", 0.0, 1, 4, 15)
+        auto.scaled_object("vllm", "ai", {}, "", 256, 1, 4, 15)
+    for bad in (0, None, "many", 2.5):
+        with pytest.raises(ParameterError, match=r"max_num_seqs: .*the serving plan's max_num_seqs"):
+            auto.scaled_object("vllm", "ai", {}, "http://prom:9090", bad, 1, 4, 15)
+    with pytest.raises(ParameterError, match="kv_cache_target: 1.5"):
+        auto.scaled_object("vllm", "ai", {}, "http://prom:9090", 256, 1, 4, 15, kv_cache_target=1.5)
 
 
 def test_the_scaled_object_as_keda_reads_it():
-    obj = auto.scaled_object("vllm", "ai", {"app": "x"}, "http://prometheus-operated.monitoring.svc:9090", 5, 1, 4,
-                             15)
+    obj = auto.scaled_object("vllm", "ai", {"app": "x"}, "http://prometheus-operated.monitoring.svc:9090", 256, 1,
+                             4, 15)
     assert obj["apiVersion"] == "keda.sh/v1alpha1" and obj["kind"] == "ScaledObject"
     spec = obj["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "vllm"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 4)
-    [trigger] = spec["triggers"]
-    assert trigger["type"] == "prometheus"
-    # One number (KEDA's prometheus scaler refuses a result of more than one element), the StatefulSet's own series.
-    assert trigger["metadata"]["query"] == 'sum(vllm:num_requests_waiting{namespace="ai", job="vllm"})'
-    assert trigger["metadata"]["threshold"] == "5" and isinstance(trigger["metadata"]["threshold"], str)
-    assert auto.scaled_object("v", "ai", {}, "http://p:9090", 2.5, 1, 2, 15)["spec"]["triggers"][0][
-        "metadata"]["threshold"] == "2.5"
+    in_flight, kv = spec["triggers"]
+    assert {t["type"] for t in spec["triggers"]} == {"prometheus"}
+    assert {t["metricType"] for t in spec["triggers"]} == {"AverageValue"}
+    # One number each (KEDA's prometheus scaler refuses a result of more than one element), the StatefulSet's own
+    # series; an empty answer is an error, not 0.
+    assert in_flight["metadata"] == {
+        "serverAddress": "http://prometheus-operated.monitoring.svc:9090", "ignoreNullValues": "false",
+        "query": 'sum({__name__=~"vllm:num_requests_running|vllm:num_requests_waiting", namespace="ai", job="vllm"})',
+        "threshold": "256"}
+    assert kv["metadata"]["query"] == 'sum(vllm:kv_cache_usage_perc{namespace="ai", job="vllm"})'
+    assert kv["metadata"]["threshold"] == "0.85" and kv["metadata"]["ignoreNullValues"] == "false"
+    assert all(isinstance(v, str) for t in spec["triggers"] for v in t["metadata"].values())
 
 
-def test_the_query_reads_a_series_a_real_vllm_exports():
-    # The /metrics recorded from a real vLLM on the GPU machine: a gauge.
-    assert RECORDED["vllm_metric_types"][auto.WAITING_SERIES] == "gauge"
+def test_the_queries_read_series_a_real_vllm_exports():
+    # The /metrics recorded from a real vLLM on the GPU machine: gauges.
+    for series in (auto.RUNNING_SERIES, auto.WAITING_SERIES, auto.KV_CACHE_SERIES):
+        assert RECORDED["vllm_metric_types"][series] == "gauge"
