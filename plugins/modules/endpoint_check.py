@@ -108,8 +108,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     details: >-
-      It only reads; it runs the same requests in check mode. There, a Service, pod or namespace that does not exist
-      (an earlier task only pretended to create it) is reported as not checked, not failed.
+      It only reads; it runs the same requests in check mode. There, a namespace that does not exist (an earlier task
+      only pretended to create it) is reported as not checked, not failed; in a namespace that exists, a Service, pod
+      or Secret that does not fails naming it, as outside check mode.
 author:
   - inferops.vllm maintainers (@inferops)
 """
@@ -193,10 +194,19 @@ def check(module):
     try:
         return ask(module)
     except NotFoundError as exc:
-        if not module.check_mode:
+        # Reading is safe in check mode: only a namespace that is not there
+        # (an earlier task only pretended to create it, with what goes in it)
+        # leaves nothing to check. In a namespace that exists, a Service, pod
+        # or Secret that is not there is a wrong name, as outside check mode.
+        if not module.check_mode or not namespace_missing(module.params):
             raise
-        # An earlier task only pretended to create the Service, pod or namespace.
         return {"changed": False, "skipped": True, "msg": f"{exc.msg} (check mode: not created yet, not checked)"}
+
+
+def namespace_missing(p) -> bool:
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect, missing_namespace
+
+    return bool(p["namespace"]) and missing_namespace(connect(p), p["namespace"], p["request_timeout"]) is not None
 
 
 def ask(module):
@@ -205,13 +215,17 @@ def ask(module):
     def run(base_url):
         transport = Transport(base_url, p["server_validate_certs"], p["server_ca_cert"], p["http_timeout"])
         checker = EndpointChecker(transport, p["model"], p["server_api_key"], p["prompt"], p["max_tokens"],
-                                  p["startup_timeout"])
+                                  p["startup_timeout"], key_source=key_source,
+                                  cluster_token_given=bool(p.get("api_key")))
         return checker.check(stream=p["stream"], api=p["api"])
 
     from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
 
     api = connect(p) if p["server_api_key_secret"] or p["service"] or p["pod"] else None
+    key_source = "the given server_api_key"
     if p["server_api_key_secret"]:
+        key_source = (f"the key from Secret {p['namespace']}/{p['server_api_key_secret']} "
+                      f"(key {p['server_api_key_secret_key']}, given as server_api_key_secret)")
         from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import masked_forms, read_value
 
         p["server_api_key"] = read_value(api, p["server_api_key_secret"], p["namespace"],

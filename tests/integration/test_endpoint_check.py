@@ -82,8 +82,41 @@ def test_a_server_open_to_anyone_fails_the_check():
 def test_wrong_key():
     with StandIn(api_key=KEY) as server:
         result = check(url=server.url, model="standin-model", server_api_key="sk-wrong")
-    assert result["failed"] is True and "refused the API key (401)" in result["msg"]
+    assert result["failed"] is True
+    assert "/v1/models: the server rejected the given server_api_key (401)" in result["msg"], result["msg"]
     assert "sk-wrong" not in json.dumps(result)
+
+
+def test_no_key_names_the_vllm_key_option_not_the_clusters_token():
+    """In this module api_key is kubernetes.core's option for the cluster's
+    bearer token: a 401 from the vLLM server sends the user to server_api_key
+    (or server_api_key_secret), never to api_key."""
+    with StandIn(api_key=KEY) as server:
+        result = check(url=server.url, model="standin-model")
+        # What a user who followed the old message did: the vLLM key as the cluster's token.
+        followed = check(url=server.url, model="standin-model", api_key=KEY)
+    for answer in (result, followed):
+        assert answer["failed"] is True
+        assert "none was given: give the key the server was started with as server_api_key" in answer["msg"], \
+            answer["msg"]
+        assert "server_api_key_secret" in answer["msg"]
+        assert "set api_key" not in answer["msg"]
+    assert "api_key is the Kubernetes API server's bearer token" in followed["msg"], followed["msg"]
+
+
+def test_wrong_key_from_a_secret_names_the_secret(sandbox, namespace, kube):
+    import base64
+
+    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "old-key"},
+                 "data": {"api-key": base64.b64encode(b"sk-old-key").decode()}}, namespace)
+    with StandIn(api_key=KEY) as server:
+        result = run_module("inferops.vllm.endpoint_check",
+                            {"url": server.url, "model": "standin-model", "namespace": namespace,
+                             "server_api_key_secret": "old-key"}, kubeconfig=sandbox.kubeconfig)
+    assert result["failed"] is True
+    assert (f"the server rejected the key from Secret {namespace}/old-key (key api-key, given as "
+            "server_api_key_secret) (401)") in result["msg"], result["msg"]
+    assert "sk-old-key" not in json.dumps(result)
 
 
 def test_wrong_model_lists_what_is_served():
@@ -173,3 +206,27 @@ def test_through_the_kubernetes_api(sandbox, namespace, kube):
     assert missing["failed"] is True and f"pod 'standin-9' does not exist in namespace '{namespace}'" in missing["msg"]
     assert wrong_port["failed"] is True and "'metrics' is not a port of pod" in wrong_port["msg"]
     assert "it declares ['http']" in wrong_port["msg"]
+
+
+def test_check_mode_fails_on_a_mistyped_service_in_a_namespace_that_exists(sandbox, namespace, kube):
+    """Reading is safe in check mode: a Service that is not there in a
+    namespace that is fails there as outside check mode, naming the Service
+    and the ones the namespace has. Only a namespace that does not exist
+    (an earlier task only pretended to create it) is reported as not checked."""
+    kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "vllm"}, "spec": {
+        "selector": {"app": "vllm"}, "ports": [{"name": "http", "port": 80, "targetPort": 8000}]}}, namespace)
+    args = {"service": "vlm", "namespace": namespace, "model": "m", "server_api_key": KEY}
+    for check_mode in (False, True):
+        typo = run_module("inferops.vllm.endpoint_check", args, kubeconfig=sandbox.kubeconfig, check=check_mode)
+        assert typo.get("failed") is True and not typo.get("skipped"), (check_mode, typo)
+        assert f"Service 'vlm' does not exist in namespace '{namespace}'" in typo["msg"], typo["msg"]
+    # A pod name with a typo, the same.
+    pod = run_module("inferops.vllm.endpoint_check", {**{k: v for k, v in args.items() if k != "service"},
+                                                       "pod": "vlm-0"},
+                     kubeconfig=sandbox.kubeconfig, check=True)
+    assert pod.get("failed") is True and f"pod 'vlm-0' does not exist in namespace '{namespace}'" in pod["msg"]
+
+    gone = run_module("inferops.vllm.endpoint_check", {**args, "namespace": f"{namespace}-not-made"},
+                      kubeconfig=sandbox.kubeconfig, check=True)
+    assert gone.get("failed") is not True and gone["skipped"] is True, gone
+    assert "does not exist" in gone["msg"] and "check mode: not created yet, not checked" in gone["msg"]

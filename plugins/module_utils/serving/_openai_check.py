@@ -68,7 +68,8 @@ ROUTE_BY_API = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 class EndpointChecker:
     def __init__(self, transport: Transport, model: str, api_key: str | None = None,
                  prompt: str = "Reply with the single word: ready", max_tokens: int = 16,
-                 startup_timeout: float = 300.0, clock=time.monotonic, waiter=None):
+                 startup_timeout: float = 300.0, clock=time.monotonic, waiter=None,
+                 key_source: str = "the given server_api_key", cluster_token_given: bool = False):
         if not model:
             raise ParameterError("model: the served model name to expect is required")
         if max_tokens < 1:
@@ -78,6 +79,10 @@ class EndpointChecker:
         self.t = transport
         self.model, self.api_key, self.prompt, self.max_tokens = model, api_key, prompt, max_tokens
         self.startup_timeout = startup_timeout
+        # Where the key came from, for a 401's message; and whether the
+        # cluster's own token (the module's api_key) was given, which a user
+        # may have mistaken for the server's key.
+        self.key_source, self.cluster_token_given = key_source, cluster_token_given
         self.clock = clock
         # Waiting between tries of an HTTP server that is still starting: there
         # is nothing to watch, so this backs off (tests replace it).
@@ -128,10 +133,18 @@ class EndpointChecker:
 
     def _http_error(self, code: int, path: str, detail: str) -> EndpointError:
         if code == 401:
-            msg = (f"{path}: the server refused the API key (401). The key given as api_key must be the one the "
-                   "server was started with (VLLM_API_KEY from its Secret)")
-            if not self.api_key:
-                msg = f"{path}: the server wants an API key (401) and none was given: set api_key"
+            # The server's key is server_api_key (or server_api_key_secret); api_key is kubernetes.core's
+            # option for the cluster's bearer token, never sent to the server.
+            if self.api_key:
+                msg = (f"{path}: the server rejected {self.key_source} (401): it must be the key the server was "
+                       "started with (VLLM_API_KEY, from the Secret its pods read)")
+            else:
+                msg = (f"{path}: the server wants an API key (401) and none was given: give the key the server "
+                       "was started with as server_api_key, or name the Secret that holds it as "
+                       "server_api_key_secret")
+                if self.cluster_token_given:
+                    msg += ("; api_key is the Kubernetes API server's bearer token (kubernetes.core's option), "
+                            "not the server's key")
             return EndpointError(msg, status=code)
         if code == 404 and "model" in detail.lower():
             return EndpointError(f"{path}: model {self.model!r} does not exist on the server (404): {detail}", status=code)
