@@ -12,8 +12,12 @@ version_added: 0.1.0
 description:
   - Asks the API server for a token of the ServiceAccount (the TokenRequest API), and writes a kubeconfig that
     holds it, with the server and CA of the connection the module itself uses. No long-lived token Secret is made.
-  - A file already at O(dest) is kept while its token names the same ServiceAccount and server and stays valid for
-    at least O(renew_before_seconds) more; so a rerun changes nothing until the token nears its end.
+  - A file already at O(dest) is kept while its token names the same ServiceAccount and server, stays valid for at
+    least O(renew_before_seconds) more, and the API server still accepts it (a TokenReview); so a rerun changes
+    nothing until the token nears its end. A token the API server rejects - its ServiceAccount was deleted, or
+    deleted and made again under the same name (a new uid, which a bound token's claims no longer match) - is
+    replaced. Where creating a TokenReview is forbidden, the account uid in the token's claims is compared with
+    the live ServiceAccount's instead.
   - The file is written atomically and readable by its owner only. The token is never returned.
 options:
   service_account:
@@ -45,7 +49,7 @@ extends_documentation_fragment:
   - inferops.vllm.attributes.ACTION_GROUP_K8S
 attributes:
   diff_mode:
-    details: The server and the account the file names, never the token.
+    details: The server, the account and the account's uid the file names, never the token.
 author:
   - inferops.vllm maintainers (@inferops)
 """
@@ -75,6 +79,10 @@ expires:
   description: When the token in the file expires (seconds since the epoch).
   returned: when a file was kept or written
   type: int
+replaced_because:
+  description: Why a token that had not expired yet was replaced (the API server's answer to its review).
+  returned: when such a token was replaced
+  type: str
 """
 
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner

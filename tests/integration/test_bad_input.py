@@ -293,3 +293,33 @@ def test_refused_with_the_parameter_named(outcomes, case):
     assert "Traceback" not in msg and "unexpected error" not in msg.lower(), msg
     for text in expect:
         assert text in msg, f"{case_id}: {text!r} not in {msg!r}"
+
+
+# A kubeconfig file that is not there, given the way a user gives it (-e or the inventory's
+# inferops_kubeconfig), to each playbook: refused at its first Kubernetes task, naming the
+# variable, the path and the fix, not with the client library's "Invalid kube-config file".
+MISSING_KUBECONFIG = "/nonexistent/inferops/kubeconfig"
+PLAYBOOKS = [
+    ("site", ["site.yml"]),
+    # --tags serve: the sandbox inventory's own lookups read it first.
+    ("serve", ["site.yml", "--tags", "serve"]),
+    ("scale", ["playbooks/scale.yml", "-e", "vllm_serve_replicas=2"]),
+    ("upgrade", ["playbooks/upgrade.yml"]),
+    ("teardown", ["playbooks/teardown.yml", "-e", "teardown_level=model"]),
+    ("deployer-access", ["playbooks/deployer_access.yml", "-e", "deployer_access_kubeconfig_dest=/nonexistent/out"]),
+]
+
+
+@pytest.mark.parametrize("args", [p[1] for p in PLAYBOOKS], ids=[p[0] for p in PLAYBOOKS])
+def test_a_missing_kubeconfig_is_named(sandbox, kube, args):
+    before = snapshot(kube)
+    result = run_playbook(ROOT / args[0], inventory=ROOT / "inventories" / "sandbox",
+                          env={"SANDBOX_DIR": str(sandbox.state_dir)},
+                          extra_args=[*args[1:], "-e", f"inferops_kubeconfig={MISSING_KUBECONFIG}"])
+    assert result.rc != 0
+    # What the user reads: each failed task's message, and a loop's for each item.
+    failed = [r for t in result.tasks() for r in t["hosts"].values() if r.get("failed")]
+    message = "\n".join(str(m.get("msg")) for r in failed for m in [r, *(r.get("results") or [])])
+    assert f"inferops_kubeconfig: {MISSING_KUBECONFIG} does not exist" in message, message
+    assert "-e inferops_kubeconfig=PATH" in message and "Invalid kube-config" not in message, message
+    assert snapshot(kube) == before

@@ -7,8 +7,15 @@ which expires and is never stored in the cluster (no long-lived token
 Secret), with the server and CA of the connection that asked for it.
 
 A file already there is kept while its token is for the same account and
-server and stays valid for at least ``renew_before`` seconds more, so a rerun
-changes nothing."""
+server, stays valid for at least ``renew_before`` seconds more, and the API
+server still accepts it, so a rerun changes nothing. The last is asked of the
+API server itself (a TokenReview): a ServiceAccount deleted and made again
+under the same name has a new uid, and a bound token carries the uid of the
+account it was issued for (its private claim
+``kubernetes.io.serviceaccount.uid``), which the authenticator compares with
+the live account's (kubernetes v1.37.2, pkg/serviceaccount/claims.go,
+``Validate``: "service account UID (%s) does not match claim (%s)"; the same
+in v1.35). Name, server and expiry alone would keep such a revoked token."""
 
 from __future__ import annotations
 
@@ -55,12 +62,52 @@ def read_existing(dest: str) -> dict | None:
     except (KeyError, IndexError, TypeError):
         return None
     claims = token_claims(token)
-    return {"server": server, "sub": claims.get("sub"), "exp": claims.get("exp")}
+    return {"server": server, "sub": claims.get("sub"), "exp": claims.get("exp"), "token": token,
+            "uid": ((claims.get("kubernetes.io") or {}).get("serviceaccount") or {}).get("uid")}
 
 
 def still_good(existing: dict | None, server: str, sub: str, renew_before: int, now: float) -> bool:
     return bool(existing and existing["server"] == server and existing["sub"] == sub
                 and isinstance(existing["exp"], (int, float)) and existing["exp"] - now > renew_before)
+
+
+def review(api, token: str, sub: str, namespace: str, service_account: str, timeout) -> str | None:
+    """Why the API server no longer takes ``token`` for ``sub``, or None when
+    it does. A TokenReview (authentication.k8s.io/v1, which the administrator
+    running this may create) asks the server's own authenticator; where
+    creating one is forbidden, the token's account uid claim is compared
+    with the live ServiceAccount's."""
+    try:
+        answer = request_json(api, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", timeout=timeout,
+                              action=f"reviewing the token of {sub}",
+                              body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                    "spec": {"token": token}})
+    except ClusterError as exc:
+        if exc.details.get("status") != 403:
+            raise
+        return _uid_mismatch(api, token, namespace, service_account, timeout)
+    status = answer.get("status") or {}
+    if not status.get("authenticated"):
+        return f"the API server rejects it ({status.get('error') or 'not authenticated'})"
+    user = (status.get("user") or {}).get("username")
+    if user != sub:
+        return f"the API server takes it for {user}, not {sub}"
+    return None
+
+
+def _uid_mismatch(api, token: str, namespace: str, service_account: str, timeout) -> str | None:
+    claimed = ((token_claims(token).get("kubernetes.io") or {}).get("serviceaccount") or {}).get("uid")
+    try:
+        live = request_json(api, "GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}",
+                            timeout=timeout, action=f"reading ServiceAccount {namespace}/{service_account}")
+    except ClusterError as exc:
+        if exc.details.get("status") == 404:
+            return "its ServiceAccount no longer exists"
+        raise
+    uid = live["metadata"].get("uid")
+    if claimed != uid:
+        return f"it was issued for ServiceAccount uid {claimed}, and the account now has uid {uid} (made again)"
+    return None
 
 
 def connection_of(api) -> tuple[str, dict]:
@@ -115,10 +162,16 @@ def ensure(api, namespace: str, service_account: str, dest: str, expiration_s: i
     server, cluster = connection_of(api)
     sub = subject(namespace, service_account)
     existing = read_existing(dest)
+    if existing:
+        mask(existing["token"])
     result = {"dest": dest, "service_account": sub, "server": server}
+    rejected = None
     if still_good(existing, server, sub, renew_before, clock()):
-        return {**result, "changed": False, "expires": int(existing["exp"])}
-    diff = {"before": {k: v for k, v in (existing or {}).items() if k != "exp"},
+        rejected = review(api, existing["token"], sub, namespace, service_account, timeout)
+        if rejected is None:
+            return {**result, "changed": False, "expires": int(existing["exp"])}
+        result["replaced_because"] = f"the token in {dest} is revoked: {rejected}"
+    diff = {"before": {k: v for k, v in (existing or {}).items() if k in ("server", "sub", "uid")},
             "after": {"server": server, "sub": sub}}
     if check_mode:
         return {**result, "changed": True, "diff": diff}
@@ -136,5 +189,31 @@ def ensure(api, namespace: str, service_account: str, dest: str, expiration_s: i
         raise
     token = answer["status"]["token"]
     mask(token)
+    diff["after"]["uid"] = ((token_claims(token).get("kubernetes.io") or {}).get("serviceaccount") or {}).get("uid")
     write_private(dest, render(cluster, sub, token, namespace))
     return {**result, "changed": True, "diff": diff, "expires": int(token_claims(token).get("exp") or 0)}
+
+
+def path_problem(value, name: str = "inferops_kubeconfig") -> str | None:
+    """What is wrong with a kubeconfig path a playbook is about to hand to
+    every Kubernetes task (None: nothing). The client library reports a
+    missing file only as "Invalid kube-config file. No configuration found."
+    (kubernetes.config's KubeConfigMerger skips paths that do not exist),
+    naming neither the variable nor the path. A dict (a kubeconfig given
+    inline) is the client's to check."""
+    fix = (f"Give the path of the cluster's kubeconfig: set {name} in the inventory (group_vars) or pass "
+           f"-e {name}=PATH; the example inventory takes $KUBECONFIG, else ~/.kube/config.")
+    if isinstance(value, dict):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return f"{name} is {value!r}, not a path to a kubeconfig file. {fix}"
+    # Several files may be given, separated as in KUBECONFIG.
+    for path in (p for p in value.split(os.pathsep) if p):
+        full = os.path.expanduser(path)
+        if not os.path.exists(full):
+            return f"{name}: {path} does not exist. {fix}"
+        if not os.path.isfile(full):
+            return f"{name}: {path} is not a file. {fix}"
+        if not os.access(full, os.R_OK):
+            return f"{name}: {path} cannot be read by this user ({os.getuid()}). {fix}"
+    return None

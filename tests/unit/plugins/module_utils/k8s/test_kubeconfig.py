@@ -34,7 +34,7 @@ def test_file_roundtrip_and_when_it_is_kept(tmp_path):
     config = yaml.safe_load(dest.read_text())
     assert config["current-context"] == SUB and config["contexts"][0]["context"]["namespace"] == "inferops-system"
     existing = kc.read_existing(str(dest))
-    assert existing == {"server": "https://api:6443", "sub": SUB, "exp": 10_000}
+    assert {k: existing[k] for k in ("server", "sub", "exp")} == {"server": "https://api:6443", "sub": SUB, "exp": 10_000}
     assert kc.still_good(existing, "https://api:6443", SUB, renew_before=3600, now=5_000)
     assert not kc.still_good(existing, "https://api:6443", SUB, renew_before=3600, now=7_000)  # in its last hour
     assert not kc.still_good(existing, "https://other:6443", SUB, renew_before=3600, now=5_000)
@@ -52,3 +52,103 @@ def test_bad_parameters_before_any_request(args, param):
     dest, expiration, renew = args
     with pytest.raises(ParameterError, match=f"^{param}:"):
         kc.ensure(None, "ns", "sa", dest, expiration, renew, check_mode=False, timeout=None)
+
+
+UID = "6a1e7c1e-0000-4000-8000-000000000001"
+
+
+class FakeApi:
+    """The answers of the API server to the few requests the review makes
+    (path -> answer, or a ClusterError to raise), and what was asked."""
+
+    def __init__(self, answers: dict):
+        self.answers, self.asked = answers, []
+
+    def __call__(self, api, method, path, **kwargs):
+        self.asked.append((method, path, kwargs.get("body")))
+        answer = self.answers[path]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+REVIEW = "/apis/authentication.k8s.io/v1/tokenreviews"
+ACCOUNT = "/api/v1/namespaces/inferops-system/serviceaccounts/inferops-deployer"
+TOKEN = jwt({"sub": SUB, "exp": 10_000, "kubernetes.io": {"serviceaccount": {"name": "inferops-deployer", "uid": UID}}})
+
+
+def review(monkeypatch, answers):
+    fake = FakeApi(answers)
+    monkeypatch.setattr(kc, "request_json", fake)
+    return kc.review(None, TOKEN, SUB, "inferops-system", "inferops-deployer", 30), fake
+
+
+def test_a_token_the_server_takes_is_kept(monkeypatch):
+    why, fake = review(monkeypatch, {REVIEW: {"status": {"authenticated": True, "user": {"username": SUB}}}})
+    assert why is None
+    # The token goes in the review's body, never in a path or query.
+    assert fake.asked == [("POST", REVIEW, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                             "spec": {"token": TOKEN}})]
+
+
+def test_a_token_the_server_rejects_is_replaced_with_its_reason(monkeypatch):
+    error = f"[invalid bearer token, service account UID (other) does not match claim ({UID})]"
+    why, _ = review(monkeypatch, {REVIEW: {"status": {"authenticated": False, "error": error}}})
+    assert "rejects" in why and "does not match claim" in why
+
+
+def test_a_token_taken_for_another_user_is_replaced(monkeypatch):
+    why, _ = review(monkeypatch, {REVIEW: {"status": {"authenticated": True, "user": {"username": "someone"}}}})
+    assert "someone" in why
+
+
+def test_without_the_right_to_review_the_uid_claim_is_compared(monkeypatch):
+    forbidden = kc.ClusterError("reviewing failed: 403 Forbidden", status=403)
+    same, fake = review(monkeypatch, {REVIEW: forbidden, ACCOUNT: {"metadata": {"uid": UID}}})
+    assert same is None and fake.asked[1][:2] == ("GET", ACCOUNT)
+    remade, _ = review(monkeypatch, {REVIEW: forbidden, ACCOUNT: {"metadata": {"uid": "new-uid"}}})
+    assert UID in remade and "new-uid" in remade
+    gone, _ = review(monkeypatch, {REVIEW: forbidden, ACCOUNT: kc.ClusterError("404", status=404)})
+    assert "no longer exists" in gone
+
+
+def test_other_failures_of_the_review_fail(monkeypatch):
+    with pytest.raises(kc.ClusterError, match="500"):
+        review(monkeypatch, {REVIEW: kc.ClusterError("reviewing failed: 500", status=500)})
+
+
+class Conf:
+    host = "https://api:6443"
+    ssl_ca_cert = None
+    verify_ssl = False
+
+
+class Api:
+    configuration = Conf()
+
+
+def test_ensure_replaces_a_rejected_token_and_keeps_an_accepted_one(monkeypatch, tmp_path):
+    dest = tmp_path / "k"
+    kc.write_private(str(dest), kc.render({"server": Conf.host}, SUB, TOKEN, "inferops-system"))
+    masked = []
+    accepted = FakeApi({REVIEW: {"status": {"authenticated": True, "user": {"username": SUB}}}})
+    monkeypatch.setattr(kc, "request_json", accepted)
+    kept = kc.ensure(Api(), "inferops-system", "inferops-deployer", str(dest), 86400, 3600, False, 30,
+                     mask=masked.append, clock=lambda: 5_000)
+    assert kept["changed"] is False and TOKEN in masked
+
+    fresh = jwt({"sub": SUB, "exp": 90_000, "kubernetes.io": {"serviceaccount": {"uid": "new-uid"}}})
+    rejected = FakeApi({REVIEW: {"status": {"authenticated": False, "error": "service account UID (new-uid) does "
+                                            f"not match claim ({UID})"}},
+                        f"{ACCOUNT}/token": {"status": {"token": fresh}}})
+    monkeypatch.setattr(kc, "request_json", rejected)
+    dry = kc.ensure(Api(), "inferops-system", "inferops-deployer", str(dest), 86400, 3600, True, 30,
+                    clock=lambda: 5_000)
+    assert dry["changed"] is True and kc.read_existing(str(dest))["token"] == TOKEN  # check mode writes nothing
+    replaced = kc.ensure(Api(), "inferops-system", "inferops-deployer", str(dest), 86400, 3600, False, 30,
+                         mask=masked.append, clock=lambda: 5_000)
+    assert replaced["changed"] is True and "does not match claim" in replaced["replaced_because"]
+    assert replaced["diff"] == {"before": {"server": Conf.host, "sub": SUB, "uid": UID},
+                                "after": {"server": Conf.host, "sub": SUB, "uid": "new-uid"}}
+    assert TOKEN not in json.dumps(replaced) and fresh not in json.dumps(replaced) and fresh in masked
+    assert kc.read_existing(str(dest))["token"] == fresh
