@@ -22,10 +22,15 @@ on this machine:
   workingDir that starts with a mountPath gets the folder's path instead. A
   path inside a longer string (a shell script) is not rewritten;
 - reports what a kubelet reports: Running with the container running, then
-  the container terminated with its exit code and the last lines of its
-  output as the termination message (at most 80 lines, 2048 bytes, as
-  FallbackToLogsOnError does; there is no termination-log file), pod phase
-  Succeeded or Failed. restartPolicy OnFailure/Always restarts the container
+  the container terminated with its exit code and its termination message as
+  the kubelet of v1.37.2 makes it (pkg/kubelet/kuberuntime/
+  kuberuntime_container.go, convertToKubeContainerStatus and
+  getTerminationMessage): what the container wrote to its
+  terminationMessagePath (the last 4096 bytes; the path is a file of the
+  pod's folder here, rewritten like a mount), else, with
+  terminationMessagePolicy FallbackToLogsOnError and an exit code other than
+  0, the end of its output (at most 80 lines, 2048 bytes); with the default
+  policy File and no file, none. Pod phase Succeeded or Failed. restartPolicy OnFailure/Always restarts the container
   in the same pod after a back-off (1 s doubling to 30 s, shorter than the
   kubelet's 10 s to 5 min) with restartCount and lastState, waiting in
   CrashLoopBackOff meanwhile, so the Job controller counts failures against
@@ -65,7 +70,9 @@ FAIL_LABEL = "sandbox.inferops.io/fail"
 
 PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
 BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
-MESSAGE_LINES, MESSAGE_BYTES = 80, 2048
+# kubecontainer.MaxContainerTerminationMessageLogLines / ...LogLength / ...Length (pkg/kubelet/container/runtime.go, v1.37.2)
+MESSAGE_LINES, MESSAGE_BYTES, MESSAGE_FILE_BYTES = 80, 2048, 4096
+TERMINATION_PATH = "/dev/termination-log"  # the API's default terminationMessagePath
 NODE_IP = "127.0.0.1"  # the simulated nodes' InternalIP; the processes run on this machine's network
 
 
@@ -138,6 +145,22 @@ def tail(path: Path) -> str:
         return ""
     lines = data.decode(errors="replace").splitlines()[-MESSAGE_LINES:]
     return "\n".join(lines)[-MESSAGE_BYTES:]
+
+
+def termination_message(container: dict, code: int, message_file: Path, output: Path) -> str:
+    """The kubelet's termination message for a run that exited with code."""
+    try:
+        with open(message_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - MESSAGE_FILE_BYTES))
+            written = f.read().decode(errors="replace")
+    except OSError:
+        written = ""
+    if written:
+        return written
+    if container.get("terminationMessagePolicy") == "FallbackToLogsOnError" and code != 0:
+        return tail(output)
+    return ""
 
 
 class Runner:
@@ -421,6 +444,10 @@ class PodWorker(threading.Thread):
             host = dirs[m["name"]] / m.get("subPath", "")
             host.mkdir(parents=True, exist_ok=True)  # a missing subPath is made, as the kubelet makes it
             mounts.append((m["mountPath"], host))
+        # The termination-log file, a fresh one for each run (the kubelet mounts one per container).
+        message_file = self.message_file(c)
+        message_file.unlink(missing_ok=True)
+        mounts.append((c.get("terminationMessagePath") or TERMINATION_PATH, message_file))
         mounts.sort(key=lambda m: len(m[0]), reverse=True)
         container_env = self.environment(c)
         command = [expand(x, container_env) for x in c.get("command") or []]
@@ -439,6 +466,9 @@ class PodWorker(threading.Thread):
         cwd = Path(rewrite(c["workingDir"], mounts)) if c.get("workingDir") else self.dir
         cwd.mkdir(parents=True, exist_ok=True)
         return argv, env, cwd
+
+    def message_file(self, c: dict) -> Path:
+        return self.dir / f"{c['name']}.termination-log"
 
     # -- running ---------------------------------------------------------------
 
@@ -576,7 +606,7 @@ class PodWorker(threading.Thread):
         log(f"{self.ref} {c['name']}: exit code {code}")
         terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
                       "finishedAt": now(), "containerID": f"sandbox://{proc.pid}"}
-        message = tail(output)
+        message = termination_message(c, code, self.message_file(c), output)
         if message:
             terminated["message"] = message
         return code, terminated

@@ -60,8 +60,8 @@ def job_pod(kube, namespace: str, name: str) -> dict:
 
 
 def test_job_pod_exit_code_reaches_pod_status(sandbox, kube, namespace):
-    kube.create(job(sandbox, "exits-3", ["python3", "-c", "import sys; print('giving up now'); sys.exit(3)"]),
-                namespace)
+    kube.create(job(sandbox, "exits-3", ["python3", "-c", "import sys; print('giving up now'); sys.exit(3)"],
+                    terminationMessagePolicy="FallbackToLogsOnError"), namespace)
     kube.create(job(sandbox, "exits-0", ["python3", "-c", "print('all done')"]), namespace)
 
     failed = wait_job(kube, namespace, "exits-3")
@@ -73,7 +73,7 @@ def test_job_pod_exit_code_reaches_pod_status(sandbox, kube, namespace):
     [status] = pod["status"]["containerStatuses"]
     terminated = status["state"]["terminated"]
     assert terminated["exitCode"] == 3 and terminated["reason"] == "Error"
-    assert terminated["message"] == "giving up now"  # the last lines of its output
+    assert terminated["message"] == "giving up now"  # FallbackToLogsOnError: the last lines of its output
     assert status["restartCount"] == 0 and not status["ready"]
 
     done = wait_job(kube, namespace, "exits-0")
@@ -84,6 +84,23 @@ def test_job_pod_exit_code_reaches_pod_status(sandbox, kube, namespace):
     assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
     # The pods ran here, not by kwok's rules: kwok's stages would have called both Completed.
     assert terminated["containerID"].startswith("sandbox://")
+
+
+def test_termination_message_follows_the_containers_policy(sandbox, kube, namespace):
+    """As the kubelet (v1.37.2, kuberuntime_container.go getTerminationMessage):
+    the file at terminationMessagePath wins; without one, the default policy
+    File gives no message, FallbackToLogsOnError the end of the output."""
+    write = ("import sys; print('noise on stdout'); open(sys.argv[1], 'w').write('the reason, from the file'); "
+             "sys.exit(4)")
+    kube.create(job(sandbox, "writes-file", ["python3", "-c", write], ["/dev/termination-log"]), namespace)
+    kube.create(job(sandbox, "file-policy", ["python3", "-c", "import sys; print('only on stdout'); sys.exit(5)"]),
+                namespace)
+    said = {}
+    for name in ("writes-file", "file-policy"):
+        assert finished(wait_job(kube, namespace, name)) == "Failed"
+        [status] = job_pod(kube, namespace, name)["status"]["containerStatuses"]
+        said[name] = status["state"]["terminated"].get("message")
+    assert said == {"writes-file": "the reason, from the file", "file-policy": None}
 
 
 def test_on_failure_restarts_count_against_the_backoff_limit(sandbox, kube, namespace):

@@ -291,3 +291,43 @@ def test_node_going_not_ready_is_named_then_the_rollout_recovers(sandbox, namesp
     assert again.get("failed") is not True and again["rolled_out"] is True, again
     # The same bystander pod, Ready again.
     assert kube.wait_for(("v1", "Pod", namespace), ready_is("True"), timeout=60)["metadata"]["uid"] == uid
+
+
+def fetch_job(sandbox, namespace, kube, name: str, prefix: str, policy: str | None) -> None:
+    """A download Job as model_store makes it (the collection's fetch command in the image the sandbox
+    runs, restartPolicy OnFailure, backoffLimit 3), from the sandbox's S3 server, at a prefix with nothing."""
+    import base64
+
+    creds = sandbox.s3_credentials()
+    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-creds"}, "data": {
+        "AWS_ACCESS_KEY_ID": base64.b64encode(creds["access_key"].encode()).decode(),
+        "AWS_SECRET_ACCESS_KEY": base64.b64encode(creds["secret_key"].encode()).decode()}}, namespace)
+    container = {"name": "model-fetch", "image": sandbox.state["job_runner"]["images"][0],
+                 "command": ["python3", "-m", "ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli"],
+                 "args": ["--source", "s3", "--dest", "/models/m", "--endpoint-url", sandbox.s3_endpoint,
+                          "--bucket", sandbox.state["s3"]["seed_model"]["bucket"], "--prefix", prefix],
+                 "envFrom": [{"secretRef": {"name": f"{name}-creds"}}],
+                 "volumeMounts": [{"name": "models", "mountPath": "/models"}]}
+    if policy:
+        container["terminationMessagePolicy"] = policy
+    kube.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": {
+        "backoffLimit": 3, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [container],
+                                                 "volumes": [{"name": "models", "emptyDir": {}}]}}}}, namespace)
+
+
+def test_failed_download_job_says_what_the_fetcher_said(sandbox, namespace, kube):
+    """Not only BackoffLimitExceeded: the fetcher's own error, from its
+    container's termination message (FallbackToLogsOnError: the end of its
+    output, where it prints its result), although the Job controller has
+    deleted the pod by the time the Job is Failed. The sandbox's job runner
+    really runs the fetcher against the sandbox's S3 server."""
+    fetch_job(sandbox, namespace, kube, "fetch-missing", "no-such-model/", "FallbackToLogsOnError")
+    result = wait(sandbox, "Job", "fetch-missing", namespace, timeout=180, fail_fast=["BackoffLimitExceeded"])
+    assert result["failed"] is True
+    [job] = [d for d in result["diagnosis"] if d["cause"] == "BackoffLimitExceeded"]
+    assert job["object"] == f"job/{namespace}/fetch-missing"
+    assert "container 'model-fetch' of pod fetch-missing-" in job["message"], job["message"]
+    assert "no-such-model" in job["message"] and "exited with code 1: " in job["message"], job["message"]
+    assert "exited with code 1: " in result["msg"] and "no-such-model" in result["msg"]
+    # Its credentials are in no message.
+    assert sandbox.s3_credentials()["secret_key"] not in str(result)

@@ -56,6 +56,22 @@ def test_termination_message_is_the_end_of_the_output(tmp_path):
     assert jobs.tail(tmp_path / "missing.log") == ""
 
 
+def test_termination_message_as_the_kubelet_makes_it(tmp_path):
+    """kubelet v1.37.2 (kuberuntime_container.go, getTerminationMessage): the
+    file wins; without it, only FallbackToLogsOnError with a failed exit
+    falls back to the output's end; the default policy File gives nothing."""
+    out, written = tmp_path / "run.log", tmp_path / "termination-log"
+    out.write_text("progress\nthe error at the end\n")
+    fallback = {"terminationMessagePolicy": "FallbackToLogsOnError"}
+    assert jobs.termination_message({}, 1, written, out) == ""
+    assert jobs.termination_message(fallback, 1, written, out) == "progress\nthe error at the end"
+    assert jobs.termination_message(fallback, 0, written, out) == ""
+    written.write_bytes(b"y" * 5000 + b"why")
+    said = jobs.termination_message({}, 1, written, out)
+    assert len(said) == jobs.MESSAGE_FILE_BYTES and said.endswith("why")
+    assert jobs.termination_message(fallback, 1, written, out) == said
+
+
 def test_pod_stages_leave_the_runners_pods_alone_and_node_stages_are_kept():
     pod_stage = {"kind": "Stage", "spec": {"resourceRef": {"kind": "Pod"},
                                            "selector": {"matchExpressions": [{"key": ".status.phase"}]}}}

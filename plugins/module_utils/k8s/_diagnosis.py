@@ -7,6 +7,7 @@ cause, the object and what the cluster said. No API calls here."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
@@ -45,6 +46,48 @@ class Finding:
         if self.log_tail:
             text += "\n  last log lines:\n    " + "\n    ".join(self.log_tail)
         return text
+
+
+def what_it_said(text: str | None, log_tail: list[str] | None = None) -> str:
+    """The gist of what a failed container said: the last line of its
+    termination message (or of its log tail), and, when that line is the
+    collection's fetch command's JSON result, its msg."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        lines = [line.strip() for line in log_tail or [] if line.strip() and not line.startswith("(logs unavailable")]
+    if not lines:
+        return ""
+    last = lines[-1]
+    try:
+        result = json.loads(last)
+    except ValueError:
+        return last
+    return str(result["msg"]) if isinstance(result, dict) and result.get("msg") else last
+
+
+def failed_runs(pod: dict) -> list[dict]:
+    """The container runs of a pod that ended with an exit code other than
+    0, as the kubelet reports them (the current state, and the run before a
+    restart): pod, container, exitCode, reason, finishedAt, restartCount and
+    the termination message when there is one."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    runs = []
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        restarts = cs.get("restartCount", 0)
+        for state, count in (((cs.get("lastState") or {}).get("terminated"), restarts - 1),
+                             ((cs.get("state") or {}).get("terminated"), restarts)):
+            if not state or state.get("exitCode") in (None, 0):
+                continue
+            run = {"pod": meta.get("name"), "uid": meta.get("uid"), "container": cs.get("name"),
+                   "exitCode": state.get("exitCode"), "reason": state.get("reason"),
+                   "finishedAt": state.get("finishedAt"), "restartCount": max(count, 0)}
+            if state.get("message"):
+                run["message"] = state["message"]
+            runs.append({k: v for k, v in run.items() if v is not None})
+    return runs
+
+
+_runs_of = failed_runs
 
 
 def _ref(pod: dict) -> str:
@@ -129,6 +172,9 @@ def diagnose_pod(pod: dict, events: list[dict], claims: dict[str, dict], nodes: 
             exit_info = ""
             if last:
                 exit_info = f"; last exit code {last.get('exitCode')} ({last.get('reason', '')})"
+                gist = what_it_said(last.get("message"))
+                if gist:
+                    exit_info += f": {gist}"
             findings.append(Finding("CrashLoopBackOff", ref,
                                     f"container {cs['name']!r} keeps crashing: restarted {cs.get('restartCount', 0)} times{exit_info}",
                                     container=cs["name"], image=image, restart_count=cs.get("restartCount", 0),
@@ -176,15 +222,31 @@ def diagnose_pod(pod: dict, events: list[dict], claims: dict[str, dict], nodes: 
 
 
 def diagnose_workload(kind: str, obj: dict, pods: list[dict], events: list[dict], claims: dict[str, dict],
-                      nodes: dict[str, dict] | None = None) -> list[Finding]:
+                      nodes: dict[str, dict] | None = None, failed_runs: list[dict] | None = None) -> list[Finding]:
     """Findings for a workload: its own failure conditions, its controller's
-    complaints (e.g. a pod it could not create) and each pod's findings."""
+    complaints (e.g. a pod it could not create) and each pod's findings.
+    ``failed_runs``: the failed container runs seen while waiting (failed_runs()
+    of each pod, with a log_tail where the run left no message); the Job
+    controller deletes a failed Job's running pods, so ``pods`` may no longer
+    hold them. Default: those of ``pods``."""
     findings: list[Finding] = []
     meta = obj["metadata"]
     ref = f"{kind.lower()}/{meta.get('namespace')}/{meta['name']}"
+    runs = failed_runs if failed_runs is not None else [r for p in pods for r in _runs_of(p)]
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if kind == "Job" and cond.get("type") == "Failed" and cond.get("status") == "True":
-            findings.append(Finding(cond.get("reason") or "JobFailed", ref, cond.get("message") or "job failed"))
+            failed = Finding(cond.get("reason") or "JobFailed", ref, cond.get("message") or "job failed")
+            if runs:
+                # What the fetcher (or any job's command) said, not only the Job controller's reason.
+                last = max(runs, key=lambda r: r.get("finishedAt") or "")
+                gist = what_it_said(last.get("message"), last.get("log_tail"))
+                failed.message += (f"; container {last.get('container')!r} of pod {last.get('pod')} exited with "
+                                   f"code {last.get('exitCode')}" + (f": {gist}" if gist else
+                                                                     f" ({last.get('reason') or 'Error'})"))
+                failed.container = last.get("container")
+                failed.last_exit_code = last.get("exitCode")
+                failed.log_tail = (last.get("message") or "").splitlines() or list(last.get("log_tail") or [])
+            findings.append(failed)
         if cond.get("reason") == "ProgressDeadlineExceeded":
             findings.append(Finding("ProgressDeadlineExceeded", ref, cond.get("message", "")))
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":

@@ -81,6 +81,10 @@ class RolloutWaiter:
         self.log_lines, self.request_timeout, self.clock = log_lines, request_timeout, clock
         # Set once both watches have listed: from then on no change is missed.
         self.watching = threading.Event()
+        # The failed container runs seen while waiting, by (pod uid, container,
+        # restart): the Job controller deletes a failed Job's running pods, and
+        # what they said goes with them.
+        self.runs: dict[tuple, dict] = {}
 
     def _diagnose(self, obj: dict, pods: list[dict], with_events: bool) -> list[diagnosis.Finding]:
         ns = self.namespace
@@ -111,7 +115,23 @@ class RolloutWaiter:
             claims = {c["metadata"]["name"]: c for c in request_json(
                 self.api, "GET", f"/api/v1/namespaces/{ns}/persistentvolumeclaims",
                 timeout=self.request_timeout, action="listing claims").get("items", [])}
-        return diagnosis.diagnose_workload(self.kind, obj, pods, events, claims, nodes)
+        self.remember_runs(pods)
+        return diagnosis.diagnose_workload(self.kind, obj, pods, events, claims, nodes,
+                                           failed_runs=list(self.runs.values()))
+
+    def remember_runs(self, pods: list[dict]) -> None:
+        """Keep each failed run of these pods. For a Job, a run that left no
+        termination message (its container's terminationMessagePolicy is File
+        and it wrote no file) gets its log tail, read while the pod is there."""
+        for pod in pods:
+            for run in diagnosis.failed_runs(pod):
+                key = (run.get("uid"), run["container"], run["restartCount"])
+                if key in self.runs:
+                    continue
+                if self.kind == "Job" and "message" not in run and self.log_lines:
+                    run["log_tail"] = pod_log_tail(self.api, self.namespace, run["pod"], run["container"],
+                                                   self.log_lines, self.request_timeout)
+                self.runs[key] = run
 
     def _with_logs(self, findings: list[diagnosis.Finding]) -> list[diagnosis.Finding]:
         for f in findings:
@@ -171,6 +191,7 @@ class RolloutWaiter:
                     self.watching.set()
                 if first_ready is None and any(pod_ready(p) for p in pod_list):
                     first_ready = now - started
+                self.remember_runs(pod_list)
                 status = rollout.status_of(self.kind, obj)
                 if status.done and workload.synced.is_set() and pods.synced.is_set():
                     return {

@@ -174,3 +174,58 @@ def test_a_pod_with_a_reason_gets_its_own_finding_not_the_progress_one():
              "lastTimestamp": "2026-11-26T10:01:00Z"}
     findings = diagnose_workload("DaemonSet", daemonset(desired=1, available=0), [running_not_ready()], [event], {})
     assert [f.cause for f in findings] == ["NodeNotReady"]
+
+
+FETCH_SAID = ('progress 0/0 bytes (0.0%) 0.0 MiB/s\n'
+              '{"failed": true, "msg": "s3: no object under s3://models/no-such-prefix/ (bucket models): '
+              'nothing to download"}')
+
+
+def failed_job():
+    return {"metadata": {"name": "fetch", "namespace": "ns"},
+            "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                       "message": "Job has reached the specified backoff limit"}]}}
+
+
+def test_a_failed_job_says_what_its_container_said_not_only_backoff_limit():
+    """The Job controller deletes a failed Job's running pods: the runs the
+    wait saw (their termination messages) are what is left to tell why."""
+    runs = [{"pod": "fetch-abc", "container": "model-fetch", "exitCode": 1, "reason": "Error",
+             "finishedAt": "2026-01-01T00:00:05Z", "message": FETCH_SAID}]
+    [f] = diagnose_workload("Job", failed_job(), [], [], {}, failed_runs=runs)
+    assert f.cause == "BackoffLimitExceeded"
+    assert f.message == ("Job has reached the specified backoff limit; container 'model-fetch' of pod fetch-abc "
+                         "exited with code 1: s3: no object under s3://models/no-such-prefix/ (bucket models): "
+                         "nothing to download")
+    assert f.log_tail == FETCH_SAID.splitlines()
+
+
+def test_the_latest_failed_run_is_named_and_a_log_tail_stands_in_for_a_missing_message():
+    runs = [{"pod": "a", "container": "c", "exitCode": 2, "reason": "Error", "finishedAt": "2026-01-01T00:00:01Z",
+             "message": "old"},
+            {"pod": "b", "container": "c", "exitCode": 1, "reason": "Error", "finishedAt": "2026-01-01T00:00:09Z",
+             "log_tail": ["Traceback (most recent call last):", "FileNotFoundError: config.json"]}]
+    [f] = diagnose_workload("Job", failed_job(), [], [], {}, failed_runs=runs)
+    assert f.message.endswith("container 'c' of pod b exited with code 1: FileNotFoundError: config.json")
+
+
+def test_failed_runs_read_from_pods_state_and_last_state():
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._diagnosis import failed_runs
+
+    p = pod(statuses=[{"name": "vllm", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "boom",
+                                                    "finishedAt": "t1"}}}])
+    never = pod("p-1", statuses=[{"name": "vllm", "restartCount": 0, "state": {"terminated": {
+        "exitCode": 3, "reason": "Error", "finishedAt": "t2"}}}])
+    ok = pod("p-2", statuses=[{"name": "vllm", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}])
+    runs = failed_runs(p) + failed_runs(never) + failed_runs(ok)
+    assert [(r["pod"], r["exitCode"], r["restartCount"], r.get("message")) for r in runs] == [
+        ("p-0", 1, 1, "boom"), ("p-1", 3, 0, None)]
+
+
+def test_a_crash_loop_says_what_the_crashed_run_said():
+    p = pod(statuses=[{"name": "vllm", "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                    "message": "INFO start\nValueError: no config.json in /models"}}}])
+    [f] = diagnose_pod(p, [], {})
+    assert f.message.endswith("last exit code 1 (Error): ValueError: no config.json in /models"), f.message
