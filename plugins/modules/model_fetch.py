@@ -12,13 +12,17 @@ version_added: 0.1.0
 description:
   - Makes O(dest) hold the complete model. Files already there with the right size and checksum are not fetched
     again; an interrupted download resumes (S3 - by the parts already written; the hubs - by their libraries'
-    own partial files); every file is verified (size, and sha256 where the source gives one - a C(SHA256SUMS) file,
-    a hub's LFS hash - or the MD5 of an S3 single-part ETag); C(config.json) must exist and parse.
+    own partial files); every file is verified (size, and the source's own checksum where it publishes one - a
+    C(SHA256SUMS) file, a Hugging Face blob's sha256 or git id, an S3 object's SHA256/SHA1/CRC checksum or its ETag,
+    single-part or multipart); C(config.json) must exist and parse.
   - Completion is marked last and atomically by the file C(.inferops-model-complete.json) (source, file list,
-    sizes, sha256). While it is absent the directory does not count as a model. With the marker present and
+    sizes, sha256, and each file's checksum as the source published it). While it is absent the directory does not count as a model. With the marker present and
     still true, a run reports no change and downloads nothing; O(verify=quick) trusts files whose size and
-    modification time are as recorded, O(verify=full) hashes every file again.
+    modification time are as recorded, O(verify=full) hashes every file again against the source's checksum.
   - Every network call has a timeout, and failed calls are retried with backoff (O(max_attempts)).
+  - One writer per folder - several fetchers started on one folder (pods sharing a claim or a hostPath) take turns
+    through a lock file that works on NFS and other shared filesystems; the others wait (O(lock_timeout)) and then
+    find the model complete.
   - The same code runs as a command inside a Kubernetes Job or initContainer -
     C(python -m ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli --help).
 options:
@@ -121,6 +125,13 @@ options:
   progress_file:
     description: A JSON file kept current with bytes done, total and rate (poll it when running with C(async)).
     type: path
+  lock_timeout:
+    description:
+      - Seconds to wait when another fetcher is writing O(dest) (its lock file C(.inferops-fetch.lock) is there
+        and alive), before failing with a message that names the folder and the holder. C(0) fails at once.
+      - A lock whose holder died (no heartbeat for 60 seconds) is taken over, whatever this value.
+    type: float
+    default: 3600
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - inferops.vllm.attributes
@@ -192,7 +203,9 @@ bytes_downloaded:
   returned: always
   type: int
 problems:
-  description: What was wrong with files already present (size, checksum), which were fetched again.
+  description:
+    - What was wrong with files already present (size, checksum), and downloads that did not match the source's
+      checksum the first time; each was fetched again.
   returned: when files were checked
   type: list
   elements: str
@@ -215,6 +228,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
+from ansible_collections.inferops.vllm.plugins.module_utils.model._lock import LOCK_DEFAULTS
 from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import FETCH_DEFAULTS, SOURCES, build_source
 
 
@@ -222,7 +236,8 @@ def run(module):
     p = module.params
     source = build_source(p)
     return fetch_model(source, p["dest"], verify=p["verify"], check_mode=module.check_mode, refresh=p["refresh"],
-                       require_config=p["require_config"], progress_file=p["progress_file"])
+                       require_config=p["require_config"], progress_file=p["progress_file"],
+                       lock_timeout=p["lock_timeout"])
 
 
 def main():
@@ -254,6 +269,7 @@ def main():
         read_timeout=dict(type="float", default=FETCH_DEFAULTS["read_timeout"]),
         max_attempts=dict(type="int", default=FETCH_DEFAULTS["max_attempts"]),
         progress_file=dict(type="path"),
+        lock_timeout=dict(type="float", default=LOCK_DEFAULTS["lock_timeout"]),
     )
     module = AnsibleModule(
         argument_spec=spec,

@@ -32,9 +32,17 @@ def s3(sandbox):
     from botocore.config import Config
 
     creds = sandbox.s3_credentials()
-    return boto3.client("s3", endpoint_url=sandbox.s3_endpoint, aws_access_key_id=creds["access_key"],
-                        aws_secret_access_key=creds["secret_key"], region_name="us-east-1",
-                        config=Config(s3={"addressing_style": "path"}))
+    client = boto3.client("s3", endpoint_url=sandbox.s3_endpoint, aws_access_key_id=creds["access_key"],
+                          aws_secret_access_key=creds["secret_key"], region_name="us-east-1",
+                          config=Config(s3={"addressing_style": "path"}))
+    before = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    yield client
+    # The buckets this file made go again: the next file starts from the S3 server as it found it.
+    for bucket in {b["Name"] for b in client.list_buckets().get("Buckets", [])} - before:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=o["Key"])
+        client.delete_bucket(Bucket=bucket)
 
 
 def upload_model(s3, bucket: str, prefix: str, extra: dict[str, bytes] | None = None, manifest: bool = True) -> dict:

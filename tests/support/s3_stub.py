@@ -2,8 +2,8 @@
 
 MinIO refuses keys holding '..' or a leading '/', but other S3-compatible
 stores accept them, so a hostile or broken listing is served from here:
-ListObjectsV2 (the XML shape S3 documents, no EncodingType) and GetObject
-with Range. No signature is checked: the client's requests only have to
+ListObjectsV2 (the XML shape S3 documents, no EncodingType), HeadObject
+(size and single-part ETag) and GetObject with Range. No signature is checked: the client's requests only have to
 parse."""
 
 from __future__ import annotations
@@ -42,6 +42,19 @@ class S3Stub:
                     data = data[int(start):int(end) + 1]
                     return self.send(206, data, "application/octet-stream")
                 return self.send(200, data, "application/octet-stream")
+
+            def do_HEAD(self):  # noqa: N802 - http.server's name
+                path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+                key = path[len(f"/{stub.bucket}/"):]
+                if not path.startswith(f"/{stub.bucket}/") or key not in stub.objects:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    return self.end_headers()
+                data = stub.objects[key]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')  # noqa: S324 - S3's single-part ETag
+                self.end_headers()
 
             def list(self, prefix: str):
                 rows = "".join(

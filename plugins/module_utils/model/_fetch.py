@@ -13,17 +13,23 @@ inside a Kubernetes Job."""
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+import zlib
+from dataclasses import asdict, dataclass, field
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError, ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.model._lock import LOCK, LOCK_DEFAULTS, FolderLock
 
 MARKER = ".inferops-model-complete.json"
-MARKER_VERSION = 1
+# 2: each file also records the source's own checksum (source_checksum), and
+# verify: full checks against it. A version-1 marker is not trusted: its
+# files are checked against the source once and a version-2 marker written.
+MARKER_VERSION = 2
 # Folders inside the destination that are ours or a hub library's, not the model's.
 PRIVATE_DIRS = (".cache", ".inferops-partial")
 HASH_CHUNK = 8 * 1024 * 1024
@@ -43,9 +49,22 @@ class FileSpec:
     size: int | None = None
     sha256: str | None = None
     md5: str | None = None  # S3 single-part ETag
+    # The source's own checksum when it is not a plain sha256 (see source_digest):
+    # {"algorithm": ..., "value": ..., "part_sizes": [...] for a multipart S3 object}.
+    checksum: dict | None = field(default=None)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def source_checksum(self) -> dict | None:
+        """The checksum the source publishes for this file, strongest first."""
+        if self.sha256:
+            return {"algorithm": "sha256", "value": self.sha256.lower()}
+        if self.checksum:
+            return self.checksum
+        if self.md5:
+            return {"algorithm": "md5", "value": self.md5.lower()}
+        return None
 
 
 class UnsafePath(InferopsError):
@@ -73,7 +92,7 @@ def check_relative_path(name: str, source: str = "the source") -> str:
             reason = "it contains '..'"
         elif "" in segments or "." in segments:
             reason = "it contains an empty or '.' path segment"
-        elif segments[0] in PRIVATE_DIRS or name == MARKER or name.startswith(MARKER + "."):
+        elif segments[0] in PRIVATE_DIRS or name in (MARKER, LOCK) or name.startswith((MARKER + ".", LOCK + ".")):
             reason = "it names the destination's own bookkeeping files"
     if reason:
         raise UnsafePath(f"refusing {source}'s file {name!r}: {reason}, so it would be written outside the "
@@ -108,25 +127,137 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def md5_file(path: str) -> str:
-    digest = hashlib.md5()  # noqa: S324 - compared with S3's ETag, not used for security
+class _Crc32:
+    """zlib's CRC-32 (the one S3 calls CRC32) behind hashlib's interface."""
+
+    def __init__(self):
+        self.value = 0
+
+    def update(self, data: bytes) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+
+class _Crt:
+    """CRC32C / CRC64NVME through awscrt, when it is installed (botocore uses the same)."""
+
+    def __init__(self, name: str):
+        from awscrt import checksums  # noqa: PLC0415 - optional
+
+        self.fn, self.width, self.value = getattr(checksums, name), 8 if name == "crc64nvme" else 4, 0
+
+    def update(self, data: bytes) -> None:
+        self.value = self.fn(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(self.width, "big")
+
+
+# S3's additional checksums (x-amz-checksum-*), by the name HeadObject gives them.
+S3_CHECKSUMS = {
+    "SHA256": hashlib.sha256, "SHA1": hashlib.sha1, "CRC32": _Crc32,
+    "CRC32C": lambda: _Crt("crc32c"), "CRC64NVME": lambda: _Crt("crc64nvme"),
+}
+
+
+def s3_checksum_supported(name: str) -> bool:
+    try:
+        S3_CHECKSUMS[name]()
+    except (KeyError, ImportError):
+        return False
+    return True
+
+
+def source_digest(path: str, checksum: dict) -> tuple[str, str]:
+    """Read path once; return (its sha256, its value in the source's own
+    checksum ``checksum``), so that the two can be compared.
+
+    Algorithms: sha256, md5 (an S3 single-part ETag), git-sha1 (a hub's
+    non-LFS file: git's blob id), s3-etag (a multipart ETag: the MD5 of the
+    parts' MD5s, '-N'), s3-<NAME> (an S3 additional checksum, base64; a
+    COMPOSITE one is the checksum of the parts' checksums, '-N')."""
+    algo = checksum["algorithm"]
+    whole = hashlib.sha256()
+    parts = checksum.get("part_sizes")
+    if algo == "sha256":
+        other, part_new = None, None
+    elif algo == "md5":
+        other, part_new = hashlib.md5(), None  # noqa: S324 - S3's ETag, not security
+    elif algo == "git-sha1":
+        other, part_new = hashlib.sha1(b"blob %d\0" % os.path.getsize(path)), None  # noqa: S324 - git's id
+    elif algo == "s3-etag":
+        other, part_new = hashlib.md5(), hashlib.md5  # noqa: S324
+    elif algo.startswith("s3-") and algo[3:] in S3_CHECKSUMS:
+        factory = S3_CHECKSUMS[algo[3:]]
+        other, part_new = (factory(), factory) if checksum.get("type") == "COMPOSITE" else (factory(), None)
+    else:
+        raise ValueError(f"unknown checksum algorithm {algo!r}")
+    composite = part_new is not None
+    if composite and not parts:
+        raise ValueError(f"{algo}: a multipart checksum needs the part sizes")
+    boundaries = []
+    if composite:
+        end = 0
+        for size in parts:
+            end += size
+            boundaries.append(end)
+    offset, index, part = 0, 0, part_new() if composite else None
     with open(path, "rb") as f:
         while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+            whole.update(chunk)
+            if not composite:
+                if other is not None:
+                    other.update(chunk)
+                continue
+            view = memoryview(chunk)
+            while view:
+                room = boundaries[index] - offset if index < len(boundaries) else len(view)
+                take = view[:room]
+                part.update(take)
+                offset += len(take)
+                view = view[len(take):]
+                if index < len(boundaries) and offset == boundaries[index]:
+                    other.update(part.digest())
+                    index, part = index + 1, part_new()
+    if composite:
+        if offset != (boundaries[-1] if boundaries else 0):
+            other.update(part.digest())  # more bytes than the parts: the value will not match
+        value = _encode(algo, other.digest()) + f"-{len(parts)}"
+    elif algo == "sha256":
+        value = whole.hexdigest()
+    else:
+        value = _encode(algo, other.digest())
+    return whole.hexdigest(), value
+
+
+def _encode(algo: str, raw: bytes) -> str:
+    # ETags and git ids are hex; S3's additional checksums are base64.
+    return base64.b64encode(raw).decode() if algo.startswith("s3-") and algo != "s3-etag" else raw.hex()
+
+
+CHECKSUM_NAMES = {"sha256": "sha256", "md5": "MD5 (ETag)", "s3-etag": "multipart ETag", "git-sha1": "git blob id"}
+
+
+def checksum_name(checksum: dict) -> str:
+    algo = checksum["algorithm"]
+    return CHECKSUM_NAMES.get(algo) or f"S3 checksum {algo[3:]}"
 
 
 def verify_file(path: str, spec: FileSpec) -> str:
-    """Check size and any known checksum; return the file's sha256.
-    Raises VerifyFailed naming what differs."""
+    """Check size and the source's own checksum, if it publishes one;
+    return the file's sha256. Raises VerifyFailed naming what differs."""
     size = os.path.getsize(path)
     if spec.size is not None and size != spec.size:
         raise VerifyFailed(f"{spec.path}: size {size} bytes, the source says {spec.size}", file=spec.path)
-    digest = sha256_file(path)
-    if spec.sha256 and digest != spec.sha256.lower():
-        raise VerifyFailed(f"{spec.path}: sha256 {digest} differs from the source's {spec.sha256}", file=spec.path)
-    if spec.md5 and not spec.sha256 and md5_file(path) != spec.md5.lower():
-        raise VerifyFailed(f"{spec.path}: MD5 differs from the source's ETag {spec.md5}", file=spec.path)
+    checksum = spec.source_checksum()
+    if not checksum:
+        return sha256_file(path)
+    digest, value = source_digest(path, checksum)
+    if value != checksum["value"]:
+        raise VerifyFailed(f"{spec.path}: its content does not match the source's {checksum_name(checksum)} "
+                           f"{checksum['value']} (the copy gives {value})", file=spec.path)
     return digest
 
 
@@ -156,6 +287,15 @@ def marker_still_true(dest: str, marker: dict, full: bool) -> list[str]:
             continue
         if st.st_size != entry["size"]:
             problems.append(f"{entry['path']}: size changed")
+        elif full and entry.get("source_checksum"):
+            # Against the source's own checksum, as recorded from the source: not a hash of the disk.
+            checksum = entry["source_checksum"]
+            try:
+                value = source_digest(path, checksum)[1]
+            except ValueError:
+                value = None
+            if value != checksum.get("value"):
+                problems.append(f"{entry['path']}: content differs from the source's {checksum_name(checksum)}")
         elif full or st.st_mtime_ns != entry.get("mtime_ns"):
             if sha256_file(path) != entry["sha256"]:
                 problems.append(f"{entry['path']}: content changed")
@@ -194,10 +334,16 @@ def check_model_config(dest: str) -> dict:
 
 class Progress:
     """Bytes done out of total, and the rate; written to a JSON file (for a
-    long task polled with async) and/or handed to a callback (the CLI prints)."""
+    long task polled with async) and/or handed to a callback (the CLI prints).
+    It also carries what a source reports on the way (``problems``) and the
+    check that this run still holds the folder (``guard``, called before
+    each write)."""
 
-    def __init__(self, total: int, path: str | None = None, callback=None, clock=time.monotonic, every: float = 1.0):
+    def __init__(self, total: int, path: str | None = None, callback=None, clock=time.monotonic, every: float = 1.0,
+                 guard=None):
         self.total, self.done, self.path, self.callback = total, 0, path, callback
+        self.problems: list[str] = []
+        self.guard = guard or (lambda: None)
         self.clock, self.every = clock, every
         self.started = self.clock()
         self.last = 0.0
@@ -225,26 +371,94 @@ class Progress:
             self.callback(snap)
 
 
+def _unchanged(dest: str, identity: dict, verify: str, refresh: bool, started: float) -> tuple[dict | None, dict | None, list]:
+    """(the no-change result, the marker, problems): the result when the
+    folder's marker is for this source and still true."""
+    marker = read_marker(dest)
+    if not marker or marker.get("source") != identity or refresh:
+        return None, marker, []
+    problems = marker_still_true(dest, marker, full=verify == "full")
+    if problems:
+        return None, marker, problems
+    return ({"changed": False, "dest": dest, "complete": True, "reason": "marker present and valid",
+             "files": [f["path"] for f in marker["files"]], "bytes_downloaded": 0,
+             "elapsed_s": round(time.monotonic() - started, 3), "source": identity}, marker, [])
+
+
+def _same_checksum(spec: FileSpec, rec: dict) -> bool:
+    ours, recorded = spec.source_checksum(), rec.get("source_checksum")
+    if not ours:
+        return True
+    return bool(recorded) and (ours["algorithm"], ours["value"]) == (recorded["algorithm"], recorded["value"])
+
+
+def _entry(dest: str, spec: FileSpec, digest: str) -> dict:
+    st = os.stat(os.path.join(dest, spec.path))
+    entry = {"path": spec.path, "size": st.st_size, "sha256": digest, "mtime_ns": st.st_mtime_ns}
+    checksum = spec.source_checksum()
+    if checksum:
+        entry["source_checksum"] = checksum
+    return entry
+
+
 def fetch_model(source, dest: str, verify: str = "quick", check_mode: bool = False, refresh: bool = False,
-                require_config: bool = True, progress_file: str | None = None, progress_callback=None) -> dict:
+                require_config: bool = True, progress_file: str | None = None, progress_callback=None,
+                lock_timeout: float = LOCK_DEFAULTS["lock_timeout"], on_wait=None, lock_options: dict | None = None) -> dict:
     """Make ``dest`` hold the complete, verified model from ``source``.
-    Returns the result dict of the model_fetch module."""
+    Returns the result dict of the model_fetch module.
+
+    One writer per folder: everything that writes runs under the folder's
+    lock (model/_lock.py). A second fetcher waits for it (up to
+    ``lock_timeout`` seconds), then finds the model complete."""
     if not os.path.isabs(dest):
         raise ParameterError(f"dest: {dest!r} must be an absolute path")
     if verify not in ("quick", "full"):
         raise ParameterError(f"verify: {verify!r} is not one of quick, full")
+    if lock_timeout is None or lock_timeout < 0:
+        raise ParameterError(f"lock_timeout: {lock_timeout} must be 0 or more seconds "
+                             f"(default {LOCK_DEFAULTS['lock_timeout']:g})")
     started = time.monotonic()
     identity = source.identity()
-    marker = read_marker(dest)
-    if marker and marker.get("source") == identity and not refresh:
-        problems = marker_still_true(dest, marker, full=verify == "full")
-        if not problems:
-            return {"changed": False, "dest": dest, "complete": True, "reason": "marker present and valid",
-                    "files": [f["path"] for f in marker["files"]], "bytes_downloaded": 0,
-                    "elapsed_s": round(time.monotonic() - started, 3), "source": identity}
-    else:
-        problems = []
+    done, marker, problems = _unchanged(dest, identity, verify, refresh, started)
+    if done:
+        return done
+    if check_mode:
+        return _plan(source, dest, identity, verify, marker, problems, started)[0]
+    made = _first_missing(dest)
+    try:
+        with FolderLock(dest, lock_timeout=lock_timeout, on_wait=on_wait, **(lock_options or {})) as lock:
+            # Another fetcher may have completed the folder while this one waited.
+            done, marker, problems = _unchanged(dest, identity, verify, refresh, started)
+            if done:
+                return done
+            return _download(source, dest, identity, verify, marker, problems, started, lock, require_config,
+                             progress_file, progress_callback)
+    except BaseException:
+        if made:
+            _remove_empty(made)  # bad input or an unreachable source leaves no folder behind
+        raise
 
+
+def _first_missing(path: str) -> str | None:
+    """The top-most folder of path that does not exist yet (None: all do)."""
+    missing = None
+    while not os.path.exists(path):
+        missing, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _remove_empty(top: str) -> None:
+    for folder, _dirs, _names in os.walk(top, topdown=False):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return  # something is in it: keep it
+
+
+def _plan(source, dest, identity, verify, marker, problems, started, check_mode=True):
     source.prepare(check_mode=check_mode)
     specs = source.list_files()
     if not specs:
@@ -259,7 +473,7 @@ def fetch_model(source, dest: str, verify: str = "quick", check_mode: bool = Fal
             rec = recorded.get(spec.path)
             st = os.stat(path)
             if rec and verify == "quick" and rec["size"] == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns \
-                    and (not spec.sha256 or spec.sha256 == rec["sha256"]):
+                    and _same_checksum(spec, rec):
                 keep.append((spec, rec["sha256"]))
                 continue
             try:
@@ -268,32 +482,30 @@ def fetch_model(source, dest: str, verify: str = "quick", check_mode: bool = Fal
             except VerifyFailed as exc:
                 problems.append(exc.msg)
         todo.append(spec)
-
     would = {"dest": dest, "source": identity, "to_download": [s.path for s in todo],
              "bytes_to_download": sum(s.size or 0 for s in todo), "problems": problems}
-    if check_mode:
-        return {"changed": True, "complete": False, **would,
-                "elapsed_s": round(time.monotonic() - started, 3)}
+    return ({"changed": True, "complete": False, **would, "elapsed_s": round(time.monotonic() - started, 3)},
+            todo, keep)
 
-    os.makedirs(dest, exist_ok=True)
+
+def _download(source, dest, identity, verify, marker, problems, started, lock, require_config, progress_file,
+              progress_callback) -> dict:
+    _would, todo, keep = _plan(source, dest, identity, verify, marker, problems, started, check_mode=False)
     # The marker goes first: from here until the new one is written the
     # directory must not count as a model.
     try:
         os.unlink(os.path.join(dest, MARKER))
     except FileNotFoundError:
         pass
-    progress = Progress(sum(s.size or 0 for s in todo), progress_file, progress_callback)
+    progress = Progress(sum(s.size or 0 for s in todo), progress_file, progress_callback, guard=lock.held)
     fetched = source.fetch(todo, dest, progress)
-    files = []
-    for spec, digest in keep:
-        st = os.stat(os.path.join(dest, spec.path))
-        files.append({"path": spec.path, "size": st.st_size, "sha256": digest, "mtime_ns": st.st_mtime_ns})
+    problems.extend(progress.problems)
+    files = [_entry(dest, spec, digest) for spec, digest in keep]
     for spec in todo:
-        path = os.path.join(dest, spec.path)
-        digest = fetched.get(spec.path) or verify_file(path, spec)
-        st = os.stat(path)
-        files.append({"path": spec.path, "size": st.st_size, "sha256": digest, "mtime_ns": st.st_mtime_ns})
+        digest = fetched.get(spec.path) or verify_file(os.path.join(dest, spec.path), spec)
+        files.append(_entry(dest, spec, digest))
     config = check_model_config(dest) if require_config else {}
+    lock.held()  # never mark a folder another fetcher has taken over
     write_marker(dest, identity, files)
     progress.report()
     elapsed = time.monotonic() - started

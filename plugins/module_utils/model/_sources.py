@@ -17,11 +17,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import (
-    EndpointError, MissingDependency, ParameterError,
+    EndpointError, InferopsError, MissingDependency, ParameterError,
 )
 from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import (
-    MARKER, PRIVATE_DIRS, FileSpec, UnsafePath, VerifyFailed, match_patterns, target_path, verify_file,
+    MARKER, PRIVATE_DIRS, FileSpec, UnsafePath, VerifyFailed, check_relative_path, match_patterns,
+    s3_checksum_supported, target_path, verify_file,
 )
+from ansible_collections.inferops.vllm.plugins.module_utils.model._lock import LOCK
 
 # How a download is tuned, in one place: the module's defaults, the command's
 # and the sources' own come from here.
@@ -119,12 +121,14 @@ class DirectorySource:
         root = self.root()
         for spec in specs:
             target = target_path(dest, spec.path)
+            progress.guard()
             _place(os.path.join(root, spec.path), target, self.hardlink)
             digests[spec.path] = verify_file(target, spec)
             progress.add(spec.size or 0)
         return digests
 
 
+HEX64, HEX40 = re.compile(r"[0-9a-f]{64}"), re.compile(r"[0-9a-f]{40}")
 HUB_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?$")
 
 
@@ -166,6 +170,22 @@ class HubSource(DirectorySource):
 
     def root(self) -> str:
         return self.snapshot
+
+    def list_files(self) -> list[FileSpec]:
+        specs = super().list_files()
+        if self.kind == "huggingface":
+            # huggingface_hub stores each file as blobs/<etag> (file_download.py: blob_path = blobs/<etag>),
+            # the etag being the hub's X-Linked-Etag: the sha256 of an LFS file (entry.lfs_sha256 for Xet
+            # files), else git's blob id (sha1). The snapshot's symlink names the hub's own hash.
+            for spec in specs:
+                if spec.sha256:
+                    continue
+                blob = os.path.basename(os.path.realpath(os.path.join(self.root(), spec.path)))
+                if HEX64.fullmatch(blob):
+                    spec.sha256 = blob
+                elif HEX40.fullmatch(blob):
+                    spec.checksum = {"algorithm": "git-sha1", "value": blob}
+        return specs
 
     def _download(self, local_only: bool) -> str:
         if self.kind == "huggingface":
@@ -308,16 +328,98 @@ class S3Source:
         specs = []
         for o in objects:
             rel = o["Key"][len(prefix):]
-            if not rel or rel.endswith("/") or rel in (CHECKSUM_MANIFEST, MARKER) \
-                    or rel.split("/", 1)[0] in PRIVATE_DIRS:
+            if not rel or rel.endswith("/") or rel in (CHECKSUM_MANIFEST, MARKER, LOCK) \
+                    or rel.startswith(LOCK + ".") or rel.split("/", 1)[0] in PRIVATE_DIRS:
                 continue  # a copy of a fetched folder carries our bookkeeping: not the model's
             if not match_patterns(rel, self.allow, self.ignore):
                 continue
-            etag = o.get("ETag", "").strip('"')
-            md5 = etag if etag and "-" not in etag and len(etag) == 32 else None
-            specs.append(FileSpec(rel, o["Size"], sums.get(rel), md5))
+            specs.append(FileSpec(rel, o["Size"], sums.get(rel)))
         self._etags = {o["Key"][len(prefix):]: o.get("ETag", "") for o in objects}
+        for spec in specs:  # a hostile name is refused before any request about it
+            check_relative_path(spec.path, self.describe())
+        # The object's own checksum, for each file SHA256SUMS does not cover (HEAD each, in parallel).
+        need = [spec for spec in specs if not spec.sha256]
+        if need:
+            with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+                for spec, checksum in zip(need, pool.map(self._object_checksum, need)):
+                    spec.checksum = checksum
         return specs
+
+    def _key(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def _object_checksum(self, spec: FileSpec) -> dict | None:
+        """What S3 publishes about this object's content, strongest first:
+        an additional checksum (x-amz-checksum-sha256/-sha1, asked for with
+        ChecksumMode=ENABLED), else the ETag, else a CRC checksum. The ETag
+        is the content's MD5 for a single-part upload and the MD5 of the
+        parts' MD5s with '-N' for a multipart one (AWS and MinIO alike,
+        MinIO cmd/object-api-utils.go getCompleteMultipartMD5), except under
+        SSE-C or SSE-KMS, where it is not derived from the content (the
+        AWS S3 API reference, Object.ETag)."""
+        key = self._key(spec.path)
+        head = self._call(f"reading the checksum of {spec.path}", self._client.head_object, Bucket=self.bucket,
+                          Key=key, ChecksumMode="ENABLED")
+        etag = head.get("ETag", "").strip('"').lower()
+        encrypted = bool(head.get("SSECustomerAlgorithm")) or str(head.get("ServerSideEncryption", "")).startswith("aws:kms")
+
+        def additional(name: str) -> dict | None:
+            value = head.get(f"Checksum{name}")
+            if not value or not s3_checksum_supported(name):
+                return None
+            kind = head.get("ChecksumType") or ("COMPOSITE" if "-" in value else "FULL_OBJECT")
+            checksum = {"algorithm": f"s3-{name}", "value": value, "type": kind}
+            return self._with_parts(spec, checksum, value) if kind == "COMPOSITE" else checksum
+
+        for name in ("SHA256", "SHA1"):
+            if found := additional(name):
+                return found
+        if etag and not encrypted:
+            if re.fullmatch(r"[0-9a-f]{32}", etag):
+                return {"algorithm": "md5", "value": etag}
+            if re.fullmatch(r"[0-9a-f]{32}-[0-9]+", etag):
+                return self._with_parts(spec, {"algorithm": "s3-etag", "value": etag}, etag)
+        for name in ("CRC64NVME", "CRC32C", "CRC32"):
+            if found := additional(name):
+                return found
+        return None  # nothing published: size only (say so in the docs)
+
+    def _with_parts(self, spec: FileSpec, checksum: dict, value: str) -> dict:
+        """Add the part sizes a multipart checksum is made over. HEAD with
+        partNumber answers one part's length and the object's part count
+        (x-amz-mp-parts-count): from the first and the last part the sizes
+        are those of a uploader with one part size (boto3, the AWS CLI,
+        mc, s5cmd); a file that then does not match is asked part by part
+        before it is called corrupt (part_sizes_exact)."""
+        count = int(value.rsplit("-", 1)[1])
+        key = self._key(spec.path)
+        first = self._call(f"reading the parts of {spec.path}", self._client.head_object, Bucket=self.bucket,
+                           Key=key, PartNumber=1)
+        size_1, total = first["ContentLength"], spec.size or 0
+        last = total - size_1 * (count - 1)
+        if count == 1 or 0 < last <= size_1:
+            sizes = [size_1] * (count - 1) + [last if count > 1 else total]
+            return {**checksum, "part_sizes": sizes, "part_sizes_exact": count == 1}
+        return {**checksum, "part_sizes": self.part_sizes(spec.path, count), "part_sizes_exact": True}
+
+    def part_sizes(self, path: str, count: int) -> list[int]:
+        key = self._key(path)
+        return [self._call(f"reading part {n} of {path}", self._client.head_object, Bucket=self.bucket, Key=key,
+                           PartNumber=n)["ContentLength"] for n in range(1, count + 1)]
+
+    def _verify(self, path: str, spec: FileSpec) -> str:
+        try:
+            return verify_file(path, spec)
+        except VerifyFailed:
+            checksum = spec.checksum or {}
+            if "part_sizes" not in checksum or checksum.get("part_sizes_exact"):
+                raise
+            # The part sizes were inferred: ask for each before calling the file corrupt.
+            exact = self.part_sizes(spec.path, len(checksum["part_sizes"]))
+            spec.checksum = {**checksum, "part_sizes": exact, "part_sizes_exact": True}
+            if exact == checksum["part_sizes"]:
+                raise
+            return verify_file(path, spec)
 
     def fetch(self, specs: list[FileSpec], dest: str, progress) -> dict[str, str]:
         digests = {}
@@ -326,7 +428,39 @@ class S3Source:
         return digests
 
     def _fetch_one(self, spec: FileSpec, dest: str, progress) -> str:
-        key = f"{self.prefix}/{spec.path}" if self.prefix else spec.path
+        """Download (or resume) one file and check it against the object's
+        checksum. A copy that does not match is removed and fetched once
+        more from the start (a resumed part may have been damaged at rest,
+        or a byte changed in transit); a second mismatch fails the run."""
+        for attempt in (1, 2):
+            partial, state_path, resumed = self._download(spec, dest, progress)
+            try:
+                digest = self._verify(partial, spec)
+            except VerifyFailed as exc:
+                for path in (partial, state_path):
+                    if os.path.exists(path):
+                        os.unlink(path)
+                if attempt == 2:
+                    raise VerifyFailed(f"{exc.msg}. Fetched twice from {self.describe()} and the copy differed "
+                                       "both times: it was removed and the folder is not marked complete. Check "
+                                       "the network path (a proxy that rewrites bodies) or the object itself",
+                                       file=spec.path) from exc
+                progress.problems.append(f"{exc.msg} ({'resumed download' if resumed else 'download'}): "
+                                         "removed and fetched again")
+                continue
+            progress.guard()
+            target = target_path(dest, spec.path)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(partial, target)
+            os.unlink(state_path)
+            return digest
+        raise AssertionError("unreachable")
+
+    def _download(self, spec: FileSpec, dest: str, progress) -> tuple[str, str, bool]:
+        """Fill the partial file of spec (resuming its recorded parts):
+        (partial file, its state file, whether parts were resumed). Runs
+        under the folder's lock (fetch_model), so it is the only writer."""
+        key = self._key(spec.path)
         etag = self._etags.get(spec.path, "")
         partial_dir = os.path.join(dest, PARTIAL_DIR)
         os.makedirs(partial_dir, exist_ok=True)
@@ -347,7 +481,9 @@ class S3Source:
         except (OSError, ValueError):
             pass
         done = set(state["done"])
+        resumed = bool(done)
         if not done:
+            progress.guard()
             with open(partial, "wb") as f:
                 f.truncate(size)
         lock = threading.Lock()
@@ -374,12 +510,15 @@ class S3Source:
                         body = self._client.get_object(**kwargs)["Body"]
                         offset, received = start, 0
                         while chunk := body.read(1024 * 1024):
+                            progress.guard()  # stop at once if another fetcher took the folder over
                             os.pwrite(fd, chunk, offset)
                             offset += len(chunk)
                             received += len(chunk)
                         if size and received != end - start + 1:
                             raise OSError(f"part {index}: got {received} bytes, expected {end - start + 1}")
                         break
+                    except InferopsError:
+                        raise  # the lock was lost: not a network error
                     except Exception as exc:  # noqa: BLE001 - network errors mid-body are retried here
                         last = exc
                         if _s3_status(exc) in (403, 404, 412):
@@ -396,24 +535,15 @@ class S3Source:
                     self.on_part_done(spec.path, index, len(done), parts)
 
             todo = [i for i in range(parts) if i not in done]
-            with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
+            try:
                 for future in [pool.submit(get_part, i) for i in todo]:
                     future.result()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # one part failed: the rest stop
         finally:
             os.close(fd)
-        try:
-            digest = verify_file(partial, spec)
-        except VerifyFailed:
-            # Bad content: start this file over next time.
-            for path in (partial, state_path):
-                if os.path.exists(path):
-                    os.unlink(path)
-            raise
-        target = target_path(dest, spec.path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(partial, target)
-        os.unlink(state_path)
-        return digest
+        return partial, state_path, resumed
 
 
 def _s3_status(exc) -> int | None:

@@ -21,6 +21,7 @@ import sys
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError, ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
+from ansible_collections.inferops.vllm.plugins.module_utils.model._lock import LOCK_DEFAULTS
 from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import SOURCES, build_source
 
 
@@ -48,6 +49,8 @@ def parse(argv: list[str] | None) -> dict:
     ap.add_argument("--max-attempts", type=int)
     ap.add_argument("--no-hardlink", action="store_false", dest="hardlink")
     ap.add_argument("--progress-file")
+    ap.add_argument("--lock-timeout", type=float, default=LOCK_DEFAULTS["lock_timeout"],
+                    help="seconds to wait for another fetcher that holds the folder (default %(default)g)")
     args = vars(ap.parse_args(argv))
     env = os.environ.get
     args.update(access_key=env("AWS_ACCESS_KEY_ID"), secret_key=env("AWS_SECRET_ACCESS_KEY"),
@@ -65,10 +68,15 @@ def main(argv: list[str] | None = None) -> int:
                          f"({100 * snap['bytes_done'] / total:.1f}%) {snap['rate_bytes_s'] / 1048576:.1f} MiB/s\n")
         sys.stderr.flush()
 
+    def say(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
     try:
         source = build_source(params)
         result = fetch_model(source, os.path.abspath(params["dest"]), verify=params["verify"],
-                             progress_file=params.get("progress_file"), progress_callback=show)
+                             progress_file=params.get("progress_file"), progress_callback=show,
+                             lock_timeout=params["lock_timeout"], on_wait=say)
     except ParameterError as exc:
         emit({"failed": True, "msg": exc.msg})
         return 2
