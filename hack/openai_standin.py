@@ -265,7 +265,13 @@ class ClusterBackedStandIn(StandIn):
     vllm_serve role: kwok forwards those pods' ports here, and on each request
     this reads the pod's spec through the API, as vLLM would be started from
     it: the served name from --served-model-name, the key from the Secret
-    that VLLM_API_KEY refers to (the kubelet would inject it), the context
+    that VLLM_API_KEY refers to, read once for each pod (by its uid) and
+    kept while that pod lives, as vLLM does (the kubelet sets the container's
+    environment when it starts it and never updates it, and vLLM reads
+    VLLM_API_KEY once, when it builds the app: `args.api_key or
+    [envs.VLLM_API_KEY]` in init_entrypoints_middleware, vllm/entrypoints/
+    serve/middleware/register.py at commit 41a041c8; docs/api-key-rotation.md),
+    so a rotated Secret reaches a pod only when it is replaced; the context
     length from --max-model-len, the version from the image tag, and what
     the model is for from its files: the model path (the first argument)
     is found in the volume mounted there, a sandbox hostPath volume on this
@@ -277,6 +283,7 @@ class ClusterBackedStandIn(StandIn):
         super().__init__(model="", api_key=None, port=port)
         self.kubeconfig, self.pod_names = kubeconfig, pod_names
         self._api = None
+        self._keys: dict[str, str | None] = {}  # pod uid -> the key it started with
         outer = self
         handler = self.server.RequestHandlerClass
         original_get, original_post = handler.do_GET, handler.do_POST
@@ -321,13 +328,18 @@ class ClusterBackedStandIn(StandIn):
             if args and not args[0].startswith("-"):
                 self.root = args[0]
                 self.runner = self.runner_of(pod, container, args)
-            for env in container.get("env") or []:
-                ref = (env.get("valueFrom") or {}).get("secretKeyRef") if env["name"] == "VLLM_API_KEY" else None
-                if ref:
-                    ns = pod["metadata"]["namespace"]
-                    secret = k8s.request_json(self._api, "GET", f"/api/v1/namespaces/{ns}/secrets/{ref['name']}",
-                                              timeout=10, retries=0)
-                    self.api_key = base64.b64decode(secret["data"][ref["key"]]).decode()
+            uid = pod["metadata"]["uid"]
+            if uid not in self._keys:
+                key = None
+                for env in container.get("env") or []:
+                    ref = (env.get("valueFrom") or {}).get("secretKeyRef") if env["name"] == "VLLM_API_KEY" else None
+                    if ref:
+                        ns = pod["metadata"]["namespace"]
+                        secret = k8s.request_json(self._api, "GET", f"/api/v1/namespaces/{ns}/secrets/{ref['name']}",
+                                                  timeout=10, retries=0)
+                        key = base64.b64decode(secret["data"][ref["key"]]).decode()
+                self._keys = {uid: key}  # only this pod's: an earlier pod of the name is gone
+            self.api_key = self._keys[uid]
             return
 
     def runner_of(self, pod: dict, container: dict, args: list[str]) -> str:

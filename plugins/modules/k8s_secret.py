@@ -19,6 +19,12 @@ description:
   - The diff names keys, never values.
   - Keys in O(generate) get a random value once, when the Secret does not have them yet, and keep it afterwards
     (an API key that the deployment and its clients share).
+  - The Secrets it creates carry the label C(app.kubernetes.io/managed-by=inferops.vllm). A Secret of that name
+    without it was not created by the collection, and is refused (naming it and who manages it), or with
+    O(foreign=read) used as it is (read, never written, labelled or deleted).
+  - With O(fingerprint_key), RV(fingerprint) is the HMAC-SHA256 of that key's value under a random salt kept in
+    O(salt_secret) (a Secret of the collection's own, generated once). It is a value for a pod-template annotation
+    that changes when the key changes, and from which the key cannot be found, nor a guess tested, without the salt.
 options:
   name:
     description: The Secret's name.
@@ -51,6 +57,21 @@ options:
     description: The Secret's type. It cannot change once the Secret exists.
     type: str
     default: Opaque
+  foreign:
+    description:
+      - What to do when a Secret of that name exists that the collection did not create (no label
+        C(app.kubernetes.io/managed-by=inferops.vllm)).
+      - C(refuse) fails naming it and who manages it; C(read) uses it as it is (it must hold the keys in O(data)
+        and O(generate), with the values in O(data)), and O(state=absent) leaves it.
+    type: str
+    choices: [refuse, read]
+    default: refuse
+  fingerprint_key:
+    description: The key whose value RV(fingerprint) is computed from. Needs O(salt_secret).
+    type: str
+  salt_secret:
+    description: The Secret (in the same namespace, the collection's own) that keeps the random salt of RV(fingerprint).
+    type: str
   state:
     description: Whether the Secret should exist.
     type: str
@@ -84,6 +105,16 @@ EXAMPLES = r"""
     name: vllm-api-key
     namespace: ai-serving
     generate: [api-key]
+
+- name: A key Secret the user keeps (used as it is), with a fingerprint that rolls the pods when it changes
+  inferops.vllm.k8s_secret:
+    name: team-vllm-key
+    namespace: ai-serving
+    generate: [api-key]
+    foreign: read
+    fingerprint_key: api-key
+    salt_secret: vllm-api-key-salt
+  register: key
 """
 
 RETURN = r"""
@@ -97,12 +128,22 @@ generated:
   returned: state is present
   type: list
   elements: str
+created_by_collection:
+  description: Whether the Secret is the collection's (false for one used as it is, O(foreign=read)).
+  returned: when the Secret exists or is created
+  type: bool
+fingerprint:
+  description: HMAC-SHA256 (hex) of the O(fingerprint_key) value under the salt in O(salt_secret).
+  returned: O(fingerprint_key) is given
+  type: str
 """
 
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import ensure, masked_forms, validate
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._secret import (FOREIGN, ensure, ensure_fingerprinted,
+                                                                                masked_forms, validate)
 
 
 def run(module):
@@ -114,8 +155,17 @@ def run(module):
         for value in values:
             module.no_log_values.update(masked_forms(value))
 
-    result = ensure(connect(p), p["name"], p["namespace"], p["data"], p["generate"], p["generate_length"],
-                    p["labels"], p["type"], p["state"], module.check_mode, p["request_timeout"], mask=mask)
+    if p["fingerprint_key"] and p["state"] == "absent":
+        raise ParameterError("fingerprint_key: only with state=present (a deleted Secret has no fingerprint)")
+    if p["fingerprint_key"]:
+        result = ensure_fingerprinted(connect(p), p["name"], p["namespace"], p["data"], p["generate"],
+                                      p["generate_length"], p["labels"], p["type"], module.check_mode,
+                                      p["request_timeout"], mask, p["foreign"], p["fingerprint_key"], p["salt_secret"])
+    else:
+        result = ensure(connect(p), p["name"], p["namespace"], p["data"], p["generate"], p["generate_length"],
+                        p["labels"], p["type"], p["state"], module.check_mode, p["request_timeout"], mask=mask,
+                        foreign=p["foreign"])
+    result.pop("_data", None)  # the values: never returned
     if not module._diff:
         result.pop("diff", None)
     return result
@@ -131,9 +181,13 @@ def main():
         labels=dict(type="dict", default={}),
         type=dict(type="str", default="Opaque"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
+        foreign=dict(type="str", choices=list(FOREIGN), default="refuse"),
+        fingerprint_key=dict(type="str", no_log=False),
+        salt_secret=dict(type="str", no_log=False),
         **K8S_AUTH_ARG_SPEC,
     )
-    module = K8sModule(argument_spec=spec, supports_check_mode=True)
+    module = K8sModule(argument_spec=spec, supports_check_mode=True,
+                       required_together=[("fingerprint_key", "salt_secret")])
     _runner.run(module, run)
 
 

@@ -99,7 +99,9 @@ def test_k8s_secret_leaves_no_copy_and_removes_an_old_one(sandbox, namespace, ku
     last-applied annotation; k8s_secret removes that copy, and writes none."""
     first = play_file(tmp_path, [{"name": "old way", "kubernetes.core.k8s": {
         "apply": True, "definition": {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                                      "metadata": {"name": "creds", "namespace": namespace},
+                                      # The roles' own Secret (their label), as they wrote it then.
+                                      "metadata": {"name": "creds", "namespace": namespace,
+                                                   "labels": {"app.kubernetes.io/managed-by": "inferops.vllm"}},
                                       "stringData": {"AWS_SECRET_ACCESS_KEY": SECRET}}}, "no_log": True}])
     env = {"K8S_AUTH_KUBECONFIG": sandbox.kubeconfig}
     assert run_playbook_text(first, "localhost,", *LOCAL, env=env).recap["failed"] == 0
@@ -120,6 +122,33 @@ def test_k8s_secret_leaves_no_copy_and_removes_an_old_one(sandbox, namespace, ku
 
     again = run_playbook_text(play, "localhost,", *LOCAL, env=env)
     assert again.recap["changed"] == 0 and again.recap["failed"] == 0
+
+
+def test_a_secret_someone_else_made_is_refused_and_left_as_it_is(sandbox, namespace, kube, tmp_path):
+    """k8s_secret writes only Secrets the collection created (its label):
+    another of the same name is refused, naming it and who wrote it, and
+    stays exactly as it was; with foreign=read it is used as it is."""
+    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": namespace},
+                 "data": {"THEIRS": base64.b64encode(SECRET.encode()).decode()}})
+    before = kube.get("v1", "Secret", namespace, "creds")
+    env = {"K8S_AUTH_KUBECONFIG": sandbox.kubeconfig}
+    play = play_file(tmp_path, [secret_task(namespace, {"AWS_ACCESS_KEY_ID": ACCESS})])
+    run = run_playbook_text(play, "localhost,", *LOCAL, env=env)
+    assert run.recap["failed"] == 1, run.output[-2000:]
+    assert f"Secret {namespace}/creds exists and was not created by inferops.vllm" in run.output, run.output[-2000:]
+    assert "written by" in run.output
+    assert not any(f in run.output for f in forms(SECRET, ACCESS)), "a value in the failure output"
+    after = kube.get("v1", "Secret", namespace, "creds")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    read = play_file(tmp_path, [secret_task(namespace, {}, generate=["THEIRS"], foreign="read")])
+    used = run_playbook_text(read, "localhost,", *LOCAL, env=env)
+    assert used.recap["failed"] == 0 and used.recap["changed"] == 0, used.output[-2000:]
+    absent = play_file(tmp_path, [secret_task(namespace, {}, state="absent", foreign="read")])
+    left = run_playbook_text(absent, "localhost,", *LOCAL, env=env)
+    assert left.recap["failed"] == 0 and left.recap["changed"] == 0, left.output[-2000:]
+    assert kube.get("v1", "Secret", namespace, "creds")["metadata"]["resourceVersion"] == \
+        before["metadata"]["resourceVersion"]
 
 
 def json_dump(obj) -> str:

@@ -15,12 +15,16 @@ its base64 form) is masked in whatever the module returns."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 import secrets as _random
 import string
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, NotFoundError, ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import missing_namespace, request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._ownership import (COLLECTION_LABELS,
+                                                                                  created_by_collection, refusal)
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 MAX_CONFLICT_RETRIES = 5
@@ -37,6 +41,13 @@ def encode(value: str) -> str:
 
 def decode(value: str) -> str:
     return base64.b64decode(value).decode(errors="replace")
+
+
+def fingerprint(value: str, salt: str) -> str:
+    """HMAC-SHA256 of a value under a random salt: it changes when the value
+    changes, and tells nothing about the value to whoever lacks the salt (no
+    dictionary or brute-force test of guesses, as an unsalted hash allows)."""
+    return hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
 def masked_forms(value: str) -> set[str]:
@@ -84,6 +95,7 @@ def validate(name: str, namespace: str, data: dict, generate: list[str], length:
 def plan(existing: dict | None, data: dict, generate: list[str], length: int, labels: dict, secret_type: str,
          name: str, namespace: str) -> tuple[dict | None, dict, list[str]]:
     """(the object to write or None, the key-level diff, the keys generated)."""
+    labels = {**labels, **COLLECTION_LABELS}  # how the collection marks what it created
     current = dict((existing or {}).get("data") or {})
     desired = {k: encode(v) for k, v in data.items()}
     generated = []
@@ -121,11 +133,43 @@ def plan(existing: dict | None, data: dict, generate: list[str], length: int, la
     return obj, diff, generated
 
 
+FOREIGN = ("refuse", "read")
+
+
+def use_foreign(existing: dict, data: dict, generate: list[str], state: str, param: str) -> dict:
+    """A Secret the collection did not create, named on purpose (``foreign:
+    read``): used as it is, never written, labelled or deleted. What it must
+    hold is checked: the keys to generate must be there, and a value given
+    must be the one it holds (the collection will not change it)."""
+    meta = existing.get("metadata") or {}
+    where = f"Secret {meta.get('namespace')}/{meta.get('name')}"
+    held = existing.get("data") or {}
+    if state == "absent":
+        return {"changed": False, "created_by_collection": False,
+                "msg": f"{where} was not created by the collection: left as it is"}
+    missing = sorted(k for k in list(generate) + list(data) if k not in held)
+    if missing:
+        raise ParameterError(f"{param}: {where} was not created by the collection and has no key "
+                             f"{', '.join(missing)} (it has {', '.join(sorted(held)) or 'none'}); the collection does "
+                             "not write into it: add the key to it yourself, or name a Secret the collection may make")
+    differ = sorted(k for k, v in data.items() if held.get(k) != encode(v))
+    if differ:
+        raise ParameterError(f"{param}: {where} was not created by the collection and its {', '.join(differ)} "
+                             "differs from the value given; the collection does not change it: put the new value "
+                             "into the Secret yourself (the next run rolls the pods onto it), or give no value")
+    return {"changed": False, "created_by_collection": False, "secret_keys": sorted(held), "generated": [],
+            "_data": held}
+
+
 def ensure(api, name: str, namespace: str, data: dict, generate: list[str], length: int, labels: dict,
-           secret_type: str, state: str, check_mode: bool, timeout: float | None, mask=lambda values: None) -> dict:
+           secret_type: str, state: str, check_mode: bool, timeout: float | None, mask=lambda values: None,
+           foreign: str = "refuse", param: str = "name") -> dict:
     """Make the Secret hold exactly ``data`` plus the ``generate`` keys.
     ``mask`` is handed every value as soon as it is known (given, read or
-    generated), before any request that could fail with it in the answer."""
+    generated), before any request that could fail with it in the answer.
+    A Secret of that name the collection did not create is refused (or,
+    with ``foreign="read"``, used as it is). The result's ``_data`` (base64
+    values, for the caller's own use) must not be returned to a user."""
     validate(name, namespace, data, generate, length)
     mask(list(data.values()))
     path = f"/api/v1/namespaces/{namespace}/secrets"
@@ -133,6 +177,12 @@ def ensure(api, name: str, namespace: str, data: dict, generate: list[str], leng
     for _attempt in range(MAX_CONFLICT_RETRIES):
         existing = _read(api, path, name, namespace, timeout)
         mask([decode(v) for v in ((existing or {}).get("data") or {}).values()])
+        if existing is not None and not created_by_collection(existing):
+            if foreign == "read":
+                return use_foreign(existing, data, generate, state, param)
+            raise ParameterError(f"{param}: refused: {refusal(existing, 'Secret')}. The collection changes, adopts "
+                                 "or deletes only what it created: choose another name, or remove that Secret "
+                                 "yourself if it is not needed")
         if state == "absent":
             if existing is None:
                 return {"changed": False}
@@ -141,7 +191,8 @@ def ensure(api, name: str, namespace: str, data: dict, generate: list[str], leng
             return {"changed": True, "diff": {"before": {"keys": sorted(existing.get("data") or {})}, "after": {}}}
         obj, diff, generated = plan(existing, data, generate, length, labels, secret_type, name, namespace)
         if obj is None:
-            return {"changed": False, "secret_keys": sorted(existing.get("data") or {}), "generated": []}
+            return {"changed": False, "created_by_collection": True, "secret_keys": sorted(existing.get("data") or {}),
+                    "generated": [], "_data": existing.get("data") or {}}
         mask([decode(obj["data"][k]) for k in generated])
         try:
             if existing is None:
@@ -160,7 +211,8 @@ def ensure(api, name: str, namespace: str, data: dict, generate: list[str], leng
             if missing and check_mode:
                 # The API server takes no dry run in a namespace an earlier
                 # task only pretended to create: report what would be made.
-                return {"changed": True, "secret_keys": sorted(obj["data"]), "generated": generated, "diff": diff,
+                return {"changed": True, "created_by_collection": True, "secret_keys": sorted(obj["data"]),
+                        "generated": generated, "diff": diff, "_data": obj["data"],
                         "msg": f"check mode: namespace {namespace!r} does not exist yet; the Secret would be created "
                                "in it (not validated by the API server)"}
             if missing:
@@ -169,7 +221,8 @@ def ensure(api, name: str, namespace: str, data: dict, generate: list[str], leng
                 raise ClusterError(f"Secret {namespace}/{name} is immutable and its data differs from what is asked; "
                                    "delete it (or choose another name) and run again", status=422) from exc
             raise
-        return {"changed": True, "secret_keys": sorted(obj["data"]), "generated": generated, "diff": diff}
+        return {"changed": True, "created_by_collection": True, "secret_keys": sorted(obj["data"]),
+                "generated": generated, "diff": diff, "_data": obj["data"]}
     raise ClusterError(f"Secret {namespace}/{name} kept changing under us: gave up after {MAX_CONFLICT_RETRIES} "
                        "conflicting writes")
 
@@ -196,3 +249,38 @@ def read_value(api, name: str, namespace: str, key: str, timeout: float | None,
         raise ParameterError(f"{param}_key: Secret {namespace}/{name} has no key {key!r}; it has "
                              f"{', '.join(sorted(data)) or 'none'}")
     return decode(data[key])
+
+
+SALT_KEY = "salt"
+SALT_LENGTH = 64
+
+
+def ensure_fingerprinted(api, name: str, namespace: str, data: dict, generate: list[str], length: int, labels: dict,
+                         secret_type: str, check_mode: bool, timeout: float | None, mask, foreign: str,
+                         fingerprint_key: str, salt_secret: str) -> dict:
+    """The Secret as ``ensure`` keeps it, plus ``fingerprint``: the HMAC of
+    its ``fingerprint_key`` value under a random salt kept in ``salt_secret``
+    (a Secret of the collection's own, generated once). A pod-template
+    annotation holding it rolls the pods when the value changes, without the
+    value, or a hash that a guess could be tested against, being readable by
+    whoever can read pods."""
+    if salt_secret == name:
+        raise ParameterError(f"salt_secret: {salt_secret!r} is the Secret itself; name a Secret of its own")
+    # The salt first: a salt Secret someone else made is refused before the key is touched.
+    salt = ensure(api, salt_secret, namespace, {}, [SALT_KEY], SALT_LENGTH, labels, "Opaque", "present", check_mode,
+                  timeout, mask=mask, foreign="refuse", param="salt_secret")
+    result = ensure(api, name, namespace, data, generate, length, labels, secret_type, "present", check_mode,
+                    timeout, mask=mask, foreign=foreign)
+    values, salt_values = result.pop("_data", {}), salt.pop("_data", {})
+    if fingerprint_key not in values:
+        raise ParameterError(f"fingerprint_key: Secret {namespace}/{name} has no key {fingerprint_key!r}; it has "
+                             f"{', '.join(sorted(values)) or 'none'}")
+    result["fingerprint"] = fingerprint(decode(values[fingerprint_key]), decode(salt_values[SALT_KEY]))
+    if salt["changed"]:
+        result["changed"] = True
+        result["salt_created"] = True
+        if "diff" in salt:
+            result.setdefault("diff", {"before": {}, "after": {}})
+            result["diff"]["before"]["salt_secret"] = salt["diff"]["before"]
+            result["diff"]["after"]["salt_secret"] = salt["diff"]["after"]
+    return result

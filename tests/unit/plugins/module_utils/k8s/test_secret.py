@@ -31,7 +31,9 @@ def test_new_secret_holds_the_data_and_a_generated_key():
 
 
 def test_generated_key_is_kept_and_nothing_changes():
-    obj, diff, generated = plan(existing({"api-key": "k" * 48}, labels={"app": "x"}), {}, ["api-key"], 48,
+    obj, diff, generated = plan(existing({"api-key": "k" * 48},
+                                         labels={"app": "x", "app.kubernetes.io/managed-by": "inferops.vllm"}),
+                                {}, ["api-key"], 48,
                                 {"app": "x"}, "Opaque", "s", "n")
     assert obj is None and diff == {} and generated == []
 
