@@ -89,7 +89,7 @@ def test_two_fetchers_started_together_leave_an_exact_copy(sandbox, s3, tmp_path
     files = model()
     upload(s3, bucket, "m", files)
     dest = tmp_path / "shared" / "m"
-    procs = [cli(sandbox, bucket, "m", dest, "--max-concurrency", "2") for _ in range(2)]
+    procs = [cli(sandbox, bucket, "m", dest, "--max-concurrency", "2"), cli(sandbox, bucket, "m", dest, "--max-concurrency", "2")]
     outs = [p.communicate(timeout=300) for p in procs]
     results = []
     for proc, (out, err) in zip(procs, outs):

@@ -139,13 +139,18 @@ class FolderLock:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return
-        state, _owner_ = _read(aside)
+        state, owner = _read(aside)
         if state is not None and state[0] != seen[0]:
             # A fresh lock was taken meanwhile: give it back if its place is still free.
             try:
                 os.link(aside, self.path)
             except OSError:
                 pass  # its holder sees at its next heartbeat that it lost the lock, and stops
+        elif owner and str(owner.get("id", "")).isalnum():
+            try:
+                os.unlink(f"{self.path}.{owner['id']}")  # the dead holder's unique file, if it died before removing it
+            except OSError:
+                pass
         os.unlink(aside)
 
     def acquire(self) -> None:

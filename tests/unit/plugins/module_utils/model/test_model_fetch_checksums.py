@@ -69,8 +69,8 @@ def test_s3_additional_checksums_full_object_and_composite(blob):
 
 def test_one_flipped_byte_fails_the_multipart_etag(blob):
     path, data = blob
-    spec = FileSpec("w.safetensors", len(data), checksum={"algorithm": "s3-etag", "value": multipart_etag(data, 5 * MIB),
-                                                           "part_sizes": [5 * MIB, 5 * MIB, MIB + 123]})
+    checksum = {"algorithm": "s3-etag", "value": multipart_etag(data, 5 * MIB), "part_sizes": [5 * MIB, 5 * MIB, MIB + 123]}
+    spec = FileSpec("w.safetensors", len(data), checksum=checksum)
     assert verify_file(str(path), spec) == hashlib.sha256(data).hexdigest()
     with open(path, "r+b") as f:
         f.seek(9 * MIB)

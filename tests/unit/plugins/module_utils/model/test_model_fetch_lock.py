@@ -67,6 +67,7 @@ def test_lock_of_a_dead_holder_is_taken_over(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / LOCK).write_text(json.dumps({"id": "dead", "host": "pod-0", "pid": 1, "since": "then"}))
+    (folder / f"{LOCK}.dead").write_text("its unique file, left when it was killed between link and unlink")
     started = time.monotonic()
     with FolderLock(str(folder), lock_timeout=10, stale_after=0.5):
         assert json.loads((folder / LOCK).read_text())["pid"] == os.getpid()
