@@ -2,7 +2,8 @@
 real API server against KEDA v2.21.0's own CRD schema (hack/sandbox crds),
 its most replicas what the sandbox's GPUs can hold, a fixed count handed to
 KEDA without the StatefulSet dropping to 1, a count KEDA set kept by the
-next run (changed=0), scale.yml refused, and a minimum the GPUs cannot hold
+next run (changed=0), KEDA paused while a new template is rolled and
+resumed after, scale.yml refused, and a minimum the GPUs cannot hold
 refused before anything changes. No KEDA operator runs: what it would do
 with the object is read from its source (plugins/module_utils/serving/_autoscaling.py)."""
 
@@ -14,12 +15,15 @@ import pytest
 
 from support.ansible import run_module, sandbox_playbook
 from support.k8s import changed_between, cluster_state
+from support.keda import MARK, PAUSED, Recorder, check_paused_around_the_rollout
 from support.sandbox import sandbox_cmd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
+ROLL_TASK = ("inferops.vllm.vllm_serve : Lower the partition pod by pod, each gated by readiness and an endpoint check "
+             "of that pod")
 # The sandbox's GPU nodes: 4 of 8 simulated H100s (81559 MiB); the inventory's pod asks for one 8192 MiB slice,
 # so a GPU holds 9 of them (10 would pass its memory): at most 4 x 8 x 9 replicas, less what other tests hold.
 MOST = 4 * 8 * (81559 // 8192)
@@ -108,10 +112,19 @@ def test_keda_scales_within_what_the_gpus_hold_and_a_rerun_keeps_its_count(sandb
     assert spec["maxReplicaCount"] <= kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, "vllm")["spec"][
         "maxReplicaCount"] <= 3 + capacity_room(sandbox, namespace)
 
-    # A smaller maximum of the user's is kept.
-    capped = site(sandbox, namespace, **autoscaling(vllm_serve_autoscaling_max_replicas=4))
+    # A smaller maximum of the user's is kept. With a new pod template in the same run: the gated rollout
+    # (rolling_upgrade) pauses the ScaledObject before the first pod is touched and resumes it after the last.
+    with Recorder(kube, namespace, "app.kubernetes.io/instance=vllm") as recorder:
+        capped = site(sandbox, namespace, **autoscaling(vllm_serve_autoscaling_max_replicas=4,
+                                                        vllm_serve_max_model_len=256))
     assert capped.rc == 0, capped.failures()
     assert kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, "vllm")["spec"]["maxReplicaCount"] == 4
+    rolled = capped.task(ROLL_TASK)
+    assert [r["pod"] for r in rolled["replicas"]] == ["vllm-2", "vllm-1", "vllm-0"]
+    assert rolled["autoscaling_paused"] == rolled["autoscaling_resumed"] == ["vllm"]
+    check_paused_around_the_rollout(recorder.states, rolled["revision"]["to"], "vllm", [])
+    assert not set(kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, "vllm")["metadata"].get(
+        "annotations") or {}) & {PAUSED, MARK}
 
     # scale.yml would be undone by KEDA: refused.
     scale = sandbox_playbook(sandbox, "playbooks/scale.yml", namespace, vllm_serve_replicas=5)

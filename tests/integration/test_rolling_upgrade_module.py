@@ -7,18 +7,14 @@ runs in the sandbox: the pause is the annotation KEDA v2.21.0 reads
 
 from __future__ import annotations
 
-import queue
-import threading
-
 import pytest
 
 from support.ansible import run_module
+from support.keda import MARK, PAUSED, Recorder, check_paused_around_the_rollout
 from support.sandbox import sandbox_cmd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PAUSED = "autoscaling.keda.sh/paused"
-MARK = "inferops.io/paused-for-rollout"
 OURS = {"app.kubernetes.io/managed-by": "inferops.vllm", "app.kubernetes.io/instance": "web"}
 
 
@@ -46,10 +42,6 @@ def roll(sandbox, namespace, **extra) -> dict:
                                                         "timeout": 60, **extra}, kubeconfig=sandbox.kubeconfig)
 
 
-def ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 def wait_ready(kube, namespace, replicas: int):
     kube.wait_for(f"/apis/apps/v1/namespaces/{namespace}/statefulsets",
                   lambda s: s["metadata"]["name"] == "web" and s["status"].get("readyReplicas", 0) == replicas
@@ -62,68 +54,6 @@ def new_template(kube, namespace, image: str, labels: dict | None = None, partit
         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}},
         "template": {"metadata": {"labels": {"app": "web", **(labels or {})}},
                      "spec": {"containers": [{"name": "web", "image": image}]}}}})
-
-
-class Recorder:
-    """The namespace's ScaledObjects' annotations and pods' revisions, in
-    the order a watch of each sees them change."""
-
-    def __init__(self, kube, namespace: str):
-        from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
-
-        self.changes: queue.Queue = queue.Queue()
-        self.stop = threading.Event()
-        self.objects = Informer(kube.api, f"/apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects", [],
-                                self.changes, self.stop)
-        self.pods = Informer(kube.api, f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", "app=web")],
-                             self.changes, self.stop)
-        self.states: list[dict] = []
-        self.thread = threading.Thread(target=self._record, daemon=True)
-
-    def _record(self):
-        while not self.stop.is_set():
-            try:
-                self.changes.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            self.states.append({
-                "paused": {o["metadata"]["name"]: (o["metadata"].get("annotations") or {}).get(PAUSED)
-                           for o in self.objects.snapshot()},
-                "pods": {p["metadata"]["name"]: (p["metadata"]["labels"].get("controller-revision-hash"), ready(p),
-                                                 bool(p["metadata"].get("deletionTimestamp")))
-                         for p in self.pods.snapshot()}})
-
-    def __enter__(self):
-        for informer in (self.objects, self.pods):
-            informer.start()
-            informer.synced.wait(30)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.objects.close()
-        self.pods.close()
-        self.stop.set()
-        self.thread.join(5)
-
-
-def check_paused_around_the_rollout(states: list[dict], new_revision: str):
-    """Paused before the first pod was touched; resumed only once every pod
-    runs the new revision and is Ready; the foreign one never annotated."""
-    assert states, "the watch saw nothing"
-    seen_paused = False
-    for state in states:
-        assert state["paused"].get("other") is None and state["paused"].get("elsewhere") is None, state
-        touched = any(rev == new_revision or deleting for rev, _, deleting in state["pods"].values())
-        if state["paused"].get("web") == "true":
-            seen_paused = True
-        elif not seen_paused:
-            assert not touched, f"a pod was touched before KEDA was paused: {state}"
-        else:
-            assert all(rev == new_revision and is_ready and not deleting
-                       for rev, is_ready, deleting in state["pods"].values()), f"resumed mid-rollout: {state}"
-    assert seen_paused, "KEDA was never paused"
-    assert states[-1]["paused"].get("web") is None
 
 
 def test_keda_is_paused_while_rolling_and_resumed_however_it_ends(sandbox, kube, namespace):
@@ -142,13 +72,13 @@ def test_keda_is_paused_while_rolling_and_resumed_however_it_ends(sandbox, kube,
     assert preview["would_pause_autoscaling"] == ["web"]
     assert (kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, "web")["metadata"].get("annotations")
             or {}).get(PAUSED) is None
-    with Recorder(kube, namespace) as recorder:
+    with Recorder(kube, namespace, "app=web") as recorder:
         done = roll(sandbox, namespace)
     assert done.get("failed") is not True, done
     assert done["autoscaling_paused"] == ["web"] and done["autoscaling_resumed"] == ["web"]
     assert any("ScaledObject other scales this StatefulSet and was not created by the collection" in w
                for w in done.get("warnings", [])), done.get("warnings")
-    check_paused_around_the_rollout(recorder.states, done["revision"]["to"])
+    check_paused_around_the_rollout(recorder.states, done["revision"]["to"], "web", ["other", "elsewhere"])
     for name in ("web", "other", "elsewhere"):
         annotations = kube.get("keda.sh/v1alpha1", "ScaledObject", namespace, name)["metadata"].get("annotations")
         assert not set(annotations or {}) & {PAUSED, MARK}, (name, annotations)
@@ -156,7 +86,7 @@ def test_keda_is_paused_while_rolling_and_resumed_however_it_ends(sandbox, kube,
     # A broken revision: stopped at the first pod, rolled back, and KEDA resumed.
     good = done["revision"]["to"]
     new_template(kube, namespace, "registry.invalid/web:3", {"sandbox.inferops.io/fail": "readiness"})
-    with Recorder(kube, namespace) as recorder:
+    with Recorder(kube, namespace, "app=web") as recorder:
         broken = roll(sandbox, namespace, timeout=15)
     assert broken["failed"] is True and broken["rolled_back"] is True, broken["msg"]
     assert broken["autoscaling_resumed"] == ["web"]
