@@ -2,11 +2,14 @@
 group of pods in vLLM's own multi-node mode (one StatefulSet a rank, a
 headless Service naming the leaders), the pods land one a node, each rank
 gets its command line, a rerun changes nothing, scaling adds whole groups,
-and a group the nodes cannot hold is diagnosed."""
+and a group the nodes cannot hold is diagnosed. With a claim per replica,
+the model teardown keeps (or wipes) and deletes every rank's claim, and
+leaves a claim it did not make."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,122 @@ def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kub
     assert kube.list("apps/v1", "StatefulSet", namespace) == []
     assert {s["metadata"]["name"] for s in kube.list("v1", "Service", namespace)} == set()
     assert pods_of(kube, namespace) == {}
+
+
+# --- teardown of a group with a claim per replica
+
+RANK_CLAIMS = ["models-vllm-0", "models-vllm-rank1-0"]
+DECOY = "models-vllm-1"  # the name the second group's leader would get
+PER_REPLICA = {**GROUP, "model_store_storage": "per_replica", "model_store_download": "init_container",
+               "vllm_serve_model_claim_template": "{{ model_store_claim_template }}",
+               "vllm_serve_init_containers": ["{{ model_store_fetch_container }}"],
+               "teardown_keep_namespace": True}
+
+
+def said_by(result) -> str:
+    return json.dumps([h.get("msg") for t in result.tasks() for h in t["hosts"].values()])
+
+
+def folder(kube, volume: str) -> Path:
+    return Path(kube.get("v1", "PersistentVolume", None, volume)["spec"]["hostPath"]["path"])
+
+
+def deploy(sandbox, kube, namespace) -> dict[str, str]:
+    """The group, each rank's claim bound; {claim: volume}. The model's files
+    are put into each claim's folder as the init container would have (the
+    sandbox runs no vLLM pod's containers)."""
+    site = sandbox_playbook(sandbox, "site.yml", namespace, ["--tags", "model,serve"], **PER_REPLICA)
+    assert site.rc == 0, site.failures()
+    claims = {c["metadata"]["name"]: c for c in kube.list("v1", "PersistentVolumeClaim", namespace)}
+    assert set(RANK_CLAIMS) <= set(claims), sorted(claims)
+    volumes = {name: claims[name]["spec"]["volumeName"] for name in RANK_CLAIMS}
+    for volume in volumes.values():
+        model = folder(kube, volume) / "tiny-chat"
+        model.mkdir(parents=True, exist_ok=True)
+        (model / "config.json").write_text("{}")
+    return volumes
+
+
+def decoy(kube, namespace) -> dict:
+    kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": DECOY},
+                 "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "sandbox-local",
+                          "resources": {"requests": {"storage": "1Gi"}}}}, namespace)
+    return kube.wait_for(("v1", "PersistentVolumeClaim", namespace),
+                         lambda c: c["metadata"]["name"] == DECOY and c["status"].get("phase") == "Bound", 60)
+
+
+def put_back_volumes(kube, namespace) -> None:
+    """The sandbox's volumes this test's claims took, put back in its pool as
+    they were (no claim, no binder's annotation, Retain, empty): the claims
+    left are deleted first, then each volume is made Available again."""
+    used = [pv for pv in kube.list("v1", "PersistentVolume")
+            if (pv["spec"].get("claimRef") or {}).get("namespace") == namespace]
+    for sts in kube.list("apps/v1", "StatefulSet", namespace):  # a failed run's: its pods hold the claims
+        kube.delete("apps/v1", "StatefulSet", namespace, sts["metadata"]["name"], propagation="Foreground")
+    for claim in kube.list("v1", "PersistentVolumeClaim", namespace):
+        kube.delete("v1", "PersistentVolumeClaim", namespace, claim["metadata"]["name"], missing_ok=True)
+    for pv in used:
+        name = pv["metadata"]["name"]
+        kube.wait_for(("v1", "PersistentVolume", None),
+                      lambda v: v["metadata"]["name"] == name and v["status"].get("phase") != "Bound", 60)
+        for entry in folder(kube, name).iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        kube.patch("v1", "PersistentVolume", None, name, body={
+            "metadata": {"annotations": {"pv.kubernetes.io/bound-by-controller": None}},
+            "spec": {"claimRef": None, "persistentVolumeReclaimPolicy": "Retain"}})
+
+
+def test_teardown_keeps_then_wipes_every_rank_claim_and_leaves_a_claim_not_ours(sandbox, kube, namespace):
+    try:
+        teardown_every_rank(sandbox, kube, namespace)
+    finally:
+        put_back_volumes(kube, namespace)
+
+
+def teardown_every_rank(sandbox, kube, namespace):
+    volumes = deploy(sandbox, kube, namespace)
+    theirs = decoy(kube, namespace)
+    (folder(kube, theirs["spec"]["volumeName"]) / "theirs.txt").write_text("a user's data")
+
+    service = sandbox_playbook(sandbox, "playbooks/teardown.yml", namespace, teardown_level="service", **PER_REPLICA)
+    assert service.rc == 0, service.failures()
+    assert kube.list("apps/v1", "StatefulSet", namespace) == []
+
+    theirs = kube.get("v1", "PersistentVolumeClaim", namespace, DECOY)  # as the model level finds it
+    # Retain (the default): every rank's volume set to Retain before its claim goes, and named.
+    model = sandbox_playbook(sandbox, "playbooks/teardown.yml", namespace, teardown_level="model", **PER_REPLICA)
+    assert model.rc == 0, model.failures()
+    left = {c["metadata"]["name"]: c for c in kube.list("v1", "PersistentVolumeClaim", namespace)}
+    assert set(left) == {DECOY}, sorted(left)
+    said = said_by(model)
+    for claim, volume in volumes.items():
+        pv = kube.get("v1", "PersistentVolume", None, volume)
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain" and pv["status"]["phase"] == "Released"
+        assert pv["spec"]["claimRef"]["name"] == claim
+        assert f"Volume {volume} (claim {claim}" in said, said
+        assert (folder(kube, volume) / "tiny-chat" / "config.json").is_file()
+    # Someone else's claim: untouched, its volume never named.
+    assert left[DECOY]["metadata"]["resourceVersion"] == theirs["metadata"]["resourceVersion"]
+    assert theirs["spec"]["volumeName"] not in said and DECOY not in said
+    again = sandbox_playbook(sandbox, "playbooks/teardown.yml", namespace, teardown_level="model", **PER_REPLICA)
+    assert again.rc == 0 and again.changed() == 0, again.failures()
+    assert all(f"Volume {v} (claim {c}" in said_by(again) for c, v in volumes.items())  # still named
+
+    # Delete the data: a wipe Job on every rank's claim, then the claims go.
+    volumes = deploy(sandbox, kube, namespace)
+    for volume in volumes.values():  # kept after its claim, for the test to look into
+        kube.patch("v1", "PersistentVolume", None, volume, body={"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
+    sandbox_playbook(sandbox, "playbooks/teardown.yml", namespace, teardown_level="service", **PER_REPLICA)
+    wipe = sandbox_playbook(sandbox, "playbooks/teardown.yml", namespace, teardown_level="model",
+                            teardown_delete_model_data=True, **PER_REPLICA)
+    assert wipe.rc == 0, wipe.failures()
+    said = said_by(wipe)
+    for claim, volume in volumes.items():
+        assert not (folder(kube, volume) / "tiny-chat").exists(), claim
+        assert f"Volume {volume} (claim {claim}" in said and "the model was deleted from it" in said
+    assert {c["metadata"]["name"] for c in kube.list("v1", "PersistentVolumeClaim", namespace)} == {DECOY}
+    assert (folder(kube, theirs["spec"]["volumeName"]) / "theirs.txt").read_text() == "a user's data"
+    assert kube.list("batch/v1", "Job", namespace) == []
