@@ -1,7 +1,12 @@
 """The monitoring objects vllm_serve adds, accepted by a real API server
 against the Prometheus Operator's own CRD schemas (v0.85.0, as its project
 ships them: hack/sandbox crds), and refused before anything is applied when
-the cluster does not serve their kind or the schema says no."""
+the cluster does not serve their kind or the schema says no.
+
+It needs nothing another file set up, and leaves nothing behind: the pods are
+placed by the label the fresh sandbox's GPU nodes carry (GPU feature
+discovery's; the GPU stage that puts gpu=on does not run here), and the CRDs
+its second test installs are removed when the file is done."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import json
 import uuid
 
 import pytest
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import wait_until
 
 from support.ansible import sandbox_playbook
 from support.k8s import cluster_state, changed_between
@@ -21,8 +27,31 @@ MONITORING = {"vllm_serve_service_monitor": True, "vllm_serve_prometheus_rule": 
               "vllm_serve_grafana_dashboard": True, "vllm_serve_monitoring_labels": {"release": "kube-prometheus-stack"}}
 
 
+CRDS = [f"{plural}.monitoring.coreos.com" for plural in ("servicemonitors", "podmonitors", "prometheusrules")]
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
 def site(sandbox, namespace, **extra):
-    return sandbox_playbook(sandbox, "site.yml", namespace, ["--tags", "model,serve"], **extra)
+    return sandbox_playbook(sandbox, "site.yml", namespace, ["--tags", "model,serve"],
+                            **{"vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"}, **extra})
+
+
+def installed_crds(kube) -> set[str]:
+    return {c["metadata"]["name"] for c in kube.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")} \
+        & set(CRDS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def operator_crds_removed_after(kube):
+    """The Prometheus Operator's CRDs as a fresh sandbox has them (none), and
+    again after this file: the ones it installed are deleted, and waited for
+    until the API server no longer serves them."""
+    there = installed_crds(kube)
+    yield there
+    made = installed_crds(kube) - there
+    for name in made:
+        kube.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name, missing_ok=True)
+    wait_until(kube.api, CRD_PATH, lambda crds: not {c["metadata"]["name"] for c in crds} & made, 120)
 
 
 @pytest.fixture
@@ -32,10 +61,11 @@ def site_namespace(kube):
     kube.delete("v1", "Namespace", None, name, missing_ok=True)
 
 
-def test_without_the_crds_the_role_stops_before_applying_anything(sandbox, kube, site_namespace):
-    crd = "servicemonitors.monitoring.coreos.com"
-    if kube.list("apiextensions.k8s.io/v1", "CustomResourceDefinition", field_selector=f"metadata.name={crd}"):
-        pytest.fail("the CRDs are installed already: this test must run before the one that installs them")
+def test_without_the_crds_the_role_stops_before_applying_anything(sandbox, kube, site_namespace,
+                                                                   operator_crds_removed_after):
+    assert not operator_crds_removed_after, (
+        f"the sandbox serves {sorted(operator_crds_removed_after)} already, which a fresh one does not: an earlier "
+        "test file left them (the sandbox's state check names it)")
     deployed = site(sandbox, site_namespace)
     assert deployed.rc == 0, deployed.failures()
     before = cluster_state(kube)
