@@ -152,10 +152,13 @@ def prune(api, definitions: list[dict], labels: dict, check_mode: bool, timeout:
         base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         path = f"{base}/namespaces/{meta['namespace']}/{plural}/{meta['name']}" if namespaced else \
             f"{base}/{plural}/{meta['name']}"
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}}
+        # dryRun in the body: with a body the API server reads the options
+        # from it alone and ignores the query's (k8s.io/apiserver v0.37.2,
+        # pkg/endpoints/handlers/delete.go, DeleteResource).
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]},
+                **({"dryRun": ["All"]} if check_mode else {})}
         try:
-            request_json(api, "DELETE", path, query=[("dryRun", "All")] if check_mode else [], body=body,
-                         timeout=timeout, action=f"deleting {ref}")
+            request_json(api, "DELETE", path, body=body, timeout=timeout, action=f"deleting {ref}")
         except ClusterError as exc:
             if exc.details.get("status") != 404:  # gone meanwhile: nothing left to do
                 raise

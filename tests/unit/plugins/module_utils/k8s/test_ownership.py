@@ -87,3 +87,49 @@ def test_the_fingerprint_changes_with_the_key_and_tells_nothing_without_the_salt
     # Not a plain hash of the key (which a guess could be tested against), and another salt gives another value.
     assert first not in (hashlib.sha256(b"key-1").hexdigest(), hashlib.sha512(b"key-1").hexdigest())
     assert fingerprint("key-1", "t" * 64) != first
+
+
+class FakeApi:
+    """The API server's answers by path (discovery and objects); records deletes."""
+
+    def __init__(self, objects: dict):
+        self.objects, self.deletes = objects, []
+
+    def request(self, method, path, body=None, query_params=None, **_kwargs):
+        import json as _json
+        from types import SimpleNamespace
+
+        if method == "DELETE":
+            self.deletes.append((path, body, list(query_params or [])))
+            return SimpleNamespace(data=b"{}")
+        if path == "/apis/networking.k8s.io/v1":
+            data = {"resources": [{"name": "ingresses", "kind": "Ingress", "namespaced": True},
+                                  {"name": "networkpolicies", "kind": "NetworkPolicy", "namespaced": True}]}
+            return SimpleNamespace(data=_json.dumps(data).encode())
+        if path in self.objects:
+            return SimpleNamespace(data=_json.dumps(self.objects[path]).encode())
+        raise AssertionError(f"unexpected {method} {path}")
+
+
+def test_prune_deletes_only_this_instances_own_and_check_mode_is_a_dry_run_in_the_body():
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._ownership import prune
+
+    base = "/apis/networking.k8s.io/v1/namespaces/ai"
+    ours = {"kind": "Ingress", "metadata": {"name": "vllm", "namespace": "ai", "uid": "u1",
+                                            "labels": {**OURS, "app.kubernetes.io/instance": "vllm"}}, "spec": {}}
+    theirs = {"kind": "NetworkPolicy", "metadata": {"name": "vllm", "namespace": "ai", "uid": "u2",
+                                                    "managedFields": [{"manager": "kubectl-create"}]}}
+    api = FakeApi({f"{base}/ingresses/vllm": ours, f"{base}/networkpolicies/vllm": theirs})
+    wanted = [{"apiVersion": "networking.k8s.io/v1", "kind": kind, "metadata": {"name": "vllm", "namespace": "ai"}}
+              for kind in ("Ingress", "NetworkPolicy")]
+    result = prune(api, wanted, {"app.kubernetes.io/instance": "vllm"}, check_mode=True)
+    assert result["deleted"] == ["Ingress/vllm"] and result["left"] == ["NetworkPolicy/vllm (written by kubectl-create)"]
+    [(path, body, query)] = api.deletes
+    # With a body the API server reads only the body's options: the dry run must be there.
+    assert path == f"{base}/ingresses/vllm" and body["dryRun"] == ["All"] and body["preconditions"] == {"uid": "u1"}
+    assert result["diff"] == {"before": {"Ingress/vllm": {"metadata": ours["metadata"], "spec": {}}}, "after": {}}
+
+    # Another instance's object of that name is not this one's to delete.
+    other = FakeApi({f"{base}/ingresses/vllm": ours})
+    assert prune(other, wanted[:1], {"app.kubernetes.io/instance": "chat"}, check_mode=False)["deleted"] == []
+    assert other.deletes == []
