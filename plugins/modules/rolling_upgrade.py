@@ -103,7 +103,8 @@ options:
   pause_autoscaling:
     description:
       - Pause the collection's KEDA ScaledObject of the StatefulSet while rolling, and resume it after. Needs C(list)
-        and C(patch) on C(scaledobjects.keda.sh) in O(namespace) (nothing where KEDA's CRD is not installed).
+        and C(patch) on C(scaledobjects.keda.sh) in O(namespace) (nothing where KEDA's CRD is not installed); an account
+        that may not list them gets a warning that nothing was paused, not a failure.
     type: bool
     default: true
 extends_documentation_fragment:

@@ -92,7 +92,7 @@ def test_keda_is_paused_while_rolling_and_resumed_however_it_ends(sandbox, kube,
     assert broken["autoscaling_resumed"] == ["web"]
     assert any(s["paused"].get("web") == "true" for s in recorder.states)
     assert recorder.states[-1]["paused"].get("web") is None
-    assert all(rev == good for rev, _, _ in recorder.states[-1]["pods"].values())
+    assert all(state[0] == good for state in recorder.states[-1]["pods"].values())
 
     # A pause a rollout cut short left (its mark on it) is lifted by the next run, which has nothing to roll;
     # one the user set is left alone.

@@ -65,7 +65,7 @@ def check_paused_around_the_rollout(states: list[dict], new_revision: str, name:
     seen_paused = False
     for state in states:
         assert all(state["paused"].get(other) is None for other in untouched), state
-        touched = any(rev == new_revision or deleting for rev, _, deleting in state["pods"].values())
+        touched = any(pod[0] == new_revision or pod[2] for pod in state["pods"].values())
         if state["paused"].get(name) == "true":
             seen_paused = True
         elif not seen_paused:

@@ -72,7 +72,7 @@ def pods_state(pods: dict[str, dict]) -> list[dict]:
 
 
 def _ordinal_key(name: str):
-    head, _, tail = name.rpartition("-")
+    head, tail = name.rpartition("-")[::2]
     return (head, int(tail)) if tail.isdigit() else (name, -1)
 
 
@@ -107,6 +107,7 @@ class GatedRollout:
         self.check, self.rollback, self.log_lines = check, rollback, log_lines
         self.request_timeout, self.clock = request_timeout, clock
         self.pause_autoscaling = pause_autoscaling
+        self.unseen = ""  # why the ScaledObjects could not be listed
         self.path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"
 
     # -- reading -------------------------------------------------------------
@@ -225,6 +226,11 @@ class GatedRollout:
         except ClusterError as exc:
             if exc.details.get("status") == 404:
                 return []
+            if exc.details.get("status") == 403:
+                # An account without KEDA's rules: said, not fatal (where
+                # KEDA is not used the rollout must not need them).
+                self.unseen = exc.msg
+                return []
             raise
         return [o for o in listed.get("items") or [] if keda.scales(o, "StatefulSet", self.name)]
 
@@ -277,10 +283,10 @@ class GatedRollout:
                 f"{keda.PAUSED_BY_ROLLOUT_ANNOTATION} (kubectl annotate scaledobject NAME -n {self.namespace} "
                 f"{keda.PAUSED_ANNOTATION}- {keda.PAUSED_BY_ROLLOUT_ANNOTATION}-), or run the rollout again.")
 
-    @staticmethod
-    def _autoscaling_warnings(found: dict) -> list[str]:
-        warnings = [f"ScaledObject {n} scales this StatefulSet and was not created by the collection: it was not "
-                    "paused, and may change the replica count during the rollout" for n in found["foreign"]]
+    def _autoscaling_warnings(self, found: dict) -> list[str]:
+        warnings = [f"KEDA ScaledObjects could not be listed, so none was paused: {self.unseen}"] if self.unseen else []
+        warnings += [f"ScaledObject {n} scales this StatefulSet and was not created by the collection: it was not "
+                     "paused, and may change the replica count during the rollout" for n in found["foreign"]]
         warnings += [f"ScaledObject {n} was paused already (not by a rollout of the collection's): left as it is"
                      for n in found["paused_by_others"]]
         return warnings
@@ -358,8 +364,8 @@ class GatedRollout:
             raise
         problem = self._resume(paused)
         if problem:
-            raise ClusterError(f"{done['message']}; but {problem}", **{k: v for k, v in done.items()
-                                                                         if k not in ("message", "changed")})
+            kept = {k: v for k, v in done.items() if k not in ("message", "changed")}
+            raise ClusterError(f"{done['message']}; but {problem}", **kept)
         return {**done, "autoscaling_resumed": paused}
 
     def _roll(self, plan: dict, order: list[int], result: dict, started: float) -> dict:

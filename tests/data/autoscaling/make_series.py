@@ -29,6 +29,11 @@ def sample(rng, running, waiting, kv):
     return series
 
 
+def growing(step: int):
+    """About 6 more requests queued on each replica every 15 s."""
+    return lambda r: step * 6 + r.randint(0, 3)
+
+
 def main():
     rng = random.Random(23)
     phases = []
@@ -36,18 +41,17 @@ def main():
     # request finishing now and then leaves a slot free for a moment).
     phases.append({"name": "saturated, no queue", "samples": [
         sample(rng, lambda r: MAX_NUM_SEQS - r.choice([0, 0, 0, 1, 2]), lambda r: 0, lambda r: r.uniform(0.55, 0.65))
-        for _ in range(28)]})
+        for n in range(28)]})
     # Long requests: the KV cache is full long before max_num_seqs.
     phases.append({"name": "saturated by the KV cache, no queue", "samples": [
-        sample(rng, lambda r: r.randint(36, 44), lambda r: 0, lambda r: r.uniform(0.95, 0.99)) for _ in range(28)]})
+        sample(rng, lambda r: r.randint(36, 44), lambda r: 0, lambda r: r.uniform(0.95, 0.99)) for n in range(28)]})
     # More arrives than the fleet runs: the queue grows.
     phases.append({"name": "queue building", "samples": [
-        sample(rng, lambda r: MAX_NUM_SEQS, (lambda n: lambda r: n * 6 + r.randint(0, 3))(i),
-               lambda r: r.uniform(0.70, 0.80)) for i in range(12)]})
+        sample(rng, lambda r: MAX_NUM_SEQS, growing(i), lambda r: r.uniform(0.70, 0.80)) for i in range(12)]})
     # Prometheus lost the pods' targets (a restart, a relabel) while they were busy.
-    phases.append({"name": "targets lost while busy", "samples": [[] for _ in range(28)]})
+    phases.append({"name": "targets lost while busy", "samples": [[] for n in range(28)]})
     phases.append({"name": "idle", "samples": [
-        sample(rng, lambda r: 0, lambda r: 0, lambda r: 0.0) for _ in range(28)]})
+        sample(rng, lambda r: 0, lambda r: 0, lambda r: 0.0) for n in range(28)]})
     out = {"interval_s": INTERVAL_S, "replicas": len(PODS), "max_num_seqs": MAX_NUM_SEQS, "phases": phases}
     (Path(__file__).with_name("fleet-series.json")).write_text(json.dumps(out, separators=(",", ":")) + "\n")
 

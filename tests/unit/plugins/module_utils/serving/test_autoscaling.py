@@ -71,3 +71,26 @@ def test_the_queries_read_series_a_real_vllm_exports():
     # The /metrics recorded from a real vLLM on the GPU machine: gauges.
     for series in (auto.RUNNING_SERIES, auto.WAITING_SERIES, auto.KV_CACHE_SERIES):
         assert RECORDED["vllm_metric_types"][series] == "gauge"
+
+
+@pytest.mark.parametrize("annotations, paused", [
+    ({}, False),
+    ({"autoscaling.keda.sh/paused": "true"}, True),
+    ({"autoscaling.keda.sh/paused": "false"}, False),
+    ({"autoscaling.keda.sh/paused": "0"}, False),
+    # KEDA v2.21.0 getBoolAnnotation: a value strconv.ParseBool refuses counts as true.
+    ({"autoscaling.keda.sh/paused": "yes"}, True),
+    # paused-replicas pauses whatever its value.
+    ({"autoscaling.keda.sh/paused-replicas": "2"}, True),
+    ({"autoscaling.keda.sh/paused": "false", "autoscaling.keda.sh/paused-replicas": "0"}, True),
+])
+def test_paused_as_keda_reads_its_annotations(annotations, paused):
+    assert auto.paused_by_keda({"metadata": {"annotations": annotations}}) is paused
+
+
+def test_which_workload_a_scaled_object_scales():
+    obj = {"spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "vllm"}}}
+    assert auto.scales(obj, "StatefulSet", "vllm")
+    assert not auto.scales(obj, "StatefulSet", "other")
+    # KEDA's default kind is Deployment.
+    assert not auto.scales({"spec": {"scaleTargetRef": {"name": "vllm"}}}, "StatefulSet", "vllm")

@@ -45,3 +45,17 @@ def test_bad_parameters_name_themselves(kwargs, message):
             **kwargs}
     with pytest.raises(ParameterError, match=message):
         rolling.GatedRollout(**args)
+
+
+def test_pods_state_lists_each_pod_by_ordinal_with_its_revision_and_readiness():
+    def pod(name, revision, ready, deleting=False):
+        return {"metadata": {"name": name, "labels": {"controller-revision-hash": revision} if revision else {},
+                             **({"deletionTimestamp": "2026-12-03T21:00:00Z"} if deleting else {})},
+                "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    pods = {n: pod(n, r, ready, d) for n, r, ready, d in (
+        ("vllm-10", "vllm-b", True, False), ("vllm-2", "vllm-a", False, True), ("vllm-0", "", False, False))}
+    state = rolling.pods_state(pods)
+    assert [p["pod"] for p in state] == ["vllm-0", "vllm-2", "vllm-10"]
+    assert rolling.describe_pods(state) == ("vllm-0 revision (none) not Ready, vllm-2 revision vllm-a not Ready "
+                                            "(being deleted), vllm-10 revision vllm-b Ready")
+    assert rolling.describe_pods([]) == "no pods"
