@@ -258,7 +258,6 @@ def test_flipped_byte_is_caught_by_verify_full(sandbox, s3, tmp_path):
     exact_copy(dest, files)
 
 
-
 def test_two_pods_fetch_into_one_claim(sandbox, s3, namespace, kube, tmp_path):
     """The user's case on the cluster: model_store's fetch container (as each
     replica's initContainer runs it with model_store_download: init_container)
