@@ -13,11 +13,11 @@ description:
   - Asks the API server for a token of the ServiceAccount (the TokenRequest API), and writes a kubeconfig that
     holds it, with the server and CA of the connection the module itself uses. No long-lived token Secret is made.
   - A file already at O(dest) is kept while its token names the same ServiceAccount and server, stays valid for at
-    least O(renew_before_seconds) more, and the API server still accepts it (a TokenReview); so a rerun changes
-    nothing until the token nears its end. A token the API server rejects - its ServiceAccount was deleted, or
-    deleted and made again under the same name (a new uid, which a bound token's claims no longer match) - is
-    replaced. Where creating a TokenReview is forbidden, the account uid in the token's claims is compared with
-    the live ServiceAccount's instead.
+    least O(renew_before_seconds) more, and is still good: the account uid its claims carry is the live
+    ServiceAccount's, and the API server accepts it (a TokenReview). So a rerun changes nothing until the token nears
+    its end, and a revoked token - its ServiceAccount deleted, or deleted and made again under the same name (a new
+    uid) - is replaced. Reading the ServiceAccount or creating a TokenReview may be forbidden to the caller, not
+    both.
   - The file is written atomically and readable by its owner only. The token is never returned.
 options:
   service_account:

@@ -7,15 +7,15 @@ which expires and is never stored in the cluster (no long-lived token
 Secret), with the server and CA of the connection that asked for it.
 
 A file already there is kept while its token is for the same account and
-server, stays valid for at least ``renew_before`` seconds more, and the API
-server still accepts it, so a rerun changes nothing. The last is asked of the
-API server itself (a TokenReview): a ServiceAccount deleted and made again
+server, stays valid for at least ``renew_before`` seconds more, and is still
+good, so a rerun changes nothing. A ServiceAccount deleted and made again
 under the same name has a new uid, and a bound token carries the uid of the
 account it was issued for (its private claim
 ``kubernetes.io.serviceaccount.uid``), which the authenticator compares with
 the live account's (kubernetes v1.37.2, pkg/serviceaccount/claims.go,
-``Validate``: "service account UID (%s) does not match claim (%s)"; the same
-in v1.35). Name, server and expiry alone would keep such a revoked token."""
+``Validate``: "service account UID (%s) does not match claim (%s)"): name,
+server and expiry alone would keep such a revoked token. So the uid is
+compared, and the API server is asked (a TokenReview)."""
 
 from __future__ import annotations
 
@@ -73,19 +73,31 @@ def still_good(existing: dict | None, server: str, sub: str, renew_before: int, 
 
 def review(api, token: str, sub: str, namespace: str, service_account: str, timeout) -> str | None:
     """Why the API server no longer takes ``token`` for ``sub``, or None when
-    it does. A TokenReview (authentication.k8s.io/v1, which the administrator
-    running this may create) asks the server's own authenticator; where
-    creating one is forbidden, the token's account uid claim is compared
-    with the live ServiceAccount's."""
+    it does. First the account uid the token carries against the live
+    ServiceAccount's (a GET, answered at once: the API server keeps a token
+    it accepted as accepted for 10 s, TokenSuccessCacheTTL, kubernetes
+    v1.37.2 pkg/kubeapiserver/options/authentication.go), then a TokenReview
+    (authentication.k8s.io/v1: the server's own authenticator, which also
+    refuses a token whose signing key is gone). Either may be forbidden to
+    the caller, not both."""
+    checked = False
+    try:
+        why = _uid_mismatch(api, token, namespace, service_account, timeout)
+        if why:
+            return why
+        checked = True
+    except ClusterError as exc:
+        if exc.details.get("status") != 403:
+            raise
     try:
         answer = request_json(api, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", timeout=timeout,
                               action=f"reviewing the token of {sub}",
                               body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                                     "spec": {"token": token}})
     except ClusterError as exc:
-        if exc.details.get("status") != 403:
-            raise
-        return _uid_mismatch(api, token, namespace, service_account, timeout)
+        if exc.details.get("status") == 403 and checked:
+            return None
+        raise
     status = answer.get("status") or {}
     if not status.get("authenticated"):
         return f"the API server rejects it ({status.get('error') or 'not authenticated'})"
