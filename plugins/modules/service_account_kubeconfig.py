@@ -13,11 +13,11 @@ description:
   - Asks the API server for a token of the ServiceAccount (the TokenRequest API), and writes a kubeconfig that
     holds it, with the server and CA of the connection the module itself uses. No long-lived token Secret is made.
   - A file already at O(dest) is kept while its token names the same ServiceAccount and server, stays valid for at
-    least O(renew_before_seconds) more, and is still good: the account uid its claims carry is the live
-    ServiceAccount's, and the API server accepts it (a TokenReview). So a rerun changes nothing until the token nears
-    its end, and a revoked token - its ServiceAccount deleted, or deleted and made again under the same name (a new
-    uid) - is replaced. Reading the ServiceAccount or creating a TokenReview may be forbidden to the caller, not
-    both.
+    least O(renew_before_seconds) more, and is still good (the account uid its claims carry is the live
+    ServiceAccount's, and the API server accepts it, asked with a TokenReview). So a rerun changes nothing until the
+    token nears its end, and a revoked token - its ServiceAccount deleted, or deleted and made again under the same
+    name (a new uid) - is replaced. Reading the ServiceAccount or creating a TokenReview may be forbidden to the
+    caller, not both.
   - The file is written atomically and readable by its owner only. The token is never returned.
 options:
   service_account:
