@@ -345,10 +345,11 @@ class GatedRollout:
                                f"from revision {current} to {update}, one at a time"
                                + (f", KEDA paused meanwhile (ScaledObject {', '.join(to_pause)})" if to_pause
                                   else ""), "elapsed_s": 0}
-        self._pause(found["pause"], update)
         paused = found["pause"] + found["ours_paused"]
         result["autoscaling_paused"] = paused
         try:
+            # In the try: a pause that fails half-way is lifted like the rest.
+            self._pause(found["pause"], update)
             done = self._roll(plan, order, result, started)
         except InferopsError as exc:
             problem = self._resume(paused)
