@@ -9,12 +9,12 @@ leaves a claim it did not make."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from support.ansible import sandbox_playbook
+from support.volumes import put_back_volumes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -199,30 +199,6 @@ def decoy(kube, namespace) -> dict:
                           "resources": {"requests": {"storage": "1Gi"}}}}, namespace)
     return kube.wait_for(("v1", "PersistentVolumeClaim", namespace),
                          lambda c: c["metadata"]["name"] == DECOY and c["status"].get("phase") == "Bound", 60)
-
-
-def put_back_volumes(kube, namespace) -> None:
-    """The sandbox's volumes this test's claims took, put back in its pool as
-    they were (no claim, no binder's annotation, Retain, empty): the claims
-    left are deleted first, then each volume is made Available again."""
-    used = [pv for pv in kube.list("v1", "PersistentVolume")
-            if (pv["spec"].get("claimRef") or {}).get("namespace") == namespace]
-    for sts in kube.list("apps/v1", "StatefulSet", namespace):  # a failed run's: its pods hold the claims
-        kube.delete("apps/v1", "StatefulSet", namespace, sts["metadata"]["name"], propagation="Foreground")
-    for claim in kube.list("v1", "PersistentVolumeClaim", namespace):
-        kube.delete("v1", "PersistentVolumeClaim", namespace, claim["metadata"]["name"], missing_ok=True)
-    for pv in used:
-        name = pv["metadata"]["name"]
-        kube.wait_for(("v1", "PersistentVolume", None),
-                      lambda v: v["metadata"]["name"] == name and v["status"].get("phase") != "Bound", 60)
-        for entry in folder(kube, name).iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        kube.patch("v1", "PersistentVolume", None, name, body={
-            "metadata": {"annotations": {"pv.kubernetes.io/bound-by-controller": None}},
-            "spec": {"claimRef": None, "persistentVolumeReclaimPolicy": "Retain"}})
 
 
 def test_teardown_keeps_then_wipes_every_rank_claim_and_leaves_a_claim_not_ours(sandbox, kube, namespace):
