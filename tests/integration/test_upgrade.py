@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from support.ansible import ROOT, run_playbook
+from support.ansible import sandbox_playbook
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -18,10 +18,12 @@ ROLL_TASK = "inferops.vllm.vllm_serve : Lower the partition pod by pod, each gat
 
 
 def playbook(sandbox, name: str, namespace: str, **extra):
-    extra_vars = {"model_store_namespace": namespace, "vllm_serve_namespace": namespace, "vllm_serve_replicas": 3,
-                  "vllm_serve_wait_timeout": 120, **extra}
-    return run_playbook(ROOT / name, inventory=ROOT / "inventories" / "sandbox", extra_vars=extra_vars,
-                        env={"SANDBOX_DIR": str(sandbox.state_dir)})
+    # site.yml's model and serving stages only: the GPU and HAMi stages would leave node labels and a Helm
+    # release behind for later files; the fresh sandbox's GPU nodes carry GPU feature discovery's label.
+    extra_vars = {"vllm_serve_replicas": 3, "vllm_serve_wait_timeout": 120,
+                  "vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"}, **extra}
+    return sandbox_playbook(sandbox, name, namespace, ["--tags", "model,serve"] if name == "site.yml" else None,
+                            **extra_vars)
 
 
 def ready(pod: dict) -> bool:

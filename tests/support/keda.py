@@ -9,6 +9,25 @@ import threading
 
 PAUSED = "autoscaling.keda.sh/paused"
 MARK = "inferops.io/paused-for-rollout"
+# What `hack/sandbox crds keda` installs (hack/sandboxctl/crds.py).
+CRDS = ["scaledobjects.keda.sh", "triggerauthentications.keda.sh"]
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def installed_crds(kube) -> set[str]:
+    return {c["metadata"]["name"] for c in kube.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")} \
+        & set(CRDS)
+
+
+def remove_crds_made_since(kube, there: set[str]) -> None:
+    """Delete the KEDA CRDs a test file installed (not those it found), and
+    wait until the API server no longer serves them: the sandbox as found."""
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import wait_until
+
+    made = installed_crds(kube) - there
+    for name in made:
+        kube.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name, missing_ok=True)
+    wait_until(kube.api, CRD_PATH, lambda crds: not {c["metadata"]["name"] for c in crds} & made, 120)
 
 
 def ready(pod: dict) -> bool:
