@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 name: model_folder_readers
 short_description: Where running pods read a model folder, one entry a copy of it
 version_added: 0.1.0
+positional: storage, claim, hostpath, subpath
 description:
   - Given pods as C(kubernetes.core.k8s_info) returns them, the copies of the model folder C(subpath) that running
     pods read - a claim (storage C(claim) or C(per_replica)) or a node's hostPath folder (storage C(hostpath)) - each

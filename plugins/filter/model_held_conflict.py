@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 name: model_held_conflict
 short_description: What a model folder holds, when fetching another source or revision into it would change its files
 version_added: 0.1.0
+positional: params
 description:
   - Given what the folder's completion marker says (the answer of the read pod upgrade.yml runs), and the model_store
     source settings of this run, an empty string when fetching them into the folder leaves its files as they are

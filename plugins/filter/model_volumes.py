@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 name: model_volumes
 short_description: The volumes that hold (or held) the model's claims, for the teardown's report
 version_added: 0.1.0
+positional: namespace, live_claims, ours, name, template, shared
 description:
   - Given PersistentVolumes as C(kubernetes.core.k8s_info) returns them, those bound to one of the claims the teardown
     took (by uid), or Released by one of the model's claims that is gone (an earlier teardown's) - its claimRef names

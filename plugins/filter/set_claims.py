@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 name: set_claims
 short_description: The claims a deployment's StatefulSets made from their claim template, every rank of a group
 version_added: 0.1.0
+positional: name, selector, rank_label, template
 description:
   - Given claims as C(kubernetes.core.k8s_info) returns them, those made by the StatefulSet C(name) and, for a group,
     its rank sets C(name-rank<r>), from their claim template C(template) - told by their labels (the set's selector,
