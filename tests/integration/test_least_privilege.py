@@ -52,7 +52,19 @@ def vllm_pods(kube) -> list[dict]:
 
 @pytest.fixture
 def cleanup(kube):
+    nodes = {n["metadata"]["name"]: (n["metadata"].get("labels") or {}, n["spec"].get("taints"))
+             for n in kube.list("v1", "Node")}
     yield
+    # The GPU nodes' labels and taints as they were (site.yml's gpu_nodes stage puts its own on).
+    for node in kube.list("v1", "Node"):
+        labels, taints = nodes.get(node["metadata"]["name"], (None, None))
+        if labels is None:
+            continue
+        now = node["metadata"].get("labels") or {}
+        patch = {k: labels.get(k) for k in set(now) | set(labels) if now.get(k) != labels.get(k)}
+        if patch or node["spec"].get("taints") != taints:
+            kube.patch("v1", "Node", None, node["metadata"]["name"],
+                       body={"metadata": {"labels": patch}, "spec": {"taints": taints}})
     # What the test made, so that later tests see a sandbox without it; the
     # namespaces watched until gone (the next test makes them again).
     for name in (NAMESPACE, "inferops-system"):
