@@ -13,6 +13,8 @@ alone on a fresh sandbox, the slower proof of the same."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from support import sandbox as sandbox_support
@@ -61,3 +63,32 @@ def nodes_put_back(kube):
         if patch:
             # A merge patch: lists (taints) are replaced whole, a null removes the key.
             kube.patch(f"/api/v1/nodes/{name}", body=patch)
+
+
+def _helm_releases(sandbox) -> set[tuple[str, str]]:
+    import json
+    import subprocess
+
+    out = subprocess.run([sandbox.helm, "list", "--all-namespaces", "--output", "json"], check=True,
+                         capture_output=True, text=True, env={**os.environ, "KUBECONFIG": sandbox.kubeconfig}).stdout
+    return {(r["namespace"], r["name"]) for r in json.loads(out or "[]")}
+
+
+@pytest.fixture(scope="module")
+def site_put_back(sandbox, kube, nodes_put_back):
+    """For a file that runs site.yml (or its GPU and HAMi stages): what those
+    add to the shared sandbox taken away when the file is done - the nodes'
+    labels (nodes_put_back), the Helm releases (HAMi in kube-system)
+    uninstalled, the namespaces (ai-serving) deleted - the ones the file
+    found are left as they were."""
+    import subprocess
+
+    releases = _helm_releases(sandbox)
+    namespaces = {n["metadata"]["name"] for n in kube.list("v1", "Namespace")}
+    yield
+    for namespace, name in sorted(_helm_releases(sandbox) - releases):
+        subprocess.run([sandbox.helm, "uninstall", name, "--namespace", namespace, "--wait"], check=True,
+                       capture_output=True, env={**os.environ, "KUBECONFIG": sandbox.kubeconfig})
+    for ns in kube.list("v1", "Namespace"):
+        if ns["metadata"]["name"] not in namespaces and not ns["metadata"].get("deletionTimestamp"):
+            kube.delete("v1", "Namespace", None, ns["metadata"]["name"], propagation="Background", missing_ok=True)

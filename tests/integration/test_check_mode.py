@@ -10,7 +10,8 @@ import pytest
 from support.ansible import ROOT, run_playbook, run_playbook_text
 from support.k8s import changed_between, cluster_state
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# What site.yml adds to the shared sandbox (gpu=on, the HAMi release, ai-serving) is taken away after.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("site_put_back")]
 
 
 def site_text(sandbox, *args):

@@ -12,7 +12,8 @@ import yaml
 
 from support.ansible import ROOT, run_playbook
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# What site.yml adds to the shared sandbox (gpu=on, the HAMi release, ai-serving) is taken away after.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("site_put_back")]
 LABEL = {"nvidia.com/gpu.present": "true"}  # what the sandbox's GPU nodes carry
 
 

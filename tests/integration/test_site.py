@@ -11,7 +11,8 @@ import pytest
 
 from support.ansible import ROOT, run_playbook, run_playbook_text
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# What site.yml adds to the shared sandbox (gpu=on, the HAMi release, ai-serving) is taken away after.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("site_put_back")]
 
 
 def site(sandbox, *extra: str):

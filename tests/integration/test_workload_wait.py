@@ -291,6 +291,15 @@ def test_node_going_not_ready_is_named_then_the_rollout_recovers(sandbox, namesp
     assert again.get("failed") is not True and again["rolled_out"] is True, again
     # The same bystander pod, Ready again.
     assert kube.wait_for(("v1", "Pod", namespace), ready_is("True"), timeout=60)["metadata"]["uid"] == uid
+    # The sandbox as the next test file must find it: every node Ready and without the taints the node
+    # controller put on them during the outage (it takes them off once the nodes report again).
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import wait_until
+
+    outage_taints = {"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"}
+    wait_until(kube.api, "/api/v1/nodes", lambda nodes: all(
+        not outage_taints & {t["key"] for t in (n.get("spec") or {}).get("taints") or []} and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+        for n in nodes), 180)
 
 
 def fetch_job(sandbox, namespace, kube, name: str, prefix: str, policy: str | None) -> None:

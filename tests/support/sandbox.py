@@ -181,7 +181,7 @@ def fingerprint(kube, sandbox: Sandbox) -> dict:
     namespaces = kube.list("v1", "Namespace")
     live = {n["metadata"]["name"]: n for n in namespaces if not n["metadata"].get("deletionTimestamp")}
     state: dict = {"namespaces": {name: _digest(n) for name, n in live.items()}, "objects": {}, "nodes": {}}
-    for kind, namespace, name, obj in kube.every_object():
+    for kind, namespace, name, obj in _every_object(kube):
         if kind == "Node":
             meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
             state["nodes"][name] = {
@@ -219,6 +219,31 @@ def fingerprint(kube, sandbox: Sandbox) -> dict:
     return state
 
 
+def _every_object(kube):
+    """(kind, namespace, name, object) of every listable kind, as
+    Kube.every_object, except that a group version or kind that goes away
+    between discovery and its list (a CRD just deleted: discovery lags) is
+    passed over: it has no objects."""
+    from support.k8s import status_of
+
+    def get(path):
+        try:
+            return kube.request("GET", path)
+        except Exception as exc:  # noqa: BLE001 - only a 404 is passed over
+            if status_of(exc) == 404:
+                return {}
+            raise
+
+    bases = ["/api/v1"] + [f"/apis/{g['preferredVersion']['groupVersion']}" for g in get("/apis").get("groups", [])]
+    for base in bases:
+        for res in get(base).get("resources", []):
+            if "/" in res["name"] or "list" not in res.get("verbs", []):
+                continue
+            for obj in get(f"{base}/{res['name']}").get("items", []):
+                meta = obj.get("metadata", {})
+                yield res["kind"], meta.get("namespace"), meta.get("name"), obj
+
+
 def _s3_objects(sandbox: Sandbox) -> dict:
     import boto3
     from botocore.config import Config
@@ -237,8 +262,16 @@ def _s3_objects(sandbox: Sandbox) -> dict:
 
 
 def _processes(state_dir: Path) -> dict:
-    out = sandbox_cmd("status", check=False, state_dir=state_dir).stdout
-    return {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.split()[-1:] in (["running"], ["STOPPED"])}
+    """Which of the sandbox's processes run (what `hack/sandbox status` says, without its start-up time)."""
+    import sys
+
+    if str(ROOT / "hack") not in sys.path:
+        sys.path.insert(0, str(ROOT / "hack"))
+    from sandboxctl.processes import process_alive
+
+    saved = json.loads((state_dir / "state.json").read_text())
+    return {p["name"]: "running" if process_alive(p["pid"], saved["state_dir"]) else "STOPPED"
+            for p in saved["processes"]}
 
 
 def fingerprint_changes(before: dict, after: dict) -> list[str]:
