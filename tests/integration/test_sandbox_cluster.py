@@ -216,15 +216,20 @@ def test_s3_object_round_trip_is_byte_identical(sandbox):
         config=Config(s3={"addressing_style": "path"}),
     )
     s3.create_bucket(Bucket="roundtrip")
-    payload = os.urandom(12 * 1024 * 1024 + 17)  # above boto3's multipart threshold
-    from boto3.s3.transfer import TransferConfig
+    try:
+        payload = os.urandom(12 * 1024 * 1024 + 17)  # above boto3's multipart threshold
+        from boto3.s3.transfer import TransferConfig
 
-    import io
+        import io
 
-    s3.upload_fileobj(io.BytesIO(payload), "roundtrip", "models/blob.bin",
-                      Config=TransferConfig(multipart_threshold=8 * 1024 * 1024))
-    head = s3.head_object(Bucket="roundtrip", Key="models/blob.bin")
-    assert head["ContentLength"] == len(payload)
-    assert "-" in head["ETag"]  # stored as a real multipart upload
-    body = s3.get_object(Bucket="roundtrip", Key="models/blob.bin")["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(payload).hexdigest()
+        s3.upload_fileobj(io.BytesIO(payload), "roundtrip", "models/blob.bin",
+                          Config=TransferConfig(multipart_threshold=8 * 1024 * 1024))
+        head = s3.head_object(Bucket="roundtrip", Key="models/blob.bin")
+        assert head["ContentLength"] == len(payload)
+        assert "-" in head["ETag"]  # stored as a real multipart upload
+        body = s3.get_object(Bucket="roundtrip", Key="models/blob.bin")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(payload).hexdigest()
+    finally:
+        # The S3 server is shared by the session's test files: leave it as a fresh sandbox has it.
+        s3.delete_object(Bucket="roundtrip", Key="models/blob.bin")
+        s3.delete_bucket(Bucket="roundtrip")

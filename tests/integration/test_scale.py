@@ -11,7 +11,8 @@ from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import
 
 from support.ansible import ROOT, run_playbook, sandbox_playbook
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# What site.yml adds to the shared sandbox (gpu=on, the HAMi release) is taken away after.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("site_put_back")]
 
 CAPACITY_TASK = ("Check that the cluster has the GPUs for the new count, per node (refused with the numbers when "
                  "not)")
