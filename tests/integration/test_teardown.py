@@ -22,6 +22,7 @@ import pytest
 
 from support.ansible import ROOT, run_playbook
 from support.k8s import changed_between, cluster_state
+from support.volumes import put_back_volumes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -102,6 +103,7 @@ def model_files_in(folder: Path) -> bool:
 
 def clean_up(kube, sandbox, *namespaces: str) -> None:
     for name in namespaces:
+        put_back_volumes(kube, name)  # the sandbox's volumes the test's claims took, back in its pool
         kube.delete("v1", "Namespace", None, name, propagation="Background", missing_ok=True)
     for node in sandbox.gpu_nodes:
         live = kube.get(f"/api/v1/nodes/{node}")
@@ -247,6 +249,9 @@ def test_teardown_takes_the_per_replica_claims_and_keeps_their_volumes(sandbox, 
                  "vllm_serve_model_claim_template": "{{ model_store_claim_template }}",
                  "vllm_serve_init_containers": ["{{ model_store_fetch_container }}"],
                  "vllm_serve_model_dir": str(ROOT / ".cache" / "test-models" / "tiny-chat"),
+                 # The GPU stage (which puts gpu=on on the nodes) does not run here: GPU feature
+                 # discovery's label, so that the pods are placed on a fresh sandbox too.
+                 "vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"},
                  "vllm_serve_wait_timeout": 120}
     try:
         deployed = run_playbook(ROOT / "site.yml", inventory=ROOT / "inventories" / "sandbox", extra_vars=variables,
