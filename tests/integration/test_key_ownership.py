@@ -28,7 +28,8 @@ import pytest
 
 from support.ansible import sandbox_playbook
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# site.yml installs HAMi and labels the nodes: put back when the file is done (tests/integration/conftest.py).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("site_put_back")]
 
 ROLL_TASK = ("inferops.vllm.vllm_serve : Lower the partition pod by pod, each gated by readiness and an endpoint "
              "check of that pod")
