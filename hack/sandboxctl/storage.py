@@ -12,7 +12,7 @@ from sandboxctl.nodes import SANDBOX_NODE_LABEL
 from sandboxctl.state import create_objects, save_state
 
 STORAGE_CLASS = "sandbox-local"
-SANDBOX_VOLUMES = 32  # Retain: a released volume is not bound again, so keep plenty
+SANDBOX_VOLUMES = 96  # Retain: a released volume is not bound again, so keep plenty for a whole suite
 SEED_MODEL = ROOT / ".cache" / "test-models" / "tiny-chat"
 SEED_BUCKET, SEED_PREFIX = "models", "tiny-chat"
 
