@@ -143,13 +143,24 @@ def test_serving_stages_run_as_the_least_privilege_account(sandbox, kube, tmp_pa
                and not p["metadata"].get("deletionTimestamp") for p in pods), pods
 
     # Teardown keeping the model's files sets its volume's reclaim policy to Retain: a right over every
-    # PersistentVolume of the cluster (one could bind another team's volume), not granted. Refused,
-    # naming it, before any claim goes.
-    keep = playbook(sandbox, "playbooks/teardown.yml", "-e", "teardown_level=model", *as_deployer[2:])
+    # PersistentVolume of the cluster (one could bind another team's volume), not granted. With a
+    # volume that would go with its claim (Delete, as dynamic provisioners set), the keep-files
+    # teardown is refused, naming the right, before anything of the model goes: the download Job too.
+    claim = kube.list("v1", "PersistentVolumeClaim", NAMESPACE)[0]
+    volume = claim["spec"]["volumeName"]
+    jobs_before = sorted(j["metadata"]["uid"] for j in kube.list("batch/v1", "Job", NAMESPACE))
+    kube.patch("v1", "PersistentVolume", None, volume, body={"spec": {"persistentVolumeReclaimPolicy": "Delete"}})
+    try:
+        keep = playbook(sandbox, "playbooks/teardown.yml", "-e", "teardown_level=model", *as_deployer[2:])
+    finally:
+        # The sandbox's volumes are Retain (an administrator's choice the account then needs no right for).
+        kube.patch("v1", "PersistentVolume", None, volume, body={"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
     assert keep.rc != 0
     message = messages(keep).replace("\\", "")
     assert f'User "{ACCOUNT}" cannot patch resource "persistentvolumes"' in message, message
-    assert kube.list("v1", "PersistentVolumeClaim", NAMESPACE)
+    assert [c["metadata"]["uid"] for c in kube.list("v1", "PersistentVolumeClaim", NAMESPACE)] == \
+        [claim["metadata"]["uid"]]
+    assert sorted(j["metadata"]["uid"] for j in kube.list("batch/v1", "Job", NAMESPACE)) == jobs_before
     # Teardown of the service and the model with its files. The namespace is kept: deployer_access
     # made it, and the account's own Role and RoleBinding are in it.
     down = playbook(sandbox, "playbooks/teardown.yml", "-e", "teardown_level=model", "-e",
