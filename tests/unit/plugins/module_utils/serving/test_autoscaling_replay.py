@@ -171,3 +171,83 @@ def test_the_series_obey_vllms_scheduler():
                 if gauges["vllm:num_requests_waiting"]:
                     assert gauges["vllm:num_requests_running"] == SERIES["max_num_seqs"] \
                         or gauges["vllm:kv_cache_usage_perc"] >= 0.9
+
+
+# -- The same HPA on a real vLLM's gauges -------------------------------------------
+# tests/data/autoscaling/vllm-0.20.0-h200-load.json: vLLM 0.20.0 on one H200
+# (hack/device-vllm load: the dense-eager-tp1 case, --max-num-seqs 8), its
+# /metrics read once a second while clients kept 0, 8 (every slot busy,
+# nothing waiting), 24 (a queue) and again 0 requests in flight. Four
+# replicas behind one Service see the same load, so each second's gauges
+# stand for each of four pods. A phase's first 5 s (the switch from the one
+# before) are left out; its steady seconds are read in turn, one HPA sync
+# each 15 s, for seven minutes (past the 300 s window).
+RECORDED = json.loads((Path(__file__).resolve().parents[4] / "data" / "autoscaling" /
+                       "vllm-0.20.0-h200-load.json").read_text())
+FLEET = 4
+SYNC_S = 15
+
+
+def as_fleet(samples: list[dict]) -> list[list[dict]]:
+    """Each recorded second as the series of four pods that each saw it."""
+    return [[{"labels": {"__name__": g, "namespace": "ai-serving", "job": "vllm", "pod": f"vllm-{i}"}, "value": s[g]}
+             for i in range(FLEET) for g in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                                             "vllm:kv_cache_usage_perc")] for s in samples]
+
+
+def recorded_fleet(name: str) -> list[list[dict]]:
+    phase_samples = [s for s in RECORDED["samples"] if s["phase"] == name]
+    start = phase_samples[0]["t"] + 5
+    return as_fleet([s for s in phase_samples if s["t"] >= start])
+
+
+def replay_on(steady: list[list[dict]], scaled_object: dict) -> list[int]:
+    hpa = HPA(scaled_object, FLEET)
+    return [hpa.step((i + 1) * SYNC_S, steady[i % len(steady)], FLEET) for i in range(7 * 60 // SYNC_S)]
+
+
+def replay_recorded(name: str, scaled_object: dict) -> list[int]:
+    return replay_on(recorded_fleet(name), scaled_object)
+
+
+def recorded_rendered() -> dict:
+    return vllm_autoscaling({
+        "name": "vllm", "namespace": "ai-serving", "labels": {}, "prometheus_url": "http://prometheus:9090",
+        "max_num_seqs": RECORDED["max_num_seqs"], "min_replicas": MIN, "max_replicas": MAX, "polling_interval": SYNC_S,
+        "capacity": {"current_replicas": FLEET, "pending": [], "room": 12}})["scaledobject"]
+
+
+# The trigger before this fix (the sum of waiting requests, 5 a replica), for the contrast.
+WAITING_ONLY = {"spec": {"minReplicaCount": MIN, "maxReplicaCount": MAX, "triggers": [{
+    "type": "prometheus", "metricType": "AverageValue",
+    "metadata": {"query": 'sum(vllm:num_requests_waiting{namespace="ai-serving",job="vllm"})', "threshold": "5"}}]}}
+
+
+def test_the_recording_is_what_its_phases_say():
+    steady = {name: recorded_fleet(name)[0][:3] for name in ("saturated", "queue")}
+    seqs = RECORDED["max_num_seqs"]
+    assert [g["value"] for g in steady["saturated"][:2]] == [seqs, 0]  # every slot busy, none waiting
+    assert steady["queue"][0]["value"] == seqs and steady["queue"][1]["value"] > 0
+    assert RECORDED["vllm"] == "0.20.0" and not RECORDED["errors"]
+
+
+def test_a_real_saturated_fleet_keeps_its_replicas_and_the_old_trigger_did_not():
+    assert replay_recorded("saturated", recorded_rendered()) == [FLEET] * 28
+    old = replay_recorded("saturated", WAITING_ONLY)
+    assert old[-1] == MIN, old  # what the issue saw: busy replicas sent to the minimum
+
+
+def test_a_real_queue_adds_replicas():
+    counts = replay_recorded("queue", recorded_rendered())
+    # 8 running + 16 waiting a replica over 8 a replica: 12 wanted, at most max(2 x 4, 4) = 8 in one step.
+    assert counts == [2 * FLEET] * len(counts), counts
+
+
+def test_a_real_idle_fleet_goes_to_its_minimum_after_the_window():
+    phase_samples = [s for s in RECORDED["samples"] if s["phase"] == "drain"]
+    assert phase_samples[-1]["vllm:num_requests_running"] == 0
+    steady_idle = [s for s in phase_samples if not s["vllm:num_requests_running"] and not s["vllm:num_requests_waiting"]]
+    assert steady_idle, "the recording ends busy"
+    counts = replay_on(as_fleet(steady_idle), recorded_rendered())
+    held = DOWNSCALE_WINDOW_S // SYNC_S
+    assert counts[:held - 1] == [FLEET] * (held - 1) and counts[held:] == [MIN] * (28 - held), counts
