@@ -15,8 +15,7 @@ import pytest
 
 from support.ansible import run_module, sandbox_playbook
 from support.k8s import changed_between, cluster_state
-from support.keda import (MARK, PAUSED, Recorder, check_paused_around_the_rollout, installed_crds,
-                          remove_crds_made_since)
+from support.keda import MARK, PAUSED, Recorder, check_paused_around_the_rollout, crds_put_back
 from support.sandbox import sandbox_cmd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,10 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module", autouse=True)
 def keda_crds_removed_after(kube):
-    """KEDA's CRDs as the file found them (none on a fresh sandbox), and again after it."""
-    there = installed_crds(kube)
-    yield there
-    remove_crds_made_since(kube, there)
+    yield from crds_put_back(kube)
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"

@@ -20,6 +20,7 @@ import pytest
 from support.ansible import run_module
 from support.hub_cache import ROOT, TEST_MODEL, build_hf_cache, build_modelscope_cache, model_files
 from support.sandbox import sandbox_cmd
+from support.s3 import client_putting_back_buckets
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -28,21 +29,7 @@ MARKER = ".inferops-model-complete.json"
 
 @pytest.fixture(scope="module")
 def s3(sandbox):
-    import boto3
-    from botocore.config import Config
-
-    creds = sandbox.s3_credentials()
-    client = boto3.client("s3", endpoint_url=sandbox.s3_endpoint, aws_access_key_id=creds["access_key"],
-                          aws_secret_access_key=creds["secret_key"], region_name="us-east-1",
-                          config=Config(s3={"addressing_style": "path"}))
-    before = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-    yield client
-    # The buckets this file made go again: the next file starts from the S3 server as it found it.
-    for bucket in {b["Name"] for b in client.list_buckets().get("Buckets", [])} - before:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for o in page.get("Contents", []):
-                client.delete_object(Bucket=bucket, Key=o["Key"])
-        client.delete_bucket(Bucket=bucket)
+    yield from client_putting_back_buckets(sandbox)
 
 
 def upload_model(s3, bucket: str, prefix: str, extra: dict[str, bytes] | None = None, manifest: bool = True) -> dict:

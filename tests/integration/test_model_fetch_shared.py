@@ -23,6 +23,7 @@ import pytest
 
 from support.ansible import run_module
 from support.hub_cache import ROOT
+from support.s3 import client_putting_back_buckets
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -32,21 +33,7 @@ CONFIG = json.dumps({"architectures": ["Qwen2ForCausalLM"]}).encode()
 
 @pytest.fixture(scope="module")
 def s3(sandbox):
-    import boto3
-    from botocore.config import Config
-
-    creds = sandbox.s3_credentials()
-    client = boto3.client("s3", endpoint_url=sandbox.s3_endpoint, aws_access_key_id=creds["access_key"],
-                          aws_secret_access_key=creds["secret_key"], region_name="us-east-1",
-                          config=Config(s3={"addressing_style": "path"}))
-    before = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-    yield client
-    # The buckets this file made go again: the next file starts from the S3 server as it found it.
-    for bucket in {b["Name"] for b in client.list_buckets().get("Buckets", [])} - before:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for o in page.get("Contents", []):
-                client.delete_object(Bucket=bucket, Key=o["Key"])
-        client.delete_bucket(Bucket=bucket)
+    yield from client_putting_back_buckets(sandbox)
 
 
 def upload(s3, bucket: str, prefix: str, files: dict[str, bytes], part: int = 5 * MIB) -> None:

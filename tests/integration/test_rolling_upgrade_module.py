@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 
 from support.ansible import run_module
-from support.keda import (MARK, PAUSED, Recorder, check_paused_around_the_rollout, installed_crds,
-                          remove_crds_made_since)
+from support.keda import MARK, PAUSED, Recorder, check_paused_around_the_rollout, crds_put_back
 from support.sandbox import sandbox_cmd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -19,10 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module", autouse=True)
 def keda_crds_removed_after(kube):
-    """KEDA's CRDs as the file found them (none on a fresh sandbox), and again after it."""
-    there = installed_crds(kube)
-    yield there
-    remove_crds_made_since(kube, there)
+    yield from crds_put_back(kube)
 
 
 OURS = {"app.kubernetes.io/managed-by": "inferops.vllm", "app.kubernetes.io/instance": "web"}

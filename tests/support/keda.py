@@ -30,6 +30,14 @@ def remove_crds_made_since(kube, there: set[str]) -> None:
     wait_until(kube.api, CRD_PATH, lambda crds: not {c["metadata"]["name"] for c in crds} & made, 120)
 
 
+def crds_put_back(kube):
+    """A generator for a module fixture: KEDA's CRDs as the file found them
+    (none on a fresh sandbox), and again after it."""
+    there = installed_crds(kube)
+    yield there
+    remove_crds_made_since(kube, there)
+
+
 def ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions") or [])
 
