@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 
 import pytest
@@ -84,7 +85,11 @@ def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace,
     # One claim, declared once (by model_store), referenced here.
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod_spec["volumes"] if v.get("persistentVolumeClaim")]
     assert claims == ["models-qwen3-235b"] and not sts["spec"].get("volumeClaimTemplates")
-    assert sts["spec"]["template"]["metadata"].get("annotations") == {"nvidia.com/use-gputype": "H100"}
+    # HAMi's GPU type, and the key's salted HMAC (a new key rolls the pods; docs/api-key-rotation.md): no other.
+    annotations = sts["spec"]["template"]["metadata"].get("annotations") or {}
+    assert annotations.get("nvidia.com/use-gputype") == "H100", annotations
+    assert set(annotations) == {"nvidia.com/use-gputype", "inferops.io/api-key-hmac"}, annotations
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["inferops.io/api-key-hmac"]), annotations
     # Service, PodDisruptionBudget and Ingress in front of it.
     service = kube.get("v1", "Service", namespace, "vllm-qwen3-235b")
     assert service["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]

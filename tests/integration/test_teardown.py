@@ -121,7 +121,8 @@ def test_teardown_level_by_level(sandbox, kube):
                  "metadata": {"name": hami_namespace, "labels": {"inferops.io/test": "true"}}})
     # The HAMi-shaped chart's device plugin selects gpu=on whatever else it is
     # given (Helm merges the chart's map): what site.yml's gpu_nodes stage puts
-    # on the GPU nodes by default, and other tests do too. Never taken off here.
+    # on the GPU nodes by default. Taken off again at the end where this test put it.
+    put_on = [n for n in sandbox.gpu_nodes if kube.get(f"/api/v1/nodes/{n}")["metadata"]["labels"].get("gpu") != "on"]
     for node in sandbox.gpu_nodes:
         kube.patch(f"/api/v1/nodes/{node}", body={"metadata": {"labels": {"gpu": "on"}}})
     try:
@@ -212,6 +213,8 @@ def test_teardown_level_by_level(sandbox, kube):
         assert model_files_in(model_dir)  # through every level
     finally:
         clean_up(kube, sandbox, namespace, hami_namespace)
+        for node in put_on:
+            kube.patch(f"/api/v1/nodes/{node}", body={"metadata": {"labels": {"gpu": None}}})
 
 
 def test_teardown_deletes_the_model_files_when_asked(sandbox, kube):
