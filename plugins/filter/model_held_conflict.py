@@ -30,8 +30,9 @@ options:
 EXAMPLES = r"""
 - name: Refuse a new revision into the folder running pods read
   ansible.builtin.assert:
-    that: (read | inferops.vllm.model_held_conflict({'source': 'huggingface', 'model_id': 'Qwen/Qwen3-8B',
-                                                       'revision': 'v2'})) == ''
+    that: >-
+      (read | inferops.vllm.model_held_conflict({'source': 'huggingface', 'model_id': 'Qwen/Qwen3-8B',
+                                                 'revision': 'v2'})) == ''
 """
 
 RETURN = r"""

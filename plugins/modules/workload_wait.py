@@ -19,7 +19,8 @@ description:
     C(Unschedulable) (the scheduler's message), C(PVCPending)/C(FailedMount) (the claim), C(ProbeFailed) (the
     probe's event), C(BackoffLimitExceeded) (Job; with what its last failed container said - its termination message,
     or, when it left none, its log tail read while the pod was there, since the Job controller deletes a failed Job's
-    running pods; give the container C(terminationMessagePolicy=FallbackToLogsOnError) for the message), C(NodeNotReady) and C(NotReady) (a pod not Ready with nothing of
+    running pods; give the container C(terminationMessagePolicy=FallbackToLogsOnError) for the message),
+    C(NodeNotReady) and C(NotReady) (a pod not Ready with nothing of
     its own to say why) and others. When no pod has a cause to report, C(Progressing) names the pods not placed, not
     Ready or terminating, or says that every pod is Ready and the controller's status has not caught up.
   - Causes listed in O(fail_fast) end the wait early, once they have persisted for O(fail_fast_after) seconds.

@@ -221,8 +221,8 @@ def test_check_mode_fails_on_a_mistyped_service_in_a_namespace_that_exists(sandb
         assert typo.get("failed") is True and not typo.get("skipped"), (check_mode, typo)
         assert f"Service 'vlm' does not exist in namespace '{namespace}'" in typo["msg"], typo["msg"]
     # A pod name with a typo, the same.
-    pod = run_module("inferops.vllm.endpoint_check", {**{k: v for k, v in args.items() if k != "service"},
-                                                       "pod": "vlm-0"},
+    typo = {**{k: v for k, v in args.items() if k != "service"}, "pod": "vlm-0"}
+    pod = run_module("inferops.vllm.endpoint_check", typo,
                      kubeconfig=sandbox.kubeconfig, check=True)
     assert pod.get("failed") is True and f"pod 'vlm-0' does not exist in namespace '{namespace}'" in pod["msg"]
 

@@ -61,8 +61,8 @@ def site_namespace(kube):
     kube.delete("v1", "Namespace", None, name, missing_ok=True)
 
 
-def test_without_the_crds_the_role_stops_before_applying_anything(sandbox, kube, site_namespace,
-                                                                   operator_crds_removed_after):
+def test_without_the_crds_the_role_stops_before_applying_anything(
+        sandbox, kube, site_namespace, operator_crds_removed_after):
     assert not operator_crds_removed_after, (
         f"the sandbox serves {sorted(operator_crds_removed_after)} already, which a fresh one does not: an earlier "
         "test file left them (the sandbox's state check names it)")

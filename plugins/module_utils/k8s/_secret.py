@@ -23,8 +23,8 @@ import string
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, NotFoundError, ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import missing_namespace, request_json
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s._ownership import (COLLECTION_LABELS,
-                                                                                  created_by_collection, refusal)
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._ownership import (
+    COLLECTION_LABELS, created_by_collection, refusal)
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 MAX_CONFLICT_RETRIES = 5

@@ -72,13 +72,27 @@ def test_the_defaults_pass_their_spec(entry_point):
     assert result.error_messages == []
 
 
+def role_calls(node, found: list) -> list:
+    """Each include_role/import_role in a parsed playbook: (role name, tasks_from)."""
+    if isinstance(node, dict):
+        for key in ("ansible.builtin.include_role", "ansible.builtin.import_role", "include_role", "import_role"):
+            if isinstance(node.get(key), dict):
+                found.append((node[key].get("name", ""), node[key].get("tasks_from", "main")))
+        for value in node.values():
+            role_calls(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            role_calls(value, found)
+    return found
+
+
 def test_every_tasks_from_names_an_entry_point():
     calls = []
     for path in [*(ROOT / "playbooks").glob("*.yml"), ROOT / "site.yml", *(ROLE / "molecule").rglob("*.yml")]:
         if not path.is_file():
             continue
-        calls += [(path.name, line.split(":", 1)[1].strip().strip("'\""))
-                  for line in path.read_text().splitlines() if line.strip().startswith("tasks_from:")]
+        calls += [(path.name, tasks_from) for name, tasks_from in role_calls(yaml.safe_load(path.read_text()), [])
+                  if name.split(".")[-1] == "gpu_node"]
     assert ("gpu_nodes.yml", "host") in calls
     for where, entry_point in calls:
         assert entry_point in SPECS, f"{where}: tasks_from {entry_point!r} names no entry point of {sorted(SPECS)}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from support.modules import call
+from support.modules import call, call_in_own_process
 
 CONFIGS = Path(__file__).parents[2] / "plugins" / "module_utils" / "serving" / "model_configs"
 
@@ -15,9 +15,9 @@ def qwen_7b() -> dict:
     return json.loads((CONFIGS / "qwen2.5-7b-instruct.json").read_text())
 
 
-def test_plan_with_a_warning(capsys):
-    result = call("serving_plan", {"model_config": qwen_7b(), "gpu_memory_mib": 81559, "served_model_name": "q",
-                                   "gpu_memory_request_mib": 40000}, capsys)
+def test_plan_with_a_warning():
+    result = call_in_own_process("serving_plan", {"model_config": qwen_7b(), "gpu_memory_mib": 81559,
+                                                  "served_model_name": "q", "gpu_memory_request_mib": 40000})
     assert result.get("failed") is not True, result.get("msg")
     assert result["changed"] is False and result["served_model_name"] == "q"
     assert result["resources"]["limits"]["nvidia.com/gpumem"] == "40000"

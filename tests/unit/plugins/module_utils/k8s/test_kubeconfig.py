@@ -101,19 +101,19 @@ def test_an_account_made_again_is_seen_from_its_uid_before_any_review(monkeypatc
     # The API server would still take the token for a while (its cache of accepted tokens).
     why, fake = review(monkeypatch, {ACCOUNT: {"metadata": {"uid": "new-uid"}}, REVIEW: OK})
     assert UID in why and "new-uid" in why and [a[0] for a in fake.asked] == ["GET"]
-    gone, _ = review(monkeypatch, {ACCOUNT: kc.ClusterError("404", status=404), REVIEW: OK})
+    gone, _fake = review(monkeypatch, {ACCOUNT: kc.ClusterError("404", status=404), REVIEW: OK})
     assert "no longer exists" in gone
 
 
 def test_a_token_the_server_rejects_is_replaced_with_its_reason(monkeypatch):
     error = "[invalid bearer token, square/go-jose: error in cryptographic primitive]"
-    why, _ = review(monkeypatch, {ACCOUNT: LIVE, REVIEW: {"status": {"authenticated": False, "error": error}}})
+    why, _fake = review(monkeypatch, {ACCOUNT: LIVE, REVIEW: {"status": {"authenticated": False, "error": error}}})
     assert "rejects" in why and "go-jose" in why
 
 
 def test_a_token_taken_for_another_user_is_replaced(monkeypatch):
-    why, _ = review(monkeypatch, {ACCOUNT: LIVE, REVIEW: {"status": {"authenticated": True,
-                                                                     "user": {"username": "someone"}}}})
+    taken_for = {"status": {"authenticated": True, "user": {"username": "someone"}}}
+    why, _fake = review(monkeypatch, {ACCOUNT: LIVE, REVIEW: taken_for})
     assert "someone" in why
 
 

@@ -75,8 +75,8 @@ def identity(params: dict) -> dict:
 
 
 def test_the_read_script_answers_from_the_fetchers_own_marker(tmp_path):
-    write_marker(str(tmp_path), identity({**HUB, "revision": "v1"}), [{"path": "config.json", "size": 2,
-                                                                         "sha256": "0" * 64, "mtime_ns": 1}])
+    files = [{"path": "config.json", "size": 2, "sha256": "0" * 64, "mtime_ns": 1}]
+    write_marker(str(tmp_path), identity({**HUB, "revision": "v1"}), files)
     answer = read(tmp_path)
     assert answer["marker"] is True and answer["source"]["revision"] == "v1" and answer["completed_at"]
     assert "files" not in answer  # a termination message is short
