@@ -14,7 +14,7 @@ import yaml
 from support.ansible import ROOT, recap_of as recap, run_playbook_streaming as run
 from support.sandbox import Outage
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("nodes_put_back")]
 # etcd is stopped as the task before the install starts (it reads no API), so
 # that Helm's requests are all made while etcd is away, however fast Helm is.
 FAULT_AT = "TASK [inferops.vllm.hami : The chart's values, in the layout of the release installed]"
