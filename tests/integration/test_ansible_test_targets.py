@@ -28,7 +28,21 @@ def test_every_module_has_a_target():
     assert set(TARGETS) <= targets, sorted(set(TARGETS) - targets)
 
 
-def test_ansible_test_integration(sandbox, tmp_path):
+@pytest.fixture
+def target_namespaces_removed(kube):
+    """The namespaces the targets made (ansible-test-*) deleted, and waited
+    for until gone: the next file starts from the sandbox as found."""
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import wait_until
+
+    before = {n["metadata"]["name"] for n in kube.list("v1", "Namespace")}
+    yield
+    made = {n["metadata"]["name"] for n in kube.list("v1", "Namespace")} - before
+    for name in made:
+        kube.delete("v1", "Namespace", None, name, propagation="Background", missing_ok=True)
+    wait_until(kube.api, "/api/v1/namespaces", lambda items: not {n["metadata"]["name"] for n in items} & made, 180)
+
+
+def test_ansible_test_integration(sandbox, tmp_path, target_namespaces_removed):
     dest = collection_copy(tmp_path)
     (dest / "tests" / "integration" / "integration_config.yml").write_text(
         yaml.safe_dump({"inferops_kubeconfig": sandbox.kubeconfig}))
