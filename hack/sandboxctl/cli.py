@@ -15,7 +15,7 @@ import time
 
 from sandboxctl import ROOT, crds, jobs, kwok, nodes, pki as pki_, processes, settings, storage
 from sandboxctl.processes import Launcher, process_alive, terminate
-from sandboxctl.state import LOOPBACK, STATE_DIR, SandboxError, free_port, load_state, save_state
+from sandboxctl.state import LOOPBACK, STATE_DIR, SandboxError, load_state, reserve_ports, save_state
 
 PORTS = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "s3", "s3_console",
          *(settings.vllm_port_key(p) for p in settings.VLLM_PODS))
@@ -51,7 +51,7 @@ def up(args: argparse.Namespace) -> int:
     pki = STATE_DIR / "pki"
     pki_.make_pki(pki)
     kubeconfig = STATE_DIR / "kubeconfig"
-    ports = {k: free_port() for k in PORTS + tuple(fixtures.get("ports", []))}
+    ports = reserve_ports(list(PORTS) + list(fixtures.get("ports", [])))
     s3_creds = {"access_key": "sandbox-" + secrets.token_hex(4), "secret_key": secrets.token_urlsafe(24)}
     creds_file = STATE_DIR / "s3-credentials.json"
     creds_file.write_text(json.dumps(s3_creds))

@@ -162,3 +162,48 @@ def test_crd_files_are_found_on_a_machine_whose_module_cache_lacks_them(tmp_path
         # The module cache is read-only; go removes its own.
         subprocess.run(["go", "clean", "-modcache"], env={**os.environ, "GOMODCACHE": str(cache)},
                        check=False, capture_output=True)
+
+
+def test_port_reservations_of_two_sandboxes_never_overlap_and_stay_below_the_ephemeral_range(tmp_path):
+    """pytest-xdist starts a sandbox per worker at the same moment; each
+    reservation skips what another live one holds and a port something else
+    has bound, and stays out of the range the kernel hands to outgoing
+    connections (which could take a port while its component is stopped)."""
+    import socket
+
+    from sandboxctl import state
+
+    registry = tmp_path / "ports.json"
+    with socket.socket() as busy:
+        busy.bind((state.LOOPBACK, 0))
+        first = state.reserve_ports([f"p{i}" for i in range(40)], tmp_path / "a", registry)
+        second = state.reserve_ports([f"p{i}" for i in range(40)], tmp_path / "b", registry)
+        assert not set(first.values()) & set(second.values())
+        assert busy.getsockname()[1] not in {*first.values(), *second.values()}
+    assert all(state.PORT_RANGE[0] <= p <= state.PORT_RANGE[1] for p in (*first.values(), *second.values()))
+    assert len(set(first.values())) == 40 and list(first) == [f"p{i}" for i in range(40)]
+    # Reserved again for the same folder (an `up` after a `down`), the old reservation is replaced.
+    again = state.reserve_ports(["x"], tmp_path / "a", registry)
+    import json
+
+    held = json.loads(registry.read_text())
+    assert held[str(tmp_path / "a")]["ports"] == [again["x"]]
+    assert held[str(tmp_path / "b")]["ports"] == sorted(second.values())
+
+
+def test_a_reservation_of_a_sandbox_that_is_gone_is_given_back(tmp_path):
+    """Past its grace period, a reservation holds only while its state.json
+    records those ports and one of its processes lives."""
+    import json
+    import os
+
+    from sandboxctl import state
+
+    registry = tmp_path / "ports.json"
+    alive, gone, missing = tmp_path / "alive", tmp_path / "gone", tmp_path / "missing"
+    for folder, pid in ((alive, os.getpid()), (gone, 2 ** 22 + 7)):
+        folder.mkdir()
+        (folder / "state.json").write_text(json.dumps({"ports": {"a": 20001}, "processes": [{"pid": pid}]}))
+    registry.write_text(json.dumps({str(d): {"ports": [20001], "at": 0} for d in (alive, gone, missing)}))
+    state.reserve_ports(["y"], tmp_path / "new", registry)
+    assert set(json.loads(registry.read_text())) == {str(alive), str(tmp_path / "new")}
