@@ -1,22 +1,29 @@
 # The two commands a fresh machine needs (see README.md):
 #   make sandbox   set up, start the local sandbox cluster, run site.yml on it
 #   make test      set up, run every test (unit, sanity, integration)
+# and for the inner loop and measurements:
+#   make test-quick  unit, sanity and lint tests only (no sandbox), a few minutes
 #   make bench     set up, run the benchmarks (bench/), print one table
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
+# pytest-xdist workers, each with a sandbox of its own (tests/support/sandbox.py),
+# each file on one worker. Two is what a 2-core machine gains most from
+# (docs/test-suite-timing.md: a third was slower); 1 runs in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
 
-.PHONY: help setup sandbox sandbox-down test unit bench lock ee-context vllm-flags
+.PHONY: help setup sandbox sandbox-down test test-quick unit bench lock ee-context vllm-flags
 
 help:
 	@echo "make sandbox   - set up, start the sandbox cluster, run site.yml against it"
-	@echo "make test      - set up and run all tests (unit, sanity, integration)"
+	@echo "make test      - set up and run all tests (unit, sanity, integration; TEST_WORKERS=2 in parallel)"
+	@echo "make test-quick - unit, sanity and lint tests only: no sandbox, a few minutes"
 	@echo "make sandbox-down - stop the sandbox cluster"
 	@echo "make bench     - run the benchmarks against their baselines (BENCH_ARGS=\"--only NAME --quick\")"
 
 setup:
-	hack/setup-python
-	hack/build-sandbox-bins >/dev/null
+	hack/setup
 
 sandbox: setup
 	hack/sandbox up
@@ -25,9 +32,13 @@ sandbox: setup
 sandbox-down:
 	hack/sandbox down
 
-test: setup
-	hack/host-test-image >/dev/null
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+test:
+	hack/setup --host-image
+	.venv/bin/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+test-quick:
+	hack/setup-python
+	.venv/bin/python -m pytest $(XDIST) tests/unit tests/sanity $(PYTEST_ARGS)
 
 # Each benchmark against the tool a user would otherwise use, in the same run
 # (bench/README.md); the table goes to stdout, the rows to bench/results/.

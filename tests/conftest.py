@@ -3,9 +3,12 @@ per test, and the Kubernetes API as plain dicts."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
+from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +57,39 @@ def namespace(request, kube):
                  "metadata": {"name": name, "labels": {"inferops.io/test": "true"}}})
     yield name
     kube.delete("v1", "Namespace", None, name, propagation="Background")
+
+
+# Longest files first: `make test` runs the files on pytest-xdist's workers
+# (--dist loadfile, a file to a worker), which take them in this order, so
+# the slowest file starts at once instead of keeping one worker busy at the
+# end while the other waits. The seconds are one file's setup, calls and
+# teardown in a full run (tests/file-durations.json; every run writes its own
+# to .cache/test-file-durations.json, to copy over it when files change much).
+# A file not listed counts as FILE_SECONDS_UNKNOWN: long enough to start early.
+FILE_DURATIONS = Path(__file__).with_name("file-durations.json")
+FILE_SECONDS_UNKNOWN = 60.0
+_RUN_FILE_SECONDS: dict[str, float] = defaultdict(float)
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    seconds = json.loads(FILE_DURATIONS.read_text()) if FILE_DURATIONS.exists() else {}
+    # A stable sort: the tests of one file keep their order.
+    items.sort(key=lambda item: -seconds.get(_file_of(item.nodeid), FILE_SECONDS_UNKNOWN))
+
+
+def pytest_runtest_logreport(report):
+    _RUN_FILE_SECONDS[_file_of(report.nodeid)] += report.duration
+
+
+def pytest_sessionfinish(session):
+    # Only the process that saw every file's reports (not an xdist worker), and only for a whole run.
+    if os.environ.get("PYTEST_XDIST_WORKER") or len(_RUN_FILE_SECONDS) < 10:
+        return
+    out = Path(__file__).resolve().parents[1] / ".cache" / "test-file-durations.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({k: round(v, 1) for k, v in sorted(_RUN_FILE_SECONDS.items(),
+                                                                 key=lambda kv: -kv[1])}, indent=1) + "\n")

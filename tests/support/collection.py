@@ -4,6 +4,7 @@ where ansible-test insists a collection lives, with only the files git knows
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,10 +29,20 @@ def collection_copy(base: Path) -> Path:
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     # ansible-test fetches a pip bootstrap script from a server this machine
     # cannot reach; put our stand-in where it caches that script.
+    # Two files may do this at once (pytest-xdist), and one may be running
+    # ansible-test already: each script is written only when it differs, to a
+    # temporary name first, then renamed over it (no reader sees half a file).
     cache = Path.home() / ".ansible" / "test" / "cache"
     cache.mkdir(parents=True, exist_ok=True)
+    ours = (ROOT / "hack" / "ansible-test-get-pip.py").read_bytes()
+    wanted = {f"get_pip_{version}.py" for version in ("24_2", "25_3", "25_2", "25_1", "25_0")}
     for script in cache.glob("get_pip_*.py"):
-        script.unlink()
-    for version in ("24_2", "25_3", "25_2", "25_1", "25_0"):
-        shutil.copy2(ROOT / "hack" / "ansible-test-get-pip.py", cache / f"get_pip_{version}.py")
+        if script.name not in wanted:
+            script.unlink(missing_ok=True)
+    for name in sorted(wanted):
+        target = cache / name
+        if not target.exists() or target.read_bytes() != ours:
+            tmp = target.with_name(f".{name}.{os.getpid()}")
+            tmp.write_bytes(ours)
+            os.replace(tmp, target)
     return dest

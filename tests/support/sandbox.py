@@ -13,8 +13,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Tests use a sandbox of their own so they never touch one a user started
-# with `make sandbox`.
-TEST_SANDBOX_DIR = Path(os.environ.get("TEST_SANDBOX_DIR", ROOT / ".cache" / "test-sandbox"))
+# with `make sandbox`; under pytest-xdist each worker has its own (gw0, gw1,
+# ...: the worker's name is in its environment before this module loads), so
+# files on different workers share nothing.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_BASE_DIR = Path(os.environ.get("TEST_SANDBOX_DIR", ROOT / ".cache" / "test-sandbox"))
+TEST_SANDBOX_DIR = _BASE_DIR.with_name(f"{_BASE_DIR.name}-{XDIST_WORKER}") if XDIST_WORKER else _BASE_DIR
 # What tests need beyond `make sandbox`: the stand-in's port and its
 # port-forward, kwok's crash logs (hack/sandbox up --fixtures).
 FIXTURES = ROOT / "tests" / "fixtures" / "sandbox.yml"
@@ -84,7 +88,7 @@ def keep_logs(lines: int = 5) -> list[str]:
     output): stopped processes, the stand-in's last lines, kwok's errors."""
     import shutil
 
-    kept = ROOT / ".cache" / "test-logs"
+    kept = ROOT / ".cache" / (f"test-logs-{XDIST_WORKER}" if XDIST_WORKER else "test-logs")
     shutil.rmtree(kept, ignore_errors=True)
     shutil.copytree(TEST_SANDBOX_DIR / "logs", kept, dirs_exist_ok=True)
     status = sandbox_cmd("status", check=False).stdout.splitlines()
