@@ -9,12 +9,42 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+# Where the suite's playbook time goes (docs/test-suite-timing.md): a line a
+# run, one file a pytest-xdist worker; hack/test-timing-report sums them.
+TIMING_DIR = ROOT / ".cache" / "test-timing"
+
+
+def _utc(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.rstrip("Z")).replace(tzinfo=timezone.utc).timestamp()
+
+
+def record_timing(playbook, started: float, ended: float, data: dict | None) -> None:
+    """Wall time, Ansible's start-up (process start to the first task),
+    its shutdown (last task's end to exit), and each task's seconds by its
+    module: what a run spends starting against what it spends in tasks."""
+    entry: dict = {"test": (os.environ.get("PYTEST_CURRENT_TEST") or "").rsplit(" ", 1)[0],
+                   "playbook": Path(str(playbook)).name, "wall": round(ended - started, 3)}
+    tasks = [t for play in (data or {}).get("plays", []) for t in play["tasks"]]
+    if tasks:
+        first, last = _utc(tasks[0]["task"]["duration"]["start"]), max(
+            _utc(t["task"]["duration"].get("end") or t["task"]["duration"]["start"]) for t in tasks)
+        entry["startup"] = round(first - started, 3)
+        entry["shutdown"] = round(ended - last, 3)
+        entry["tasks"] = [[next((r.get("action") for r in t["hosts"].values()), None) or "(skipped)",
+                           round(_utc(t["task"]["duration"].get("end") or t["task"]["duration"]["start"])
+                                 - _utc(t["task"]["duration"]["start"]), 3)] for t in tasks]
+    TIMING_DIR.mkdir(parents=True, exist_ok=True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER") or "main"
+    with open(TIMING_DIR / f"{worker}.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 class PlaybookResult:
@@ -90,15 +120,19 @@ def run_playbook(
         "ANSIBLE_NOCOLOR": "1",
         **(env or {}),
     }
+    started = time.time()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=run_env, text=True, capture_output=True, timeout=1200, check=False)
     finally:
         if vars_file:
             os.unlink(vars_file.name)
+    ended = time.time()
     try:
         data = json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
+        record_timing(playbook, started, ended, None)
         raise AssertionError(f"ansible-playbook printed no JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from exc
+    record_timing(playbook, started, ended, data)
     return PlaybookResult(data, proc.returncode, proc.stderr)
 
 
@@ -134,8 +168,10 @@ class TextRun:
 def run_playbook_text(playbook: str | Path, inventory: str | Path, *extra_args: str, env: dict | None = None) -> TextRun:
     run_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", **(env or {})}
     run_env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    started = time.time()
     proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), *extra_args], cwd=ROOT,
                           env=run_env, text=True, capture_output=True, timeout=1200, check=False)
+    record_timing(playbook, started, time.time(), None)
     return TextRun(proc)
 
 
@@ -186,12 +222,14 @@ def run_playbook_streaming(playbook: str | Path, on_line=None, extra_args: list[
     proc = subprocess.Popen([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-e",
                              f"ansible_python_interpreter={sys.executable}", *(extra_args or []), str(playbook)],
                             cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines = []
+    started, lines = time.time(), []
     for line in proc.stdout:
         lines.append(line)
         if on_line:
             on_line(line)
-    return proc.wait(600), "".join(lines)
+    rc = proc.wait(600)
+    record_timing(playbook, started, time.time(), None)
+    return rc, "".join(lines)
 
 
 def recap_of(output: str) -> dict:
