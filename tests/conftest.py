@@ -64,7 +64,9 @@ def namespace(request, kube):
 # the slowest file starts at once instead of keeping one worker busy at the
 # end while the other waits. The seconds are one file's setup, calls and
 # teardown in a full run (tests/file-durations.json; every run writes its own
-# to .cache/test-file-durations.json, to copy over it when files change much).
+# to .cache/test-file-durations.json, to copy over it when files change much;
+# test_sandbox_oldest_k8s's entry is its time on a fresh machine, where it
+# first builds Kubernetes 1.35).
 # A file not listed counts as FILE_SECONDS_UNKNOWN: long enough to start early.
 FILE_DURATIONS = Path(__file__).with_name("file-durations.json")
 FILE_SECONDS_UNKNOWN = 60.0

@@ -18,7 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 # Where the suite's playbook time goes (docs/test-suite-timing.md): a line a
-# run, one file a pytest-xdist worker; hack/test-timing-report sums them.
+# run, one file a pytest-xdist worker; hack/test-timing-report.py sums them.
 TIMING_DIR = ROOT / ".cache" / "test-timing"
 
 

@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """Where the test suite's playbook time went: reads what tests/support/ansible.py
 recorded for each ansible-playbook run of the last test run
 (.cache/test-timing/*.jsonl) and prints the totals: Ansible's start-up and
 shutdown against the time in tasks, and the tasks by module (count, total,
 median). Clear the folder before a run to measure that run alone.
 
-    hack/test-timing-report [--top 20]
+    .venv/bin/python hack/test-timing-report.py [--top 20]
 """
 
 from __future__ import annotations
