@@ -10,8 +10,10 @@ PYTEST_ARGS ?=
 # pytest-xdist workers, each with a sandbox of its own (tests/support/sandbox.py),
 # each file on one worker. Two is what a 2-core machine gains most from
 # (docs/test-suite-timing.md: a third was slower); 1 runs in one process.
+# --no-loadscope-reorder keeps tests/conftest.py's order (longest file first);
+# left alone, xdist starts the files with the most tests first.
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder,)
 
 .PHONY: help setup sandbox sandbox-down test test-quick unit bench lock ee-context vllm-flags
 

@@ -31,6 +31,15 @@ def sandbox(request):
 SANDBOX_REPORT: list[str] = []
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist's controller: a worker's sandbox report comes back with
+    it (its session fixtures are torn down before pytest_sessionfinish)."""
+    report = getattr(node, "workeroutput", {}).get("sandbox_report") or []
+    if report:
+        SANDBOX_REPORT.extend([f"[{node.gateway.id}]"] + report)
+
+
 def pytest_terminal_summary(terminalreporter):
     if SANDBOX_REPORT:
         terminalreporter.section("sandbox logs (tests failed)")
@@ -88,6 +97,8 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: hand the report to the controller
+        session.config.workeroutput["sandbox_report"] = SANDBOX_REPORT
     # Only the process that saw every file's reports (not an xdist worker), and only for a whole run.
     if os.environ.get("PYTEST_XDIST_WORKER") or len(_RUN_FILE_SECONDS) < 10:
         return
