@@ -47,6 +47,9 @@ def inputs(kind: str, eager: bool, tp: int, gpu_mib: int) -> dict:
         "extra_args": extra,
         "api_key_secret": "vllm-api-key",
         "network_policy": True,
+        # The runs on record were made before the plan rendered vLLM's drain
+        # (--shutdown-timeout): they ran without one, so the cases ask for none.
+        "drain_timeout_s": 0,
     }
 
 
@@ -59,7 +62,7 @@ def embed_inputs(gpu_mib: int) -> dict:
     return {"model_config_file": f"{EMBED_DIR}/config.json", "model_path": "/models/all-minilm-l6-v2",
             "served_model_name": "minilm", "vllm_version": "0.20.0", "gpu_memory_mib": gpu_mib, "gpus_per_node": 1,
             "tensor_parallel_size": 1, "max_model_len": 256, "port": 8002, "extra_args": ["--load-format", "dummy"],
-            "api_key_secret": "vllm-api-key", "network_policy": True}
+            "api_key_secret": "vllm-api-key", "network_policy": True, "drain_timeout_s": 0}
 
 
 # The example inventory's serving (Qwen3-235B-A22B, TP 8 on 8 H100), as vllm_serve passes it to serving_plan
@@ -94,6 +97,7 @@ def example_inputs(shape: str, util: float, tp: int, gpu: str, gpu_mib: int) -> 
         "gpu_memory_utilization": util,
         "max_num_seqs": v["vllm_serve_max_num_seqs"],
         "port": defaults["vllm_serve_port"],
+        "drain_timeout_s": 0,  # recorded without a drain, as inputs() says
         "api_key_secret": f"{v['vllm_serve_name']}-api-key",
     }
 

@@ -160,6 +160,23 @@ options:
     description: Expected seconds of compilation and CUDA-graph capture after loading, for the startup budget.
     type: float
     default: 180
+  prestop_drain_s:
+    description:
+      - Seconds the pod's preStop hook keeps it serving while its endpoint leaves the Service, before SIGTERM.
+    type: int
+    default: 15
+  drain_timeout_s:
+    description:
+      - Seconds vLLM lets running requests (streams included) finish after SIGTERM before it aborts the rest,
+        rendered as C(--shutdown-timeout) (vLLM 0.18.0 and newer; older releases abort at once, a warning). Left
+        out, 60 where the release has the flag. C(--shutdown-timeout) in O(extra_args) counts as this.
+    type: int
+  termination_grace_period_s:
+    description:
+      - The pod's termination grace period. Left out, it is computed as O(prestop_drain_s) + the drain + 10 s for
+        vLLM's engine to exit (RV(shutdown)); a shorter one is a problem, since the kubelet would kill running
+        requests.
+    type: int
   fail_on_problems:
     description: Fail when there are problems. With V(false) they are only returned.
     type: bool
@@ -246,6 +263,13 @@ startup_probe:
   description: A startupProbe with a failure budget from the model size and load speed.
   returned: success
   type: dict
+shutdown:
+  description:
+    - How a pod stops without dropping a request - the preStop seconds, the drain vLLM gets for running requests
+      (C(--shutdown-timeout), 0 where the release aborts them) and the termination grace period that covers both.
+  returned: success
+  type: dict
+  sample: {"prestop_s": 15, "drain_timeout_s": 60, "termination_grace_period_s": 85}
 model:
   description: What was read or estimated of the model (parameters, weight bytes, layers, heads).
   returned: success
@@ -339,6 +363,9 @@ def main():
         network_policy=dict(type="bool", default=False),
         load_bandwidth_mib_s=dict(type="float", default=1000),
         warmup_s=dict(type="float", default=180),
+        prestop_drain_s=dict(type="int", default=15),
+        drain_timeout_s=dict(type="int"),
+        termination_grace_period_s=dict(type="int"),
         fail_on_problems=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,

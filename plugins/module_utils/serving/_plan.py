@@ -53,7 +53,7 @@ PLAN_FLAGS = {
     "--pipeline-parallel-size": "pipeline_parallel_size", "-pp": "pipeline_parallel_size",
     "--max-model-len": "max_model_len", "--gpu-memory-utilization": "gpu_memory_utilization",
     "--max-num-seqs": "max_num_seqs", "--dtype": "dtype", "--quantization": "quantization", "-q": "quantization",
-    "--kv-cache-dtype": "kv_cache_dtype",
+    "--kv-cache-dtype": "kv_cache_dtype", "--shutdown-timeout": "drain_timeout_s",
 }
 # vLLM's multi-node mode (the mp backend, from 0.11.1): the plan renders these
 # for each pod of a group, so extra_args may not carry them. The defaults and
@@ -87,7 +87,8 @@ POSITIVE = {
     "param_count": "leave it out and the plan counts the parameters from config.json",
     "load_bandwidth_mib_s": "give the model volume's read speed in MiB/s, e.g. 1000",
 }
-RANGES = {"port": (1, 65535), "gpu_cores_percent": (1, 100), "overhead_mib": (0, None), "warmup_s": (0, None)}
+RANGES = {"port": (1, 65535), "gpu_cores_percent": (1, 100), "overhead_mib": (0, None), "warmup_s": (0, None),
+          "drain_timeout_s": (0, None), "prestop_drain_s": (0, None), "termination_grace_period_s": (0, None)}
 
 
 def check_numbers(p: dict, wanted: dict) -> None:
@@ -623,8 +624,60 @@ def startup(p: dict, gpus: int, weights_per_gpu: float, version: str, nodes: int
     return {"shm_mib": shm_mib, "budget_s": budget_s, "probe": probe, "env": env}
 
 
+# The first release whose `vllm serve` takes --shutdown-timeout (vllm/engine/
+# arg_utils.py at v0.18.0; absent at v0.17.1), and its drain when left out here.
+SHUTDOWN_TIMEOUT_SINCE = "0.18.0"
+DEFAULT_DRAIN_S = 60
+# After the drain vLLM stops its engine processes (SIGTERM, then a kill at
+# the deadline: vllm/v1/utils.py shutdown) and the API server exits.
+ENGINE_EXIT_S = 10
+
+
+def shutdown(p: dict, setting, version: str, found: Findings) -> dict:
+    """How a pod stops without dropping a request. The kubelet runs the
+    preStop hook first (the pod keeps serving while its endpoint leaves the
+    Service), then sends SIGTERM. From 0.18.0 vLLM then lets running
+    requests, streams included, finish for up to --shutdown-timeout seconds
+    and aborts what is left (default 0: abort at once; vllm/engine/
+    arg_utils.py and vllm/v1/engine/core.py _handle_shutdown, v0.18.0 to
+    v0.33.0); before 0.18.0 every running request is aborted. The grace
+    period must cover preStop, the drain and the engine's exit, or the kubelet
+    kills the drain: a shorter one is refused."""
+    prestop = int(_num(p.get("prestop_drain_s", 15), "prestop_drain_s"))
+    has_flag = "--shutdown-timeout" in flags_for(version)["flags"]
+    given = setting("drain_timeout_s")
+    args: list = []
+    if not has_flag:
+        if given is not None and _num(given, "drain_timeout_s") > 0:
+            found.problems.append(f"drain_timeout_s {given}: vLLM {version} has no --shutdown-timeout (from "
+                                  f"{SHUTDOWN_TIMEOUT_SINCE}) and aborts every running request on SIGTERM; choose "
+                                  f"vLLM {SHUTDOWN_TIMEOUT_SINCE} or newer, or leave it out")
+        else:
+            found.warnings.append(f"vLLM {version} aborts every running request on SIGTERM (--shutdown-timeout, which "
+                                  f"lets them finish, arrived in {SHUTDOWN_TIMEOUT_SINCE}): a rollout or scale-down "
+                                  "cuts the requests in flight on the pods it stops")
+        drain = 0
+    else:
+        drain = int(_num(DEFAULT_DRAIN_S if given is None else given, "drain_timeout_s"))
+        if drain > 0:
+            args = ["--shutdown-timeout", str(drain)]
+        else:
+            found.warnings.append("drain_timeout_s 0: vLLM aborts every running request on SIGTERM, so a rollout "
+                                  "or scale-down cuts the requests in flight on the pods it stops")
+    need = prestop + drain + ENGINE_EXIT_S
+    grace = p.get("termination_grace_period_s")
+    if grace is None:
+        grace = need
+    elif int(_num(grace, "termination_grace_period_s")) < need:
+        found.problems.append(
+            f"termination_grace_period_s {grace} is shorter than the preStop drain ({prestop} s) + vLLM's drain of "
+            f"running requests (--shutdown-timeout {drain} s) + {ENGINE_EXIT_S} s for its engine to exit: the "
+            f"kubelet would kill requests still running; give {need} or more, or leave it out to have it computed")
+    return {"args": args, "prestop_s": prestop, "drain_s": drain, "grace_s": int(grace)}
+
+
 def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: dict, kv: dict, tp: int,
-              pp: int, fractional: bool, startup_env: dict) -> dict:
+              pp: int, fractional: bool, startup_env: dict, stop_args: list) -> dict:
     """The container's args and env (the image's entrypoint is `vllm serve`):
     the plan's flags once, then the user's, the key from its Secret."""
     model_path = str(p.get("model_path") or wanted.get("model_path") or "/models/model")
@@ -647,6 +700,7 @@ def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: di
         args += ["--kv-cache-dtype", weights["kv_dtype"]]
     if p.get("allow_trust_remote_code"):
         args.append("--trust-remote-code")
+    args += stop_args
     for flag, value in kept:
         args += [flag] if value is None else [flag, value]
     if tp > 1 and fractional and "--disable-custom-all-reduce" not in args:
@@ -762,7 +816,9 @@ def plan(p: dict) -> dict:
     check_env(dict(p.get("env") or {}), version, found)
     hami_plan = hami_request(p, pod_gpus, tp, version, mem, found)
     boot = startup(p, pod_gpus, weights_per_gpu, version, nodes)
-    run = container(p, setting, wanted, kept, weights, mem, kv, tp, pp, hami_plan["fractional"], boot["env"])
+    stop = shutdown(p, setting, version, found)
+    run = container(p, setting, wanted, kept, weights, mem, kv, tp, pp, hami_plan["fractional"], boot["env"],
+                    stop["args"])
     pods = group(run["args"], run["env"], nodes, tp, pp, run["port"], boot, version, found)
     if not p.get("network_policy"):
         found.warnings.append(
@@ -808,6 +864,8 @@ def plan(p: dict) -> dict:
         "shm_size_mib": boot["shm_mib"],
         "startup_probe": boot["probe"],
         "startup_budget_s": boot["budget_s"],
+        "shutdown": {"prestop_s": stop["prestop_s"], "drain_timeout_s": stop["drain_s"],
+                     "termination_grace_period_s": stop["grace_s"]},
         "problems": found.problems,
         "warnings": found.warnings,
     }
@@ -828,6 +886,8 @@ def summary(r: dict) -> str:
         f"max_model_len {r['max_model_len']} (largest that fits: {r['proposed_max_model_len']}), "
         f"{r['max_concurrency_at_max_len']} requests at full length",
         f"/dev/shm {r['shm_size_mib']} MiB; startup budget {r['startup_budget_s']} s",
+        f"stopping a pod: preStop {r['shutdown']['prestop_s']} s, then running requests may finish for "
+        f"{r['shutdown']['drain_timeout_s']} s; grace period {r['shutdown']['termination_grace_period_s']} s",
     ]
     if r["group"]:
         lines.append(f"one replica is a group of {g['nodes']} pods, one a node with its {g['per_pod']} GPUs: TP "

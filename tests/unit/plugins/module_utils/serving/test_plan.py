@@ -258,3 +258,52 @@ def test_tensor_parallel_never_spans_nodes():
     r = plan({"model_config": cfg("qwen3-235b-a22b-instruct-2507"), "gpu_memory_mib": A100_40GB_MIB,
               "gpus_per_node": 8, "tensor_parallel_size": 16})
     assert any(p.startswith("tensor_parallel_size 16 is more than the 8 GPUs of a node") for p in r["problems"])
+
+
+SEVEN_B = {"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "gpus_per_node": 8}
+
+
+def test_pods_stop_after_running_requests_drain_and_the_grace_period_covers_it():
+    """vLLM 0.18.0 and on: --shutdown-timeout lets running requests finish
+    after SIGTERM (vllm/engine/arg_utils.py; default 0 aborts them); the
+    grace period covers preStop + the drain + the engine's exit."""
+    r = plan({**SEVEN_B, "vllm_version": "0.33.0"})
+    assert r["problems"] == []
+    assert r["args"][r["args"].index("--shutdown-timeout") + 1] == "60"
+    assert r["shutdown"] == {"prestop_s": 15, "drain_timeout_s": 60, "termination_grace_period_s": 15 + 60 + 10}
+    assert "grace period 85 s" in r["summary"]
+    # Given, in either place, it is rendered once with the grace period following it.
+    for given in ({"drain_timeout_s": 300}, {"extra_args": ["--shutdown-timeout", "300"]}):
+        r = plan({**SEVEN_B, "prestop_drain_s": 5, **given})
+        args = r["args"]
+        assert args.count("--shutdown-timeout") == 1 and args[args.index("--shutdown-timeout") + 1] == "300"
+        assert r["shutdown"]["termination_grace_period_s"] == 5 + 300 + 10
+    # Disagreeing values are a problem, as for the plan's other flags.
+    r = plan({**SEVEN_B, "drain_timeout_s": 30, "extra_args": ["--shutdown-timeout", "300"]})
+    assert any("--shutdown-timeout 300 in extra_args and drain_timeout_s: 30 disagree" in x for x in r["problems"])
+    # Every rank of a group gets it.
+    r = plan({**SEVEN_B, "gpu_memory_mib": 8192, "gpus_per_node": 2, "max_model_len": 4096})
+    assert all(rank[rank.index("--shutdown-timeout") + 1] == "60" for rank in r["group"]["ranks"])
+
+
+def test_a_grace_period_shorter_than_the_drain_is_refused_naming_the_sum():
+    r = plan({**SEVEN_B, "termination_grace_period_s": 30})
+    [problem] = [x for x in r["problems"] if x.startswith("termination_grace_period_s")]
+    assert "give 85 or more" in problem and "--shutdown-timeout 60 s" in problem
+    assert plan({**SEVEN_B, "termination_grace_period_s": 85})["problems"] == []
+    assert plan({**SEVEN_B, "termination_grace_period_s": 120})["shutdown"]["termination_grace_period_s"] == 120
+    with pytest.raises(ParameterError, match="drain_timeout_s: -1 must be 0 or more"):
+        plan({**SEVEN_B, "drain_timeout_s": -1})
+
+
+def test_a_release_without_the_drain_is_warned_and_refuses_one_asked_for():
+    """0.17.1 has no --shutdown-timeout: every running request is aborted on
+    SIGTERM (its launcher cancels the server task; EngineCore exits)."""
+    r = plan({**SEVEN_B, "vllm_version": "0.17.1"})
+    assert "--shutdown-timeout" not in r["args"] and r["problems"] == []
+    assert any("aborts every running request on SIGTERM" in w and "0.18.0" in w for w in r["warnings"])
+    assert r["shutdown"] == {"prestop_s": 15, "drain_timeout_s": 0, "termination_grace_period_s": 25}
+    r = plan({**SEVEN_B, "vllm_version": "0.17.1", "drain_timeout_s": 30})
+    assert any("vLLM 0.17.1 has no --shutdown-timeout" in x for x in r["problems"])
+    # The first catalogued release with the flag.
+    assert "--shutdown-timeout" in plan({**SEVEN_B, "vllm_version": "0.18.1"})["args"]
