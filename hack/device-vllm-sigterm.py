@@ -77,10 +77,10 @@ def new_request(port: int, model: str) -> dict:
     except Exception as exc:  # noqa: BLE001
         out["health"] = f"{type(exc).__name__}: {exc}"[:200]
     try:
-        status, _, raw = run.request(port, "POST", "/v1/chat/completions",
-                                     headers={"Authorization": f"Bearer {run.KEY}"},
-                                     body={"model": model, "messages": [{"role": "user", "content": "hi"}],
-                                           "max_tokens": 8}, timeout=60)
+        status, _headers, raw = run.request(port, "POST", "/v1/chat/completions",
+                                            headers={"Authorization": f"Bearer {run.KEY}"},
+                                            body={"model": model, "messages": [{"role": "user", "content": "hi"}],
+                                                  "max_tokens": 8}, timeout=60)
         answer = json.loads(raw) if raw.startswith(b"{") else {}
         out["completion"] = {"status": status,
                              "finish_reason": ((answer.get("choices") or [{}])[0]).get("finish_reason"),
