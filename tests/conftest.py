@@ -99,8 +99,9 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session):
     if hasattr(session.config, "workeroutput"):  # an xdist worker: hand the report to the controller
         session.config.workeroutput["sandbox_report"] = SANDBOX_REPORT
-    # Only the process that saw every file's reports (not an xdist worker), and only for a whole run.
-    if os.environ.get("PYTEST_XDIST_WORKER") or len(_RUN_FILE_SECONDS) < 10:
+        return
+    # Only the process that saw every file's reports (not a worker), and only for a whole run.
+    if len(_RUN_FILE_SECONDS) < 10:
         return
     out = Path(__file__).resolve().parents[1] / ".cache" / "test-file-durations.json"
     out.parent.mkdir(exist_ok=True)

@@ -34,13 +34,12 @@ def record_timing(playbook, started: float, ended: float, data: dict | None) -> 
                    "playbook": Path(str(playbook)).name, "wall": round(ended - started, 3)}
     tasks = [t for play in (data or {}).get("plays", []) for t in play["tasks"]]
     if tasks:
-        first, last = _utc(tasks[0]["task"]["duration"]["start"]), max(
-            _utc(t["task"]["duration"].get("end") or t["task"]["duration"]["start"]) for t in tasks)
-        entry["startup"] = round(first - started, 3)
-        entry["shutdown"] = round(ended - last, 3)
+        # Each task's start and end (a task cut short has no end: its start).
+        spans = [(_utc(d["start"]), _utc(d.get("end") or d["start"])) for d in (t["task"]["duration"] for t in tasks)]
+        entry["startup"] = round(spans[0][0] - started, 3)
+        entry["shutdown"] = round(ended - max(end for _start, end in spans), 3)
         entry["tasks"] = [[next((r.get("action") for r in t["hosts"].values()), None) or "(skipped)",
-                           round(_utc(t["task"]["duration"].get("end") or t["task"]["duration"]["start"])
-                                 - _utc(t["task"]["duration"]["start"]), 3)] for t in tasks]
+                           round(end - start, 3)] for t, (start, end) in zip(tasks, spans)]
     TIMING_DIR.mkdir(parents=True, exist_ok=True)
     worker = os.environ.get("PYTEST_XDIST_WORKER") or "main"
     with open(TIMING_DIR / f"{worker}.jsonl", "a", encoding="utf-8") as f:
