@@ -133,3 +133,13 @@ def claim(obj: dict) -> RolloutStatus:
     if phase == "Lost":
         return RolloutStatus(False, f"claim {name!r} lost its volume", failed=True, reason="ClaimLost")
     return RolloutStatus(False, f"claim {name!r} is {phase}")
+
+
+def mid_rollout(sts: dict) -> bool:
+    """Whether a StatefulSet is in the middle of a rollout: its partition
+    holds pods on the old revision, or its pods are not all on the update
+    revision yet (an interrupted roll, or one stopped with rollback off).
+    The one place this is decided."""
+    spec, status = sts.get("spec") or {}, sts.get("status") or {}
+    partition = ((spec.get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition") or 0
+    return int(partition) > 0 or (status.get("currentRevision") or "") != (status.get("updateRevision") or "")
