@@ -38,7 +38,7 @@ _value:
   type: bool
 """
 
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s._rollout import KINDS, status_of
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._rollout import KINDS, mid_rollout, status_of
 
 
 def rolled_out(obj) -> bool:
@@ -47,6 +47,12 @@ def rolled_out(obj) -> bool:
     return status_of(obj["kind"], obj).done
 
 
+def statefulset_mid_rollout(obj) -> bool:
+    """A StatefulSet's partition holds pods back, or its pods are not all on
+    the update revision (``_rollout.mid_rollout``)."""
+    return hasattr(obj, "get") and mid_rollout(obj)
+
+
 class FilterModule:
     def filters(self):
-        return {"rolled_out": rolled_out}
+        return {"rolled_out": rolled_out, "mid_rollout": statefulset_mid_rollout}

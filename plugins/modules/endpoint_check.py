@@ -132,6 +132,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+summary:
+  description: What was asked and how fast it answered, a line each, for a person reading the run.
+  returned: success
+  type: list
+  elements: str
 url:
   description: The base URL that was checked (a local tunnel's address with O(service)).
   returned: always
@@ -192,7 +197,9 @@ from ansible_collections.inferops.vllm.plugins.module_utils.serving._openai_chec
 
 def check(module):
     try:
-        return ask(module)
+        result = ask(module)
+        result["summary"] = summary_lines(result)
+        return result
     except NotFoundError as exc:
         # Reading is safe in check mode: only a namespace that is not there
         # (an earlier task only pretended to create it, with what goes in it)
@@ -201,6 +208,20 @@ def check(module):
         if not module.check_mode or not namespace_missing(module.params):
             raise
         return {"changed": False, "skipped": True, "msg": f"{exc.msg} (check mode: not created yet, not checked)"}
+
+
+def summary_lines(result: dict) -> list[str]:
+    """What was asked and how fast it answered, for a person reading the run."""
+    if result.get("api") == "embeddings":
+        emb = result.get("embeddings") or {}
+        return [f"{result.get('model')} answered an embedding of {emb.get('dimensions')} dimensions in "
+                f"{emb.get('total_s')} s"]
+    chat = result.get("chat") or {}
+    reply = str(chat.get("reply") or "")
+    lines = [f"{result.get('model')} answered: {reply[:77] + '...' if len(reply) > 80 else reply}",
+             f"chat: first byte {chat.get('ttfb_s')} s, total {chat.get('total_s')} s"
+             + (f"; stream: first token {result['stream'].get('ttft_s')} s" if result.get("stream") else "")]
+    return lines
 
 
 def namespace_missing(p) -> bool:

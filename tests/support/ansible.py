@@ -81,8 +81,10 @@ class PlaybookResult:
         return [t for play in self.data.get("plays", []) for t in play["tasks"]]
 
     def task(self, name: str, host: str | None = None) -> dict:
+        """The result of the first task of this name; a role's task is
+        named "<role> : <name>" in the results, and found by either."""
         for t in self.tasks():
-            if t["task"]["name"] == name:
+            if t["task"]["name"] == name or t["task"]["name"].endswith(f" : {name}"):
                 hosts = t["hosts"]
                 return hosts[host] if host else next(iter(hosts.values()))
         raise KeyError(f"no task named {name!r}; tasks: {[t['task']['name'] for t in self.tasks()]}")

@@ -348,3 +348,19 @@ def reconcile(api, definitions: list[dict], *, prune_kinds: list[dict] | None = 
     if gated is not None:
         result["gate"] = gated
     return result
+
+
+def last_applied(live: dict, override: dict | None = None) -> dict:
+    """The definition last applied to ``live`` (its
+    ``kubectl.kubernetes.io/last-applied-configuration``), with ``override``
+    merged in: applying it changes only those fields, and a later apply of
+    the same definition sees no change. Without a record, the object's kind,
+    name, namespace and labels with ``override``."""
+    from ansible.module_utils.common.dict_transformations import dict_merge
+
+    meta = live.get("metadata") or {}
+    record = (meta.get("annotations") or {}).get(LAST_APPLIED)
+    base = json.loads(record) if record else {
+        "apiVersion": live.get("apiVersion"), "kind": live.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}}
+    return dict_merge(base, override or {})

@@ -1,0 +1,61 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The vllm_serve role's names and numbers, checked before anything is read
+or changed: every problem at once, each naming its variable and the fix.
+(Types are the argument spec's; these are the rules it cannot say.)"""
+
+from __future__ import annotations
+
+import re
+
+NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A pod's controller-revision-hash label is <StatefulSet>-<10 characters>, at most 63.
+STATEFULSET_MAX = 52
+STATEFULSET = re.compile(r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$")
+SECRET = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def problems(v: dict) -> list[str]:
+    """``v``: the role's variables without their prefix (name, namespace,
+    served_model_name, replicas, port, wait_timeout, network_policy_enabled,
+    network_policy_from)."""
+    found = []
+    if "served_model_name" in v and not str(v["served_model_name"] or "").strip():
+        found.append("vllm_serve_served_model_name is empty: give the name clients will ask for (the model id of "
+                     "/v1/models)")
+    if not NAMESPACE.match(str(v.get("namespace", ""))):
+        found.append(f"vllm_serve_namespace {v.get('namespace')} is not a namespace name: lower-case letters, digits "
+                     "and -")
+    if not STATEFULSET.match(str(v.get("name", ""))):
+        found.append(f"vllm_serve_name {v.get('name')} is not a StatefulSet name: lower-case letters, digits and -, "
+                     f"{STATEFULSET_MAX} at most")
+    if "replicas" in v and int(v["replicas"]) < 0:
+        found.append(f"vllm_serve_replicas {v['replicas']} is negative")
+    if "port" in v and not 1 <= int(v["port"]) <= 65535:
+        found.append(f"vllm_serve_port {v['port']} is outside 1-65535")
+    if "wait_timeout" in v and int(v["wait_timeout"]) <= 0:
+        found.append("vllm_serve_wait_timeout must be more than 0 seconds")
+    if "api_key_secret" in v and not SECRET.match(str(v["api_key_secret"])):
+        found.append(f"vllm_serve_api_key_secret {v['api_key_secret']} is not a Secret name: lower-case letters, "
+                     "digits, - and .")
+    if v.get("network_policy_enabled") and not v.get("network_policy_from"):
+        found.append("vllm_serve_network_policy_enabled is true but vllm_serve_network_policy_from is empty: the "
+                     "policy would let no client in. Name the namespaces (and optionally pod labels) of the clients, "
+                     "e.g. [{namespace: ingress-nginx}, {namespace: apps, pod_labels: {app: chat}}]")
+    return found
+
+
+def rank_names(name: str, nodes: int) -> list[str]:
+    """The StatefulSets of a replica of ``nodes`` pods (one a node): rank 0
+    is ``name`` (it serves the API), rank r is ``name-rank<r>``."""
+    return [name] + [f"{name}-rank{r}" for r in range(1, int(nodes))]
+
+
+def rank_problems(name: str, nodes: int) -> list[str]:
+    last = rank_names(name, nodes)[-1]
+    if len(last) <= STATEFULSET_MAX:
+        return []
+    return [f"vllm_serve_name {name} is too long for a group of {nodes} pods: its StatefulSet {last} would pass "
+            f"{STATEFULSET_MAX} characters. Choose a name of at most {STATEFULSET_MAX - (len(last) - len(name))} "
+            "characters"]

@@ -1,0 +1,31 @@
+"""The vllm_serve role's checks of names and numbers (pure logic)."""
+
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._inputs import problems, rank_names, rank_problems
+
+GOOD = {"name": "vllm", "namespace": "ai-serving", "served_model_name": "m", "replicas": 1, "port": 8000,
+        "wait_timeout": 10, "api_key_secret": "vllm-api-key", "network_policy_enabled": False,
+        "network_policy_from": []}
+
+
+def test_good_input_has_no_problem():
+    assert problems(GOOD) == []
+
+
+def test_every_problem_is_listed_at_once_naming_its_variable():
+    found = problems({**GOOD, "name": "Bad_Name", "namespace": "-x", "served_model_name": " ", "replicas": -1,
+                      "port": 70000, "wait_timeout": 0, "api_key_secret": "A", "network_policy_enabled": True})
+    assert [p.split(" ")[0] for p in found] == [
+        "vllm_serve_served_model_name", "vllm_serve_namespace", "vllm_serve_name", "vllm_serve_replicas",
+        "vllm_serve_port", "vllm_serve_wait_timeout", "vllm_serve_api_key_secret", "vllm_serve_network_policy_enabled"]
+
+
+def test_a_statefulset_name_of_52_passes_and_53_does_not():
+    assert problems({**GOOD, "name": "a" * 52}) == []
+    assert problems({**GOOD, "name": "a" * 53})
+
+
+def test_rank_names_and_a_name_too_long_for_its_group():
+    assert rank_names("vllm", 3) == ["vllm", "vllm-rank1", "vllm-rank2"]
+    assert rank_names("vllm", 1) == ["vllm"]
+    assert rank_problems("a" * 46, 2) == []
+    assert "at most 46 characters" in rank_problems("a" * 47, 2)[0]
