@@ -15,7 +15,7 @@ description:
   - A failure that carries no answer of the server at all (no reason, no message, only an exception) counts as
     transient, because that is how a connection failure reaches C(until) with ansible-core 2.19 and later; a bad
     object refused by the client library before any request is then retried too, up to the task's C(retries).
-  - The roles do not retry with C(until): they call kubernetes.core modules through the C(inferops.vllm.k8s_retry)
+  - The roles do not retry with C(until); they call kubernetes.core modules through the C(inferops.vllm.k8s_retry)
     action, which uses the same rule (C(plugins/module_utils/k8s/_retry.py)). This filter is that rule, for a
     playbook of your own that retries with C(until).
 options:

@@ -12,7 +12,7 @@ description:
   - Given a live object (as C(kubernetes.core.k8s_info) returns it), the definition recorded in its
     C(kubectl.kubernetes.io/last-applied-configuration) annotation, with the given fields merged in. Applying it (with
     M(inferops.vllm.k8s_reconcile)) changes only those fields, and a later apply of the same definition sees no
-    change. Without a record: the object's kind, name, namespace and labels with the fields.
+    change. Without a record, the object's kind, name, namespace and labels with the fields.
   - The rule is C(plugins/module_utils/k8s/_reconcile.py)'s C(last_applied).
 options:
   _input:

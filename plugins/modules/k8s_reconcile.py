@@ -18,7 +18,7 @@ description:
   - Computes each object's apply patch as C(kubectl apply) and C(kubernetes.core.k8s) with C(apply=true) do (a
     three-way merge with the C(kubectl.kubernetes.io/last-applied-configuration) record), and sends every create
     and patch as one server-side dry run. Every refusal of the API server is listed together, and nothing is
-    written when there is one. The dry run's answer says whether the object changes: only those are applied.
+    written when there is one. The dry run's answer says whether the object changes; only those are applied.
   - With O(gate), a running StatefulSet whose pod template changes (or that an earlier run left mid-rollout) is
     applied with its partition at the replica count, so that no pod takes the new template until
     M(inferops.vllm.rolling_upgrade) rolls them one at a time.
@@ -47,7 +47,7 @@ options:
         required: true
   leave_fields:
     description:
-      - Dotted paths of fields that another controller sets (C(spec.replicas) while KEDA scales): a definition that
+      - Dotted paths of fields that another controller sets (C(spec.replicas) while KEDA scales). A definition that
         leaves one out does not remove it, and it is dropped from the last-applied record.
     type: list
     elements: str

@@ -26,15 +26,25 @@ options:
     description: That module's options.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - inferops.vllm.attributes
 attributes:
+  action:
+    support: full
   check_mode:
     support: full
     details: The module's own check mode.
   diff_mode:
     support: full
     details: The module's own diff.
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
 author:
-  - inferops.vllm contributors
+  - inferops.vllm maintainers (@inferops)
 """
 
 EXAMPLES = r"""

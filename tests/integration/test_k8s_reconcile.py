@@ -111,8 +111,8 @@ def test_prunes_only_its_own_objects_that_the_stage_no_longer_wants(sandbox, kub
     assert not reconcile(sandbox, capsys, [service(namespace)], prune=PRUNE)["changed"]
 
 
-def test_a_changed_template_is_held_by_the_partition_and_a_field_keda_owns_is_left(sandbox, kube, namespace,
-                                                                                    capsys):
+def test_a_changed_template_is_held_by_the_partition_and_a_field_keda_owns_is_left(
+        sandbox, kube, namespace, capsys):
     gate = {"name": "rec", "replicas": 2}
     first = reconcile(sandbox, capsys, [statefulset(namespace, "registry.invalid/vllm:1")], gate=gate)
     assert first["gate"]["gated"] is False and first["gate"]["partition"] == 0
