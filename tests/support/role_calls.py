@@ -38,5 +38,5 @@ def calls_in_collection() -> list[tuple[Path, str, str]]:
     for path in paths:
         if path.is_file():
             for name, tasks_from in role_calls(yaml.safe_load(path.read_text())):
-                calls.append((path.relative_to(ROOT), str(name).split(".")[-1], tasks_from))
+                calls.append((path.relative_to(ROOT), str(name).rsplit(".", maxsplit=1)[-1], tasks_from))
     return calls

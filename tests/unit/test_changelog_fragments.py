@@ -39,7 +39,7 @@ def test_each_fragment_has_a_number_of_its_own():
 def test_each_fragment_is_a_mapping_of_known_sections():
     config = yaml.safe_load((ROOT / "changelogs" / "config.yaml").read_text())
     # antsibull-changelog's trivial section (not printed) is there whatever the config lists.
-    sections = ({name for name, _ in config["sections"]} | {config["prelude_section_name"]}
+    sections = ({section[0] for section in config["sections"]} | {config["prelude_section_name"]}
                 | {config.get("trivial_section_name", "trivial")})
     for path in fragments():
         body = yaml.safe_load(path.read_text())

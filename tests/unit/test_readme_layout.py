@@ -31,19 +31,19 @@ def plugin_files() -> set[str]:
 
 
 def test_every_file_under_plugins_is_in_the_layout_map():
-    missing = sorted(plugin_files() - {name for name, _ in rows()})
+    missing = sorted(plugin_files() - {row[0] for row in rows()})
     assert not missing, f"README.md's layout section has no line for {missing}"
 
 
 def test_the_layout_map_names_only_files_that_exist():
-    mentioned = {name for name, _ in rows()} | set(re.findall(r"\bplugins/[\w./-]+\.py\b", layout_section()))
+    mentioned = {row[0] for row in rows()} | set(re.findall(r"\bplugins/[\w./-]+\.py\b", layout_section()))
     stale = sorted(name for name in mentioned if not (ROOT / name).is_file())
     assert not stale, f"README.md's layout section names files that do not exist: {stale}"
 
 
 def test_each_file_has_one_line_saying_what_it_is():
     assert rows(), "README.md's layout section has no table of plugins/ files"
-    twice = sorted(name for name, count in Counter(name for name, _ in rows()).items() if count > 1)
+    twice = sorted(name for name, count in Counter(row[0] for row in rows()).items() if count > 1)
     assert not twice, f"named more than once: {twice}"
     undescribed = sorted(name for name, what in rows() if len(what) < 10)
     assert not undescribed, f"no description: {undescribed}"
