@@ -2,7 +2,7 @@
 # Copyright: inferops.vllm contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Typed errors raised by module_utils; modules turn them into fail_json in
-one place (module_runner.run)."""
+one place (_runner.run)."""
 
 from __future__ import annotations
 

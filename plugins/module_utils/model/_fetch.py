@@ -6,7 +6,7 @@ guarantees: files already complete and correct are not fetched again, every
 file is verified, config.json must parse, and completion is marked last and
 atomically (a marker file), so a half download is never taken for a model.
 
-Sources are in model_sources; this module is the orchestration and the
+Sources are in _sources; this module is the orchestration and the
 marker. It runs inside the model_fetch module and, as
 ``python -m ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli``,
 inside a Kubernetes Job."""

@@ -45,9 +45,11 @@ def describe(identity: dict) -> str:
 
 def held_conflict(read: dict, params: dict) -> str:
     """Empty when fetching what ``params`` name into the folder that
-    ``read`` (READ_SCRIPT's answer) describes would leave its files as they
-    are; else what the folder holds, for the refusal. A folder with no
-    marker holds no complete model: nothing a pod could be serving."""
+    ``read`` (what model_store_read_script in
+    roles/model_store/tasks/revision_guard.yml printed) describes would leave
+    its files as they are; else what the folder holds, for the refusal. A
+    folder with no marker holds no complete model: nothing a pod could be
+    serving."""
     if read and read.get("error"):
         return f"what could not be read ({read['error']}): a fetch into it is not safe to allow"
     if not read or not read.get("marker"):
