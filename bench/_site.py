@@ -11,9 +11,12 @@ from _common import ROOT, Sandbox, iso_time, playbook
 STAGES = ("Preflight", "GPU nodes", "HAMi", "Model", "Serve", "Verify")
 
 
-def run_site(box: Sandbox) -> dict:
-    """One site.yml run: wall time, time per stage, tasks run, changed count."""
-    seconds, result = playbook(ROOT / "site.yml", box, inventory=ROOT / "inventories" / "sandbox")
+def run_site(box: Sandbox, root=None, env: dict | None = None) -> dict:
+    """One site.yml run: wall time, time per stage, tasks run, changed count.
+    ``root``: another checkout's site.yml and inventory (a baseline), found
+    through ``env``'s ANSIBLE_COLLECTIONS_PATH."""
+    root = root or ROOT
+    seconds, result = playbook(root / "site.yml", box, inventory=root / "inventories" / "sandbox", env=env)
     stages = dict.fromkeys(STAGES, 0.0)
     tasks = 0
     for play in result.data["plays"]:

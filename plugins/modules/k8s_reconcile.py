@@ -64,6 +64,12 @@ options:
         description: The replica count asked for (the partition is the larger of it and the running count).
         type: int
         required: true
+      ranks:
+        description: The other StatefulSets of a group of pods (a replica larger than a node), held with it at the
+          same partition when any of their templates changes.
+        type: list
+        elements: str
+        default: []
   hint:
     description: What the user can do about a refused object, appended to the message.
     type: str
@@ -152,7 +158,8 @@ def main():
                                              labels=dict(type="dict", required=True))),
         leave_fields=dict(type="list", elements="str", default=[]),
         gate=dict(type="dict", options=dict(name=dict(type="str", required=True),
-                                            replicas=dict(type="int", required=True))),
+                                            replicas=dict(type="int", required=True),
+                                            ranks=dict(type="list", elements="str", default=[]))),
         hint=dict(type="str", default=""),
         wait_timeout=dict(type="int", default=600),
         **K8S_AUTH_ARG_SPEC,

@@ -44,6 +44,15 @@ options:
     description: Namespace of the StatefulSet (and of O(server_api_key_secret)).
     type: str
     required: true
+  ranks:
+    description:
+      - For a replica larger than a node (a group of pods, one StatefulSet a rank), the StatefulSets of the other
+        ranks; O(name) is rank 0, whose pods serve the API. Pod i of every rank is one group. A group is replaced
+        together (every rank's partition lowered to the same ordinal at once), every pod of it Ready on its new
+        revision and the leader answering before the next group; the rollback puts every rank's template back.
+    type: list
+    elements: str
+    default: []
   timeout:
     description: Seconds each pod may take to become Ready, and the rollback in all, before failing with a diagnosis.
     type: float
@@ -208,7 +217,7 @@ def roll(module):
     from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _tunnel
     from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
     from ansible_collections.inferops.vllm.plugins.module_utils.serving._openai_check import EndpointChecker, Transport
-    from ansible_collections.inferops.vllm.plugins.module_utils.serving._rolling import GatedRollout
+    from ansible_collections.inferops.vllm.plugins.module_utils.serving._rolling import GatedRollout, GroupRollout
 
     p = module.params
     if p["check"] and not p["model"]:
@@ -234,9 +243,14 @@ def roll(module):
 
         return _tunnel.through_pod(api, p["namespace"], pod, port, ask)
 
-    rollout = GatedRollout(api, p["name"], p["namespace"], p["timeout"], p["fail_fast"], p["fail_fast_after"],
-                           check if p["check"] else None, p["rollback"], p["log_lines"], p["request_timeout"],
-                           pause_autoscaling=p["pause_autoscaling"])
+    if p["ranks"]:
+        rollout = GroupRollout(api, p["name"], p["namespace"], p["ranks"], p["timeout"], p["fail_fast"],
+                               p["fail_fast_after"], check if p["check"] else None, p["rollback"], p["log_lines"],
+                               p["request_timeout"], pause_autoscaling=p["pause_autoscaling"])
+    else:
+        rollout = GatedRollout(api, p["name"], p["namespace"], p["timeout"], p["fail_fast"], p["fail_fast_after"],
+                               check if p["check"] else None, p["rollback"], p["log_lines"], p["request_timeout"],
+                               pause_autoscaling=p["pause_autoscaling"])
     result = rollout.run(module.check_mode)
     if result["changed"] and module._diff:
         result["diff"] = {"before": {"revision": result["revision"]["from"]},
@@ -248,6 +262,7 @@ def main():
     spec = dict(
         name=dict(type="str", required=True),
         namespace=dict(type="str", required=True),
+        ranks=dict(type="list", elements="str", default=[]),
         timeout=dict(type="float", default=900),
         fail_fast=dict(type="list", elements="str", choices=list(PERMANENT_CAUSES),
                        default=["ImagePullBackOff", "PVCMissing", "CrashLoopBackOff", "CreateContainerConfigError",

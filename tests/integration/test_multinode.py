@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from support.ansible import sandbox_playbook
+from support.pods import PodRecorder
 from support.volumes import put_back_volumes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -133,8 +134,30 @@ def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kub
     same = site(sandbox, namespace, vllm_serve_replicas=2)
     assert same.rc == 0 and same.changed() == 0, same.failures()
 
+    # A new template rolls group by group: pod i of every rank replaced together, highest group first, each
+    # group Ready and its leader answering before the next group is touched.
+    revisions = {n: kube.get("apps/v1", "StatefulSet", namespace, n)["status"]["currentRevision"]
+                 for n in ("vllm", "vllm-rank1")}
+    with PodRecorder(kube, namespace) as recorder:
+        rolled = site(sandbox, namespace, vllm_serve_replicas=2, vllm_serve_max_model_len=2048)
+    assert rolled.rc == 0, rolled.failures()
+    steps = rolled.task("Lower the partition pod by pod (group by group), each gated by readiness and an endpoint "
+                        "check")["replicas"]
+    assert [s["group"] for s in steps] == [["vllm-1", "vllm-rank1-1"], ["vllm-0", "vllm-rank1-0"]]
+    assert all(s["check"]["models"]["ids"] for s in steps)
+    for name in ("vllm", "vllm-rank1"):
+        status = kube.get("apps/v1", "StatefulSet", namespace, name)["status"]
+        assert status["currentRevision"] == status["updateRevision"] != revisions[name]
+    pods = pods_of(kube, namespace)
+    assert all("2048" in p["spec"]["containers"][0]["args"] for p in pods.values())
+    # Never two groups out of service at once; each group went out whole.
+    out = [{name[-1] for name, s in state.items() if not s["ready"] or s["deleting"]} for state in recorder.states]
+    assert recorder.states and max(len(groups) for groups in out) == 1, out
+    assert [g for g in dict.fromkeys(next(iter(groups)) for groups in out if groups)] == ["1", "0"], out
+
     # site.yml does not check capacity first: a third group's pods stay Pending, and the wait says why.
-    three = site(sandbox, namespace, vllm_serve_replicas=3, vllm_serve_wait_timeout=20, vllm_serve_check=False)
+    three = site(sandbox, namespace, vllm_serve_replicas=3, vllm_serve_wait_timeout=20, vllm_serve_check=False,
+                 vllm_serve_max_model_len=2048)
     assert three.rc != 0
     waited = three.task("inferops.vllm.vllm_serve : Wait for the rollout")
     message = json.dumps(waited)

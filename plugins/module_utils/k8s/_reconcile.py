@@ -210,33 +210,47 @@ class Engine:
         return refused
 
     # -- 4: the partition gate --------------------------------------------------------------------------------
-    def gate(self, items: list[dict], name: str, replicas: int, leave_fields: list[str]) -> dict:
+    def gate(self, items: list[dict], name: str, replicas: int, leave_fields: list[str],
+             ranks: list[str] | None = None) -> dict:
         """Hold a running StatefulSet's pods on their revision when its pod
-        template changes; what rolling_upgrade then rolls."""
-        item = next((i for i in items if i["definition"]["kind"] == "StatefulSet"
-                     and i["definition"]["metadata"]["name"] == name), None)
-        if item is None:
-            raise ParameterError(f"gate: StatefulSet {name} is not among the definitions")
-        live = item["live"]
+        template changes; what rolling_upgrade then rolls. With ``ranks``
+        (the other StatefulSets of a group of pods), all of them are held
+        at the same partition when any of their templates changes."""
+        names = [name] + list(ranks or [])
+        members = []
+        for member in names:
+            item = next((i for i in items if i["definition"]["kind"] == "StatefulSet"
+                         and i["definition"]["metadata"]["name"] == member), None)
+            if item is None:
+                raise ParameterError(f"gate: StatefulSet {member} is not among the definitions")
+            members.append(item)
         gate = {"name": name, "gated": False, "partition": 0, "template_changed": False, "unfinished": False}
-        if live is None:
+        if ranks:
+            gate["ranks"] = list(ranks)
+        lead = members[0]["live"]
+        if lead is None:
             return gate
-        result = item.get("result")
-        template_changed = result is None or (result.get("spec") or {}).get("template") != live["spec"]["template"]
-        live_partition = int(((live["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {})
+        template_changed = unfinished = False
+        for item in members:
+            live, result = item["live"], item.get("result")
+            if live is None:
+                continue
+            template_changed |= result is None or (result.get("spec") or {}).get("template") != live["spec"]["template"]
+            unfinished |= mid_rollout(live)
+        live_partition = int(((lead["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {})
                              .get("partition") or 0)
-        unfinished = mid_rollout(live)
-        partition = max(int(live["spec"].get("replicas") or 0), int(replicas)) if template_changed else \
+        partition = max(int(lead["spec"].get("replicas") or 0), int(replicas)) if template_changed else \
             live_partition if unfinished else 0
         gate.update(gated=template_changed or unfinished, partition=partition, template_changed=template_changed,
                     unfinished=unfinished)
         if partition != 0:
-            desired = copy.deepcopy(item["definition"])
-            desired["spec"].setdefault("updateStrategy", {"type": "RollingUpdate"}) \
-                .setdefault("rollingUpdate", {})["partition"] = partition
-            item["definition"] = desired
-            self.plan_write(item, leave_fields)
-            refused = self.dry_run([item])
+            for item in members:
+                desired = copy.deepcopy(item["definition"])
+                desired["spec"].setdefault("updateStrategy", {"type": "RollingUpdate"}) \
+                    .setdefault("rollingUpdate", {})["partition"] = partition
+                item["definition"] = desired
+                self.plan_write(item, leave_fields)
+            refused = self.dry_run(members)
             if refused:
                 raise ClusterError(f"the API server refused, in a dry run, {'; '.join(refused)}. Nothing was applied.")
         return gate
@@ -319,7 +333,7 @@ def reconcile(api, definitions: list[dict], *, prune_kinds: list[dict] | None = 
     refused = engine.dry_run(items)
     if refused:
         raise ParameterError(f"the API server refused, in a dry run, {'; '.join(refused)}. Nothing was applied.")
-    gated = engine.gate(items, gate["name"], gate["replicas"], leave_fields) if gate else None
+    gated = engine.gate(items, gate["name"], gate["replicas"], leave_fields, gate.get("ranks")) if gate else None
     pruned = engine.prunable(items, prune_kinds or [], prune_labels or {}) if prune_kinds else []
     if prune_kinds and not prune_labels:
         raise ParameterError("prune_labels: give the labels of this stage's objects (an instance's own); without "

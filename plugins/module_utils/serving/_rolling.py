@@ -420,6 +420,13 @@ class GatedRollout:
         return state, describe_pods(state)
 
     def _roll_back(self, current: str) -> list[dict]:
+        self._restore(current)
+        return self._wait_restored(current)
+
+    def _restore(self, current: str) -> None:
+        """The template of revision ``current`` put back (and the last
+        applied record with it); the new revision's pods that are not Ready
+        deleted."""
         revision = request_json(self.api, "GET", f"/apis/apps/v1/namespaces/{self.namespace}/controllerrevisions/"
                                 f"{current}", timeout=self.request_timeout,
                                 action=f"reading ControllerRevision {current}")
@@ -464,6 +471,10 @@ class GatedRollout:
                 except ClusterError as exc:
                     if exc.details.get("status") != 404:
                         raise
+
+    def _wait_restored(self, current: str) -> list[dict]:
+        """Every pod on revision ``current`` and Ready (and answering, when checked)."""
+        sts = self._observed()
         restored = []
         for ordinal in range((sts.get("spec") or {}).get("replicas", 1)):
             name = f"{self.name}-{ordinal}"
@@ -474,3 +485,84 @@ class GatedRollout:
 
     def _since(self, started: float) -> float:
         return round(self.clock() - started, 3)
+
+
+class GroupRollout(GatedRollout):
+    """A replica larger than a node: a group of pods, pod i of every rank's
+    StatefulSet (rank 0, ``name``, serves the API; ``ranks`` are the others).
+    A group is replaced together: the partition of every rank's StatefulSet
+    is lowered to the same ordinal at once, so that the controller of each
+    replaces its pod i; every pod of the group must run its update revision
+    and be Ready, and the leader answer, before the next group is touched.
+    The groups go highest ordinal first, as single pods do. On the first bad
+    group the rollout stops and (with rollback) every rank's template goes
+    back to the revision its other pods run, the workers are waited for, then
+    the leaders, each leader checked."""
+
+    def __init__(self, api, name: str, namespace: str, ranks: list[str], timeout: float, fail_fast: list[str],
+                 fail_fast_after: float, check=None, rollback: bool = True, log_lines: int = 20,
+                 request_timeout: float = 30.0, clock=time.monotonic, pause_autoscaling: bool = True):
+        super().__init__(api, name, namespace, timeout, fail_fast, fail_fast_after, check, rollback, log_lines,
+                         request_timeout, clock, pause_autoscaling)
+        # Workers serve no API: only the leader is checked; KEDA never scales a group.
+        self.workers = [GatedRollout(api, rank, namespace, timeout, fail_fast, fail_fast_after, None, rollback,
+                                     log_lines, request_timeout, clock, False) for rank in ranks]
+
+    def plan(self) -> dict:
+        plan = super().plan()
+        plan["workers"] = [w.plan() for w in self.workers]
+        for worker in plan["workers"]:
+            if worker["replicas"] != plan["replicas"]:
+                raise ParameterError(f"StatefulSet {self.namespace}/{worker['sts']['metadata']['name']} has "
+                                     f"{worker['replicas']} replicas and {self.name} has {plan['replicas']}: the "
+                                     "ranks of a group must have as many (apply the same count to every rank)")
+        # Nothing to roll only when no rank has a pod to replace.
+        if any(w["current"] != w["update"] or w["behind"] for w in plan["workers"]):
+            plan["behind"] = plan["behind"] or ["(a worker rank)"]
+        return plan
+
+    def _set_partition(self, partition: int) -> None:
+        super()._set_partition(partition)
+        for worker in self.workers:
+            worker._set_partition(partition)
+
+    def _roll(self, plan: dict, order: list[int], result: dict, started: float) -> dict:
+        update, current = plan["update"], plan["current"]
+        members = [(self, plan)] + list(zip(self.workers, plan["workers"]))
+        for ordinal in order:
+            pod = f"{self.name}-{ordinal}"
+            group = [f"{m.name}-{ordinal}" for m, _ in members]
+            step_started = self.clock()
+            try:
+                for member, _ in members:
+                    GatedRollout._set_partition(member, ordinal)
+                for member, member_plan in reversed(members):  # the workers first: the leader waits for them
+                    member._wait_pod(member_plan["sts"], f"{member.name}-{ordinal}", member_plan["update"],
+                                     self.timeout)
+                answer = self.check(pod) if self.check else None
+            except (WaitFailed, EndpointError, NotFoundError, ClusterError) as exc:
+                self._stopped(result, pod, exc, current, started)
+            result["replicas"].append({"pod": pod, "group": group, "revision": update,
+                                       "ready_s": self._since(step_started),
+                                       **({"check": answer} if answer is not None else {})})
+        return {**result, "changed": True, "elapsed_s": self._since(started),
+                "message": f"rolled {len(order)} group(s) of {len(members)} pods (StatefulSets "
+                           f"{', '.join(m.name for m, _ in members)}) to their new revision, one group at a time, "
+                           "each Ready and its leader answering"}
+
+    def _roll_back(self, current: str) -> list[dict]:
+        currents = [(w, w.plan()["current"]) for w in self.workers]
+        self._restore(current)
+        for worker, worker_current in currents:
+            worker._restore(worker_current)
+        for worker, worker_current in currents:
+            worker._wait_restored(worker_current)
+        return self._wait_restored(current)
+
+    def _pods_now(self) -> tuple[list[dict], str]:
+        states, words = [], []
+        for member in [self] + self.workers:
+            state, listed = GatedRollout._pods_now(member)
+            states += state
+            words.append(listed)
+        return states, "; ".join(words)
