@@ -13,6 +13,7 @@ import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._retry import RETRY_BUDGET_S, backoff, result_transient
 
@@ -26,6 +27,7 @@ except ImportError:  # pragma: no cover - older ansible-core
                              action_groups=task._parent._play._action_groups)
 
 ALLOWED_PREFIX = "kubernetes.core."
+display = Display()
 
 
 class ActionModule(ActionBase):
@@ -52,6 +54,11 @@ class ActionModule(ActionBase):
             result = self._execute_module(module_name=context.resolved_fqcn, module_args=args, task_vars=task_vars)
             if not result_transient(result) or time.monotonic() + backoff(attempt) > deadline:
                 break
+            # Said as Ansible says an until retry, so that an operator sees the outage being ridden out.
+            why = (str(result.get("msg") or result.get("reason") or "no answer").splitlines() or [""])[0][:160]
+            display.display(f"RETRYING: [{(task_vars or {}).get('inventory_hostname', '?')}]: "
+                            f"{self._task.get_name()} ({why}); {attempt + 1} tries so far, next in "
+                            f"{backoff(attempt):g}s", color="dark gray")
             # Backoff between tries of a server that does not answer: there is nothing to watch.
             time.sleep(backoff(attempt))
             attempt += 1

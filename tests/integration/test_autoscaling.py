@@ -135,7 +135,9 @@ def test_keda_scales_within_what_the_gpus_hold_and_a_rerun_keeps_its_count(sandb
     # scale.yml would be undone by KEDA: refused.
     scale = sandbox_playbook(sandbox, "playbooks/scale.yml", namespace, vllm_serve_replicas=5)
     assert scale.rc != 0
-    assert "is scaled by KEDA (ScaledObject vllm" in scale.task("Check that KEDA does not own the count")["msg"]
+    said = scale.task("Check that there is a deployment to scale, KEDA does not own its count, and no rollout is "
+                      "under way")["msg"]
+    assert "is scaled by KEDA (ScaledObject vllm" in said, said
     assert kube.get("apps/v1", "StatefulSet", namespace, "vllm")["spec"]["replicas"] == 3
 
     # Off again: the ScaledObject goes before the count is set, and vllm_serve_replicas is the count once more.

@@ -8,6 +8,8 @@ play's module_defaults."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from support.ansible import run_module
@@ -133,7 +135,14 @@ def test_a_changed_template_is_held_by_the_partition_and_a_field_keda_owns_is_le
     kube.patch("apps/v1", "StatefulSet", namespace, "rec", body={"spec": {"replicas": 3}})
     kept = reconcile(sandbox, capsys, [statefulset(namespace, "registry.invalid/vllm:2", replicas=None, partition=2)],
                      leave_fields=["spec.replicas"])
-    assert kube.get("apps/v1", "StatefulSet", namespace, "rec")["spec"]["replicas"] == 3, kept
+    live = kube.get("apps/v1", "StatefulSet", namespace, "rec")
+    assert live["spec"]["replicas"] == 3, kept
+    # The record forgets the count (a later apply must not delete it), once: the next run changes nothing.
+    record = json.loads(live["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"])
+    assert "replicas" not in record["spec"] and kept["changed"]
+    again = reconcile(sandbox, capsys, [statefulset(namespace, "registry.invalid/vllm:2", replicas=None, partition=2)],
+                      leave_fields=["spec.replicas"])
+    assert not again["changed"], again["objects"]
 
 
 def test_k8s_retry_runs_a_kubernetes_core_module_with_the_plays_connection(sandbox, namespace):

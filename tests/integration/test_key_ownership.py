@@ -197,9 +197,9 @@ def test_turning_the_ingress_and_networkpolicy_off_deletes_the_roles_own(sandbox
     assert [p["metadata"]["name"] for p in kube.list("networking.k8s.io/v1", "NetworkPolicy", namespace)] == \
         ["team-policy"]
     # What check mode said it would delete, with its diff: exactly that.
-    deleting = preview.task("inferops.vllm.vllm_serve : Delete the role's Ingress and NetworkPolicy where they are "
-                            "turned off (its own only, this instance's)")
-    assert deleting["changed"] is True and deleting["deleted"] == ["Ingress/vllm", "NetworkPolicy/vllm"], deleting
-    assert deleting["diff"]["after"] == {} and sorted(deleting["diff"]["before"]) == deleting["deleted"]
+    deleting = preview.task("StatefulSet, Service, PodDisruptionBudget, Ingress, NetworkPolicy, monitoring and "
+                            "autoscaling")
+    assert deleting["changed"] is True and deleting["pruned"] == ["Ingress/vllm", "NetworkPolicy/vllm"], deleting
+    assert [d["after_header"] for d in deleting["diff"]] == ["Ingress/vllm (pruned)", "NetworkPolicy/vllm (pruned)"]
     again = sandbox_playbook(sandbox, "playbooks/serve.yml", namespace, **off)
     assert again.rc == 0 and again.changed() == 0, changed_tasks(again)

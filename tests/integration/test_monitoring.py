@@ -31,6 +31,8 @@ CRDS = [f"{plural}.monitoring.coreos.com" for plural in ("servicemonitors", "pod
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
+APPLY_TASK = "StatefulSet, Service, PodDisruptionBudget, Ingress, NetworkPolicy, monitoring and autoscaling"
+
 def site(sandbox, namespace, **extra):
     return sandbox_playbook(sandbox, "site.yml", namespace, ["--tags", "model,serve"],
                             **{"vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"}, **extra})
@@ -71,10 +73,10 @@ def test_without_the_crds_the_role_stops_before_applying_anything(
     before = cluster_state(kube)
     refused = site(sandbox, site_namespace, **MONITORING)
     assert refused.rc != 0
-    message = refused.task("inferops.vllm.vllm_serve : Stop on what the API server refused in the dry run, "
-                           "before anything is applied")["msg"]
-    assert "servicemonitor: the cluster does not serve its kind: install its CRDs" in message
-    assert "prometheusrule: the cluster does not serve its kind" in message and "Nothing was applied" in message
+    message = refused.task(APPLY_TASK)["msg"]
+    assert "ServiceMonitor/vllm: the cluster does not serve monitoring.coreos.com/v1/ServiceMonitor: install the " \
+        "Prometheus Operator's CRDs, or turn that option off" in message, message
+    assert "PrometheusRule/vllm: the cluster does not serve" in message and "nothing was applied" in message
     assert changed_between(before, cluster_state(kube)) == []
 
 
@@ -112,7 +114,7 @@ def test_servicemonitor_rule_and_dashboard_accepted_against_the_operators_schema
     before = cluster_state(kube)
     bad = site(sandbox, site_namespace, **MONITORING, vllm_serve_scrape_interval="15 seconds", vllm_serve_max_num_seqs=17)
     assert bad.rc != 0
-    message = bad.task("inferops.vllm.vllm_serve : Stop on what the API server refused in the dry run, "
-                       "before anything is applied")["msg"]
-    assert "servicemonitor: " in message and "spec.endpoints[0].interval" in message, message
+    message = bad.task(APPLY_TASK)["msg"]
+    assert "the API server refused, in a dry run, ServiceMonitor/vllm: " in message, message
+    assert "spec.endpoints[0].interval" in message and "Nothing was applied" in message, message
     assert changed_between(before, cluster_state(kube)) == []

@@ -141,8 +141,8 @@ def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kub
     with PodRecorder(kube, namespace) as recorder:
         rolled = site(sandbox, namespace, vllm_serve_replicas=2, vllm_serve_max_model_len=2048)
     assert rolled.rc == 0, rolled.failures()
-    steps = rolled.task("Lower the partition pod by pod (group by group), each gated by readiness and an endpoint "
-                        "check")["replicas"]
+    steps = rolled.task("Lower the partition pod by pod, each gated by readiness and an endpoint check of that "
+                        "pod")["replicas"]
     assert [s["group"] for s in steps] == [["vllm-1", "vllm-rank1-1"], ["vllm-0", "vllm-rank1-0"]]
     assert all(s["check"]["models"]["ids"] for s in steps)
     for name in ("vllm", "vllm-rank1"):

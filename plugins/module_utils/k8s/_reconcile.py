@@ -170,8 +170,20 @@ class Engine:
         if live is None:
             item["write"] = ("POST", _annotated(desired))
             return
-        _actual, patch = _apply_patch(released(live, desired, leave_fields), desired)
+        seen = released(live, desired, leave_fields)
+        _actual, patch = _apply_patch(seen, desired)
         item["write"] = None if patch is _actual else ("PATCH", patch)
+        if seen is not live:
+            # The record still holds a field another controller now sets:
+            # rewritten (a change), so that no later apply deletes it.
+            dropped = [p for p in leave_fields if _get(json.loads(live["metadata"]["annotations"][LAST_APPLIED]), p)
+                       is not None and _get(desired, p) is None]
+            if dropped:
+                body = item["write"][1] if item["write"] else {}
+                from ansible.module_utils.common.dict_transformations import dict_merge
+                from ansible_collections.kubernetes.core.plugins.module_utils.apply import annotate
+                item["write"] = ("PATCH", dict_merge(body, annotate(desired)))
+                item["released"] = dropped
 
     # -- 3: the dry run ---------------------------------------------------------------------------------------
     def send(self, item: dict, dry_run: bool) -> dict:
@@ -206,6 +218,9 @@ class Engine:
                 refused.append(f"{item['ref']}: {exc.msg}")
                 continue
             item["diff"] = concise(item["live"], item["result"])
+            if item.get("released"):
+                item["diff"] = {"before": {**item["diff"].get("before", {}), "recorded": item["released"]},
+                                "after": {**item["diff"].get("after", {}), "recorded": []}}
             item["changed"] = bool(item["diff"]) or item["live"] is None
         return refused
 

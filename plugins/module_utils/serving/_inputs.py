@@ -59,3 +59,27 @@ def rank_problems(name: str, nodes: int) -> list[str]:
     return [f"vllm_serve_name {name} is too long for a group of {nodes} pods: its StatefulSet {last} would pass "
             f"{STATEFULSET_MAX} characters. Choose a name of at most {STATEFULSET_MAX - (len(last) - len(name))} "
             "characters"]
+
+
+def scale_problems(ranks: list[dict], scaled_objects: list[dict], name: str, namespace: str) -> list[str]:
+    """Why a replica count cannot be applied now: no StatefulSet, KEDA owns
+    the count, or a rollout is under way (``ranks``: the service's
+    StatefulSets, rank 0 first)."""
+    from ansible_collections.inferops.vllm.plugins.module_utils.k8s._rollout import mid_rollout
+
+    where = f"{namespace}/{name}"
+    if not ranks or ranks[0]["metadata"]["name"] != name:
+        return [f"StatefulSet {name} does not exist in namespace {namespace} (vllm_serve_name, vllm_serve_namespace): "
+                "there is nothing to scale; deploy it first (site.yml)"]
+    found = []
+    if scaled_objects:
+        found.append(f"StatefulSet {where} is scaled by KEDA (ScaledObject {scaled_objects[0]['metadata']['name']}, "
+                     "vllm_serve_autoscaling): a count set here would be undone at KEDA's next poll. Change "
+                     "vllm_serve_autoscaling_min_replicas / _max_replicas and run site.yml, or turn autoscaling off")
+    for sts in ranks:
+        if mid_rollout(sts):
+            status = sts.get("status") or {}
+            found.append(f"StatefulSet {namespace}/{sts['metadata']['name']} is in the middle of a rollout (revision "
+                         f"{status.get('currentRevision', '?')} to {status.get('updateRevision', '?')}): finish it "
+                         "first (playbooks/upgrade.yml), so that new replicas start on one known revision")
+    return found

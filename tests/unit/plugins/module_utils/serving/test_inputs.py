@@ -29,3 +29,20 @@ def test_rank_names_and_a_name_too_long_for_its_group():
     assert rank_names("vllm", 1) == ["vllm"]
     assert rank_problems("a" * 46, 2) == []
     assert "at most 46 characters" in rank_problems("a" * 47, 2)[0]
+
+
+def sts(name, partition=0, current="r1", update="r1"):
+    return {"metadata": {"name": name}, "spec": {"updateStrategy": {"rollingUpdate": {"partition": partition}}},
+            "status": {"currentRevision": current, "updateRevision": update}}
+
+
+def test_scale_problems_name_each_reason():
+    from ansible_collections.inferops.vllm.plugins.module_utils.serving._inputs import scale_problems
+
+    assert scale_problems([sts("vllm")], [], "vllm", "ns") == []
+    assert "does not exist in namespace ns" in scale_problems([], [], "vllm", "ns")[0]
+    keda = scale_problems([sts("vllm")], [{"metadata": {"name": "vllm"}}], "vllm", "ns")
+    assert len(keda) == 1 and "scaled by KEDA (ScaledObject vllm" in keda[0]
+    rolling = scale_problems([sts("vllm"), sts("vllm-rank1", current="r1", update="r2")], [], "vllm", "ns")
+    assert len(rolling) == 1 and "ns/vllm-rank1 is in the middle of a rollout (revision r1 to r2)" in rolling[0]
+    assert "middle of a rollout" in scale_problems([sts("vllm", partition=2)], [], "vllm", "ns")[0]
