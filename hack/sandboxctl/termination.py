@@ -1,6 +1,7 @@
 """How a kubelet stops a container of a pod being deleted, for the sandbox's
 processes that play the kubelet: the job runner for the pods it runs
-(jobs.py).
+(jobs.py) and the vLLM stand-in for the vLLM pods it answers for
+(hack/openai_standin.py).
 
 What the kubelet of Kubernetes v1.37.2 does (pkg/kubelet/kuberuntime/
 kuberuntime_container.go, killContainer, executePreStopHook and

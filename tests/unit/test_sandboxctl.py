@@ -84,6 +84,18 @@ def test_pod_stages_leave_the_runners_pods_alone_and_node_stages_are_kept():
     assert kwok.leave_alone(node_stage, images) == unchanged
 
 
+def test_kwok_leaves_the_deletion_of_the_standins_pods_to_it():
+    """The stand-in stops the vLLM pods as a kubelet would and deletes them
+    itself; kwok's other pod stages still act on them."""
+    delete = {"metadata": {"name": "pod-delete"}, "spec": {"resourceRef": {"kind": "Pod"}, "selector": {
+        "matchExpressions": [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}]}}}
+    ready = {"metadata": {"name": "pod-ready"}, "spec": {"resourceRef": {"kind": "Pod"}, "selector": {}}}
+    assert kwok.leave_deletion_to_standin(delete)["spec"]["selector"]["matchExpressions"][-1] == {
+        "key": ".metadata.name", "operator": "NotIn", "values": list(settings.VLLM_PODS)}
+    assert kwok.leave_deletion_to_standin(ready) == {"metadata": {"name": "pod-ready"},
+                                                     "spec": {"resourceRef": {"kind": "Pod"}, "selector": {}}}
+
+
 def test_the_grace_period_is_the_deletions_then_the_pods_then_two_seconds():
     assert termination.grace_period({"metadata": {"deletionGracePeriodSeconds": 7},
                                      "spec": {"terminationGracePeriodSeconds": 85}}) == 7
