@@ -72,10 +72,15 @@ def scale_with_output(sandbox, namespace: str, drain: int, replicas: int, on_lin
         proc = subprocess.Popen([str(ANSIBLE_PLAYBOOK), str(ROOT / "playbooks" / "scale.yml"), "-i",
                                  str(ROOT / "inventories" / "sandbox"), "-e", f"@{f.name}"], cwd=ROOT, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for line in proc.stdout:
-            lines.append(line)
-            on_line(line)
-        rc = proc.wait(600)
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                on_line(line)
+            rc = proc.wait(600)
+        except BaseException:
+            proc.kill()  # on_line failed: the run is of no use
+            proc.wait()
+            raise
     finally:
         os.unlink(f.name)
     record_timing("scale.yml", started, time.time(), None)
