@@ -9,13 +9,32 @@ and without stream=true (SSE, with include_usage's last chunk), bearer auth
 on /v1 paths only, 404 for an unknown model. Like vLLM it serves only what
 the model is for: a generative model gets chat and no embeddings, a pooling
 (embedding) model gets /v1/embeddings and no chat: the route is not there
-(plugins/module_utils/serving/_model_task.py says which and why)."""
+(plugins/module_utils/serving/_model_task.py says which and why).
+
+A streamed chat can be slow (token_delay_s between tokens: a long stream a
+test can keep in flight), and with ignore_eos it runs to max_tokens, as vLLM
+does. On SIGTERM it does what vLLM 0.20.0 did on the GPU machine
+(tests/data/real-vllm/sigterm-0.20.0-h200.json; see Container): with
+--shutdown-timeout 0 (vLLM's default) the streams in flight end at once with
+finish_reason "abort" and [DONE]; with --shutdown-timeout N they run to their
+end, for up to N seconds; either way the listening socket is closed, so a
+new request is refused, and the process exits once the last request has
+ended.
+
+Run as a program it is either one server, started as `vllm serve` is (the
+model, then vLLM's flags: --served-model-name, --port, --max-model-len,
+--shutdown-timeout..., the key from VLLM_API_KEY), or, with --kubeconfig and
+--pod, the sandbox's stand-in for the vLLM pods (ClusterBackedStandIn)."""
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
+import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -36,20 +55,177 @@ METRICS = (
     ("vllm:e2e_request_latency_seconds", "histogram", "Histogram of e2e request latency in seconds."),
 )
 NOT_FOUND = {"detail": "Not Found"}  # FastAPI's answer for a route that is not registered
+# A pod label that makes the sandbox's stand-in stream that slowly for the
+# pod: milliseconds between tokens (a model that generates slowly).
+TOKEN_DELAY_LABEL = "sandbox.inferops.io/token-delay-ms"
 
 
 def _request_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
+def _log(text: str) -> None:
+    print(f"{time.strftime('%m-%d %H:%M:%S')} {text}", flush=True)
+
+
+class Container:
+    """One vLLM server process's life, as its clients see it: running, then
+    stopping after SIGTERM, then exited (or killed by SIGKILL).
+
+    What vLLM 0.20.0 did on SIGTERM, recorded on the GPU machine
+    (tests/data/real-vllm/sigterm-0.20.0-h200.json, hack/device-vllm-sigterm.py),
+    and its sources from 0.18.0 (vllm/entrypoints/launcher.py serve_http,
+    vllm/v1/engine/core.py _handle_shutdown):
+    - with --shutdown-timeout 0 (the default) the engine aborts every request
+      at once: a stream in flight gets one more chunk, finish_reason "abort"
+      (the shape of a last chunk, empty content), then [DONE];
+    - with --shutdown-timeout N the requests in flight run to their end, for
+      up to N seconds;
+    - either way the listening socket is closed at SIGTERM (uvicorn's own
+      signal handler runs too, 0.18 to 0.26): a new request, /health
+      included, is refused; a request on a connection left open is not
+      read, and an idle connection is closed;
+    - the process exits (code 0) once no request is left: vLLM took 3 s more
+      to tear its engine down; the stand-in has no engine and exits at once.
+    Not recorded, from the sources only: at the end of the drain the API
+    server kills the engine, and what a stream still running sees then
+    depends on which of two tasks is cancelled first; here it is cut
+    (the connection closes with no finish_reason and no [DONE]). SIGKILL
+    cuts every connection."""
+
+    def __init__(self, shutdown_timeout: int = 0, uid: str | None = None, log=_log):
+        self.shutdown_timeout, self.uid, self.log = int(shutdown_timeout), uid, log
+        self.cond = threading.Condition()
+        self.sigterm_at: float | None = None
+        self.killed = False
+        self.connections: set = set()
+        self.busy: set = set()  # connections with a request being answered
+        self.exited = threading.Event()
+        self.on_sigterm = []  # more to do at SIGTERM (the standalone server closes its socket)
+
+    @property
+    def running(self) -> bool:
+        return self.sigterm_at is None and not self.killed
+
+    def connected(self, conn) -> None:
+        with self.cond:
+            self.connections.add(conn)
+
+    def disconnected(self, conn) -> None:
+        with self.cond:
+            self.connections.discard(conn)
+            self.busy.discard(conn)
+
+    def begin(self, conn) -> bool:
+        """A request starts on conn; False if the server no longer takes one."""
+        with self.cond:
+            if not self.running:
+                return False
+            self.busy.add(conn)
+            return True
+
+    def end(self, conn) -> None:
+        with self.cond:
+            self.busy.discard(conn)
+            self._exit_if_done()
+
+    def sigterm(self) -> None:
+        with self.cond:
+            if not self.running:
+                return
+            self.sigterm_at = time.monotonic()
+            in_flight = len(self.busy)
+            self.log(f"Shutdown initiated (timeout={self.shutdown_timeout})")
+            if in_flight and self.shutdown_timeout == 0:
+                self.log(f"Aborting {in_flight} requests")
+            elif in_flight:
+                self.log(f"Draining {in_flight} in-flight requests (timeout={self.shutdown_timeout}s)")
+            for conn in self.connections - self.busy:  # idle keep-alive connections are closed
+                _close(conn)
+            self.cond.notify_all()
+            self._exit_if_done()
+        for action in self.on_sigterm:
+            action()
+
+    def kill(self) -> None:
+        with self.cond:
+            if self.exited.is_set():
+                return
+            self.killed = True
+            for conn in self.connections:
+                _close(conn, reset=True)
+            self.cond.notify_all()
+            self.log("killed (SIGKILL)")
+            self.exited.set()
+
+    def _exit_if_done(self) -> None:
+        if self.sigterm_at is not None and not self.busy and not self.exited.is_set():
+            self.log("Shutdown complete")
+            self.exited.set()
+
+    def stream_state(self) -> str:
+        """What a stream in flight does next: go on, abort (the engine
+        aborted it), or cut (the drain is over, or SIGKILL)."""
+        with self.cond:
+            if self.killed:
+                return "cut"
+            if self.sigterm_at is None:
+                return "go"
+            if self.shutdown_timeout == 0:
+                return "abort"
+            return "cut" if time.monotonic() >= self.sigterm_at + self.shutdown_timeout else "go"
+
+    def pause(self, seconds: float) -> None:
+        """Wait between two tokens; SIGTERM, SIGKILL or the drain's end wakes it."""
+        end = time.monotonic() + seconds
+        with self.cond:
+            while not self.killed:
+                now = time.monotonic()
+                limit = end
+                if self.sigterm_at is not None:
+                    if self.shutdown_timeout == 0:
+                        return
+                    limit = min(end, self.sigterm_at + self.shutdown_timeout)
+                if now >= limit:
+                    return
+                self.cond.wait(limit - now)
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    """A flag's value in a command line, as `NAME VALUE` or `NAME=VALUE`
+    (the last one wins, as with argparse)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _close(conn, reset: bool = False) -> None:
+    """Close a client's connection now (reset: with a TCP reset, as a killed
+    process's connections end)."""
+    try:
+        if reset:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class StandIn:
     def __init__(self, model: str = "standin-model", api_key: str | None = "test-key",
                  loading_health_checks: int = 0, port: int = 0, tls_cert: tuple[str, str] | None = None,
                  reply: str = "ready", runner: str = GENERATE, max_model_len: int = 4096,
-                 root: str | None = None, version: str = "0.20.0", embedding_dims: int = 8):
+                 root: str | None = None, version: str = "0.20.0", embedding_dims: int = 8,
+                 token_delay_s: float = 0.0, shutdown_timeout: int = 0, log=None):
         self.model, self.api_key, self.reply = model, api_key, reply
         self.runner, self.max_model_len, self.root, self.version = runner, max_model_len, root, version
         self.embedding_dims = embedding_dims
+        self.token_delay_s = token_delay_s
+        self.log = log or (lambda text: None)
+        self.container = Container(shutdown_timeout, log=self.log)  # the process's life (SIGTERM: sigterm())
         self.loading_health_checks = loading_health_checks
         self.requests: list[dict] = []
         self.created = int(time.time())
@@ -64,6 +240,46 @@ class StandIn:
 
             def log_message(self, *args):  # keep test output clean
                 pass
+
+            def setup(self):
+                super().setup()
+                self.container = outer.container_for(self.connection)
+                self.container.connected(self.connection)
+
+            def finish(self):
+                try:
+                    super().finish()
+                except OSError:
+                    pass
+                finally:
+                    self.container.disconnected(self.connection)
+
+            def handle_one_request(self):
+                if not self.container.running:  # a stopping server reads no new request
+                    self.close_connection = True
+                    return
+                try:
+                    super().handle_one_request()
+                except OSError:  # the connection was closed under it (a stop, a kill)
+                    self.close_connection = True
+
+            def _answer(self, method) -> None:
+                if not self.container.begin(self.connection):
+                    self.close_connection = True
+                    return
+                try:
+                    if outer.before_request(self):
+                        method()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                finally:
+                    self.container.end(self.connection)
+
+            def do_GET(self):  # noqa: N802
+                self._answer(self._get)
+
+            def do_POST(self):  # noqa: N802
+                self._answer(self._post)
 
             def _send(self, code: int, payload: dict | None = None, body: bytes | None = None,
                       ctype: str | None = "application/json") -> None:
@@ -83,7 +299,7 @@ class StandIn:
                 self._send(401, {"error": "Unauthorized"})
                 return False
 
-            def do_GET(self):  # noqa: N802
+            def _get(self):
                 outer.requests.append({"method": "GET", "path": self.path,
                                        "authorization": self.headers.get("Authorization")})
                 if self.path == "/health":
@@ -102,7 +318,7 @@ class StandIn:
                     return self._send(200, outer.models_body())
                 return self._send(404, NOT_FOUND)
 
-            def do_POST(self):  # noqa: N802
+            def _post(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 outer.requests.append({"method": "POST", "path": self.path, "body": body,
@@ -120,16 +336,39 @@ class StandIn:
                     return self._send(200, outer.embeddings_body(body))
                 if not body.get("stream"):
                     return self._send(200, outer.chat_body(body))
+                return self._stream(body)
+
+            def _stream(self, body: dict) -> None:
+                """SSE in HTTP chunks, a token at a time (token_delay_s
+                apart), as the container's state allows (Container)."""
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream; charset=utf-8")
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
-                for event in outer.chat_events(body):
+
+                def write(event: str) -> None:
                     raw = f"data: {event}\n\n".encode()
                     self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
                     self.wfile.flush()
+
+                events = outer.chat_events(body)
+                tokens = len(events) - 2 - (1 if (body.get("stream_options") or {}).get("include_usage") else 0)
+                for i, event in enumerate(events):
+                    if 1 <= i <= tokens:
+                        if outer.token_delay_s:
+                            self.container.pause(outer.token_delay_s)
+                        state = self.container.stream_state()
+                        if state == "cut":
+                            self.close_connection = True
+                            _close(self.connection)
+                            return
+                        if state == "abort":
+                            for aborted in outer.abort_events(events[0], body, i - 1):
+                                write(aborted)
+                            break
+                    write(event)
                 self.wfile.write(b"0\r\n\r\n")
-                return None
+                self.wfile.flush()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.scheme = "http"
@@ -140,7 +379,32 @@ class StandIn:
             self.scheme = "https"
         self.port = self.server.server_address[1]
         self.url = f"{self.scheme}://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.container.on_sigterm.append(self.close_socket)
+
+    # --- the process's life ---------------------------------------------------------------
+
+    def container_for(self, conn) -> Container:  # pylint: disable=unused-argument
+        """The server process a new connection reaches: this one's."""
+        return self.container
+
+    def before_request(self, handler) -> bool:  # pylint: disable=unused-argument
+        """Anything to do before answering (True: answer)."""
+        return True
+
+    def sigterm(self) -> None:
+        """What SIGTERM does to vLLM (Container): the socket closes, the
+        requests in flight are aborted or drained, and exited is set when
+        the last has ended."""
+        self.container.sigterm()
+
+    def close_socket(self) -> None:
+        """Stop listening: a new connection is refused."""
+        def close() -> None:
+            if self.thread.is_alive():
+                self.server.shutdown()
+            self.server.server_close()
+        threading.Thread(target=close, daemon=True).start()
 
     # --- bodies, in vLLM 0.20.0's shapes -------------------------------------------------
 
@@ -166,6 +430,9 @@ class StandIn:
         words = self.reply.split(" ")
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        if limit is not None and body.get("ignore_eos"):
+            # No end of sequence: generate until max_tokens, as vLLM does (the reply again and again).
+            pieces = [" " + words[i % len(words)] if i else words[0] for i in range(int(limit))]
         if limit is not None and len(pieces) >= int(limit):
             return pieces[:int(limit)], "length"
         return pieces, "stop"
@@ -221,6 +488,26 @@ class StandIn:
         events.append("[DONE]")
         return events
 
+    @staticmethod
+    def abort_events(first: str, body: dict, sent: int) -> list[str]:
+        """What a stream in flight gets when the engine aborts it (vLLM
+        0.20.0, vllm/entrypoints/openai/chat_completion/serving.py: the last
+        chunk of a finished output, here with no new text): finish_reason
+        "abort", usage when asked (the tokens sent so far), then [DONE]."""
+        head = {k: v for k, v in json.loads(first).items() if k != "choices" and k != "prompt_token_ids"}
+
+        def dump(obj: dict) -> str:
+            return json.dumps(obj, separators=(",", ":"))
+
+        events = [dump({**head, "choices": [{"index": 0, "delta": {"content": ""}, "logprobs": None,
+                                             "finish_reason": "abort", "stop_reason": None, "token_ids": None}]})]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            prompt = StandIn._prompt_tokens(body)
+            events.append(dump({**head, "choices": [], "usage": {
+                "prompt_tokens": prompt, "total_tokens": prompt + sent, "completion_tokens": sent}}))
+        events.append("[DONE]")
+        return events
+
     def embeddings_body(self, body: dict) -> dict:
         """vLLM 0.20.0's EmbeddingResponse (vllm/entrypoints/pooling/embed/protocol.py), as
         recorded on the GPU machine (tests/data/real-vllm/http/embed_embeddings.json)."""
@@ -256,6 +543,7 @@ class StandIn:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.container.kill()  # streams still running end now
         self.server.shutdown()
         self.server.server_close()
 
@@ -272,36 +560,89 @@ class ClusterBackedStandIn(StandIn):
     [envs.VLLM_API_KEY]` in init_entrypoints_middleware, vllm/entrypoints/
     serve/middleware/register.py at commit 41a041c8; docs/api-key-rotation.md),
     so a rotated Secret reaches a pod only when it is replaced; the context
-    length from --max-model-len, the version from the image tag, and what
+    length from --max-model-len, the drain from --shutdown-timeout, the
+    version from the image tag, and what
     the model is for from its files: the model path (the first argument)
     is found in the volume mounted there, a sandbox hostPath volume on this
     machine, and its config.json (and modules.json) read as vLLM reads them.
     So a key or name that differs between the deployment and the check, or
-    a chat check of an embedding model, fails here as it would against vLLM."""
+    a chat check of an embedding model, fails here as it would against vLLM.
 
-    def __init__(self, kubeconfig: str, pod_names: tuple[str, ...], port: int):
-        super().__init__(model="", api_key=None, port=port)
+    Each pod of the name is a server process of its own (a Container, by
+    the pod's uid), stopped as the kubelet stops it when the pod is deleted
+    (Kubelet): a new connection goes to the newest pod of the name that is
+    not being deleted, else to one being deleted whose process has not had
+    SIGTERM yet (its preStop hook is running); once every pod of the name
+    has had SIGTERM, a new connection is refused (closed at once with a
+    reset: the port stays open here, since it stands for the pod name in
+    every namespace). Before any pod of the name exists it answers as the
+    last pod it read said."""
+
+    def __init__(self, kubeconfig: str, pod_names: tuple[str, ...], port: int, log=None):
+        super().__init__(model="", api_key=None, port=port, log=log)
         self.kubeconfig, self.pod_names = kubeconfig, pod_names
         self._api = None
         self._keys: dict[str, str | None] = {}  # pod uid -> the key it started with
-        outer = self
-        handler = self.server.RequestHandlerClass
-        original_get, original_post = handler.do_GET, handler.do_POST
+        self.pods: dict[str, dict] = {}  # uid -> pod of this name (any namespace), as the Kubelet's watch has it
+        self.containers: dict[str, Container] = {}  # uid -> its server process
+        self.bound: dict = {}  # a new connection -> the uid of the pod it reaches
+        self.lock = threading.Lock()
+        self.server.verify_request = self.admit_connection
 
-        def refresh_then(method):
-            def wrapped(h):
-                try:
-                    outer.load_from_cluster()
-                except Exception as exc:  # noqa: BLE001 - answer it, as a broken server would, rather than hang up
-                    h.send_error(500, f"stand-in cannot read its pod from the cluster: {exc}"[:200])
-                    return None
-                return method(h)
-            return wrapped
+    # --- which pod a connection reaches ----------------------------------------------------
 
-        handler.do_GET = refresh_then(original_get)
-        handler.do_POST = refresh_then(original_post)
+    def container_of(self, pod: dict) -> Container:
+        """The server process of this pod (made when first needed)."""
+        uid = pod["metadata"]["uid"]
+        with self.lock:
+            container = self.containers.get(uid)
+            if container is None:
+                drain = int(_flag(pod["spec"]["containers"][0].get("args") or [], "--shutdown-timeout") or 0)
+                ref = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+                container = self.containers[uid] = Container(drain, uid, log=lambda text: self.log(f"{ref}: {text}"))
+            return container
 
-    def load_from_cluster(self) -> None:
+    def admit(self) -> str | None | bool:
+        """The uid of the pod a new connection reaches; None (no pod of the
+        name: answer as the last one read said); False: refused."""
+        pods = list(self.pods.values())
+        if not pods:
+            return None
+
+        def newest(candidates: list[dict]) -> str:
+            return max(candidates, key=lambda p: p["metadata"]["creationTimestamp"])["metadata"]["uid"]
+
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        if live:
+            return newest(live)
+        with self.lock:
+            stopping = [p for p in pods if (self.containers.get(p["metadata"]["uid"]) is None
+                                            or self.containers[p["metadata"]["uid"]].running)]
+        return newest(stopping) if stopping else False
+
+    def admit_connection(self, request, client_address) -> bool:  # pylint: disable=unused-argument
+        uid = self.admit()
+        if uid is False:
+            _close(request, reset=True)
+            return False
+        if uid is not None:
+            self.bound[request] = uid
+        return True
+
+    def container_for(self, conn) -> Container:
+        uid = self.bound.pop(conn, None)
+        pod = self.pods.get(uid) if uid else None
+        return self.container_of(pod) if pod else self.container
+
+    def before_request(self, handler) -> bool:
+        try:
+            self.load_from_cluster(handler.container.uid)
+        except Exception as exc:  # noqa: BLE001 - answer it, as a broken server would, rather than hang up
+            handler.send_error(500, f"stand-in cannot read its pod from the cluster: {exc}"[:200])
+            return False
+        return True
+
+    def load_from_cluster(self, uid: str | None = None) -> None:
         import base64
 
         from ansible_collections.inferops.vllm.plugins.module_utils.k8s import _client as k8s
@@ -311,10 +652,13 @@ class ClusterBackedStandIn(StandIn):
         for name in self.pod_names:
             listed = k8s.request_json(self._api, "GET", "/api/v1/pods", query=[("fieldSelector", f"metadata.name={name}")],
                                       timeout=10, retries=0)
-            pods = [p for p in listed.get("items", []) if not p["metadata"].get("deletionTimestamp")]
+            items = listed.get("items", [])
+            # The connection's own pod (being deleted or not); else the newest that is not being deleted,
+            # if a pod of that name is left in another namespace.
+            pods = [p for p in items if p["metadata"]["uid"] == uid] \
+                or [p for p in items if not p["metadata"].get("deletionTimestamp")]
             if not pods:
                 continue
-            # The newest, if a pod of that name is left in another namespace.
             pod = max(pods, key=lambda p: p["metadata"]["creationTimestamp"])
             container = pod["spec"]["containers"][0]
             args = list(container.get("args") or [])
@@ -322,6 +666,8 @@ class ClusterBackedStandIn(StandIn):
                 self.model = args[args.index("--served-model-name") + 1]
             if "--max-model-len" in args:
                 self.max_model_len = int(args[args.index("--max-model-len") + 1])
+            delay_ms = (pod["metadata"].get("labels") or {}).get(TOKEN_DELAY_LABEL)
+            self.token_delay_s = int(delay_ms) / 1000 if delay_ms and delay_ms.isdigit() else 0.0
             tag = container.get("image", "").rpartition(":")[2]
             if tag[:1] == "v" and tag[1:2].isdigit():
                 self.version = tag[1:].split("-")[0]
@@ -389,25 +735,193 @@ class ClusterBackedStandIn(StandIn):
         return None
 
 
-def main() -> int:
+class Kubelet:
+    """The kubelet's part for the stand-in's pods: kwok leaves their
+    deletion to this (hack/sandboxctl/kwok.py), which stops each pod as a
+    kubelet stops its container (hack/sandboxctl/termination.py): a pod
+    being deleted whose container runs has its preStop hook run (exec: its
+    command, run on this machine; httpGet: asked of the pod's stand-in
+    port; sleep), then SIGTERM (Container.sigterm: the drain its
+    --shutdown-timeout says), SIGKILL at the end of the grace period,
+    counted from the start of preStop; once its process has exited the pod
+    is deleted for good (grace 0), as the kubelet finishes a deletion. A
+    pod gone from the API (deleted with grace 0) has its process killed.
+    Waiting is watching: one informer on the pods bound to a node."""
+
+    def __init__(self, kubeconfig: str, servers: dict[str, ClusterBackedStandIn], log=_log):
+        import queue
+
+        from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
+
+        self.api = connect({"kubeconfig": kubeconfig})
+        self.servers, self.log = servers, log
+        self.changes: queue.Queue = queue.Queue()
+        self.stop_event = threading.Event()
+        self.stopping: set[str] = set()  # uids whose deletion is under way here
+        self.informer = None
+
+    def start(self) -> None:
+        from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
+
+        self.informer = Informer(self.api, "/api/v1/pods", [("fieldSelector", "spec.nodeName!=")], self.changes,
+                                 self.stop_event, key="uid")
+        self.informer.start()
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def loop(self) -> None:
+        while not self.stop_event.is_set():
+            self.changes.get()
+            while not self.changes.empty():
+                self.changes.get_nowait()
+            if self.informer.error:
+                self.log(f"kubelet: the watch of pods failed: {self.informer.error}; pods are no longer stopped here")
+                return
+            if not self.informer.synced.is_set():
+                continue
+            self.reconcile(self.informer.snapshot())
+
+    def reconcile(self, pods: list[dict]) -> None:
+        by_name: dict[str, dict[str, dict]] = {name: {} for name in self.servers}
+        for pod in pods:
+            if pod["metadata"]["name"] in by_name:
+                by_name[pod["metadata"]["name"]][pod["metadata"]["uid"]] = pod
+        for name, server in self.servers.items():
+            gone = set(server.pods) - set(by_name[name])
+            server.pods = by_name[name]
+            for uid in gone:
+                with server.lock:
+                    container = server.containers.pop(uid, None)
+                if container is not None and not container.exited.is_set():
+                    container.kill()
+                self.stopping.discard(uid)
+            for uid, pod in by_name[name].items():
+                if pod["metadata"].get("deletionTimestamp") and uid not in self.stopping:
+                    self.stopping.add(uid)
+                    threading.Thread(target=self.stop, args=(server, pod), daemon=True).start()
+
+    def stop(self, server: ClusterBackedStandIn, pod: dict) -> None:
+        from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError
+        from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import request_json
+        from sandboxctl import termination
+
+        meta, spec = pod["metadata"], pod["spec"]
+        ref = f"{meta['namespace']}/{meta['name']}"
+        main = spec["containers"][0]
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        running = any(cs.get("name") == main["name"] and "running" in (cs.get("state") or {}) for cs in statuses)
+        if running:
+            container = server.container_of(pod)
+            hooks: list = []
+            try:
+                outcome = termination.stop_container(
+                    main, termination.grace_period(pod), lambda handler, cancel: self.run_hook(server, handler, cancel, hooks),
+                    lambda sig: container.sigterm() if sig == signal.SIGTERM else container.kill(), container.exited.wait,
+                    log=lambda text: self.log(f"{ref}: {text}"))
+                self.log(f"{ref}: stopped (preStop {outcome['prestop_s']}s, then SIGTERM with {outcome['stop_grace_s']}s "
+                         f"left of the grace period, drain {container.shutdown_timeout}s"
+                         + ("; SIGKILL)" if outcome["killed"] else ")"))
+            except Exception as exc:  # noqa: BLE001 - the pod must go all the same
+                self.log(f"{ref}: stopping failed ({exc}): killed")
+                container.kill()
+            finally:
+                for hook in hooks:  # a hook still running goes with its container
+                    try:
+                        os.killpg(hook.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
+        try:
+            request_json(self.api, "DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body=body,
+                         action=f"deleting pod {ref}")
+        except ClusterError as exc:
+            if exc.details.get("status") not in (404, 409):
+                self.log(f"{ref}: not deleted: {exc}")
+
+    def run_hook(self, server: ClusterBackedStandIn, handler: dict, cancel: threading.Event, hooks: list) -> None:
+        import subprocess
+        import tempfile
+        import urllib.request
+
+        from sandboxctl import termination
+
+        def run_exec(command: list[str]) -> None:
+            argv = list(command)
+            if argv and argv[0].rpartition("/")[2] in ("python", "python3"):
+                argv[0] = sys.executable
+            proc = subprocess.Popen(argv, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd=tempfile.gettempdir(),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+            hooks.append(proc)
+            code = proc.wait()
+            if code != 0:
+                raise RuntimeError(f"exec {argv[0]!r}: exit code {code}")
+
+        def http_get(get: dict) -> None:
+            # The pod's port is this stand-in's port for the pod's name.
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{get.get('path') or '/'}", timeout=30):
+                pass
+
+        termination.run_handler(handler, run_exec, http_get, cancel)
+
+
+def serve_one(argv: list[str]) -> int:
+    """One server, started as `vllm serve` is: the model, then vLLM's flags
+    (those the stand-in needs are read, the others accepted), the key from
+    VLLM_API_KEY; SIGTERM stops it as vLLM stops (Container)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="OpenAI-compatible stand-in for vLLM: one server, as `vllm serve`")
+    parser.add_argument("model")
+    parser.add_argument("--served-model-name")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--shutdown-timeout", type=int, default=0)
+    parser.add_argument("--api-key")
+    parser.add_argument("--runner", default=GENERATE)
+    parser.add_argument("--token-delay-s", type=float, default=0.0,
+                        help="the stand-in's own: seconds between two tokens of a stream")
+    parser.add_argument("--standin-version", default="0.20.0", help="the stand-in's own: the version it says it is")
+    args, _others = parser.parse_known_args(argv)
+    server = StandIn(model=args.served_model_name or args.model, api_key=args.api_key or os.environ.get("VLLM_API_KEY"),
+                     port=args.port, runner=GENERATE if args.runner in ("auto", "generate") else POOLING,
+                     max_model_len=args.max_model_len, root=args.model, version=args.standin_version,
+                     token_delay_s=args.token_delay_s, shutdown_timeout=args.shutdown_timeout, log=_log)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: server.sigterm())
+    server.thread.start()
+    _log(f"stand-in for vLLM {args.standin_version} serving {server.model!r} on port {server.port} "
+         f"(--shutdown-timeout {args.shutdown_timeout})")
+    while not server.container.exited.wait(3600):
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     import argparse
     from pathlib import Path
 
-    # The collection's API client, as the modules use it (hack/setup-python puts the checkout there).
+    argv = sys.argv[1:] if argv is None else argv
+    # The collection's API client, as the modules use it (hack/setup-python puts the checkout there),
+    # and the sandbox's kubelet parts (hack/sandboxctl).
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / ".cache" / "collections"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if not any(a == "--kubeconfig" or a.startswith("--kubeconfig=") for a in argv):
+        return serve_one(argv)
 
     parser = argparse.ArgumentParser(description="OpenAI-compatible stand-in for vLLM (sandbox)")
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--pod", action="append", required=True, metavar="NAME=PORT",
                         help="a pod whose spec configures the stand-in listening on PORT (kwok forwards it there)")
-    args = parser.parse_args()
-    servers = []
+    args = parser.parse_args(argv)
+    servers = {}
     for item in args.pod:
         name, port = item.split("=", 1)
-        servers.append(ClusterBackedStandIn(args.kubeconfig, (name,), int(port)))
-    for server in servers[1:]:
+        servers[name] = ClusterBackedStandIn(args.kubeconfig, (name,), int(port), log=_log)
+    Kubelet(args.kubeconfig, servers).start()
+    for server in list(servers.values())[1:]:
         threading.Thread(target=server.server.serve_forever, daemon=True).start()
-    servers[0].server.serve_forever()  # until SIGTERM ends the process
+    list(servers.values())[0].server.serve_forever()  # until SIGTERM ends the process
     return 0
 
 

@@ -35,8 +35,12 @@ on this machine:
   kubelet's 10 s to 5 min) with restartCount and lastState, waiting in
   CrashLoopBackOff meanwhile, so the Job controller counts failures against
   backoffLimit as on a real node;
-- a pod being deleted: its processes get SIGTERM, SIGKILL after the grace
-  period, then the pod is deleted for good (grace 0), as the kubelet
+- a pod being deleted: each running container is stopped as the kubelet
+  stops it (termination.py): its preStop hook first (exec: the command run
+  like the container's, in its environment, paths under its mounts
+  rewritten; httpGet: a GET to 127.0.0.1; sleep), then SIGTERM, then
+  SIGKILL at the end of the grace period, which counts from the start of
+  preStop; then the pod is deleted for good (grace 0), as the kubelet
   finishes a deletion.
 
 Output of each run: STATE_DIR/pods/NAMESPACE_POD_UID/CONTAINER-RESTART.log
@@ -58,7 +62,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sandboxctl import COLLECTIONS
+from sandboxctl import COLLECTIONS, termination
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect, merge_patch, request_json
@@ -283,6 +287,9 @@ class PodWorker(threading.Thread):
         self.lock = threading.RLock()  # the statuses, the processes and the flags above
         self.publish_lock = threading.Lock()  # one report at a time, in the order they were made
         self.procs: dict[str, subprocess.Popen] = {}
+        self.exited: dict[str, threading.Event] = {}  # container name -> set when its process has exited
+        # container name -> (env, cwd, mounts, its own env) it was started with: what its preStop hook runs with
+        self.contexts: dict[str, tuple[dict, Path, list, dict]] = {}
         self.start_time = now()
         self.phase = "Pending"
         self.initialized = not pod["spec"].get("initContainers")
@@ -465,6 +472,8 @@ class PodWorker(threading.Thread):
         env.update({k: rewrite(v, mounts) for k, v in container_env.items()})
         cwd = Path(rewrite(c["workingDir"], mounts)) if c.get("workingDir") else self.dir
         cwd.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            self.contexts[c["name"]] = (env, cwd, mounts, container_env)
         return argv, env, cwd
 
     def message_file(self, c: dict) -> Path:
@@ -590,8 +599,10 @@ class PodWorker(threading.Thread):
             message = f"exec: {argv[0]!r}: {exc.strerror}"
             return 128, {"exitCode": 128, "reason": "StartError", "message": message,
                          "startedAt": started, "finishedAt": now()}
+        exited = threading.Event()
         with self.lock:
             self.procs[c["name"]] = proc
+            self.exited[c["name"]] = exited
             cs.update(state={"running": {"startedAt": started}}, started=True, ready=not init,
                       containerID=f"sandbox://{proc.pid}")
             if not init and self.phase == "Pending":
@@ -600,6 +611,7 @@ class PodWorker(threading.Thread):
                 self.signal(proc, signal.SIGTERM)
         self.publish()
         rc = proc.wait()
+        exited.set()
         with self.lock:
             self.procs.pop(c["name"], None)
         code = rc if rc >= 0 else 128 - rc  # killed by a signal: 128 + its number, as runtimes report
@@ -614,25 +626,76 @@ class PodWorker(threading.Thread):
     # -- deletion --------------------------------------------------------------
 
     def delete(self, pod: dict | None, grace: float | None = None) -> None:
-        """The pod is being deleted (or is gone): stop its processes, SIGKILL
-        after the grace period."""
+        """The pod is being deleted (pod: as the API has it now), or is gone
+        from the API or the runner is stopping (None): stop each running
+        container as the kubelet does (termination.stop_container), each in
+        a thread of its own as the kubelet's killContainersWithSyncResult
+        does. preStop hooks run only for a deletion the API asked for."""
         with self.lock:
             if self.deleting.is_set():
                 return
             self.deleting.set()
             self.gone = pod is None
-            procs = list(self.procs.values())
+            procs = [(name, proc, self.exited[name]) for name, proc in self.procs.items()]
             finished = self.finished
         if grace is None:
-            grace = (pod or self.pod)["spec"].get("terminationGracePeriodSeconds", 30)
-        for p in procs:
-            self.signal(p, signal.SIGTERM)
-        if procs:
-            timer = threading.Timer(grace, lambda: [self.signal(p, signal.SIGKILL) for p in procs])
-            timer.daemon = True
-            timer.start()
+            grace = termination.grace_period(pod or self.pod)
+        specs = {c["name"]: c for c in (pod or self.pod)["spec"].get("initContainers", [])
+                 + (pod or self.pod)["spec"]["containers"]}
+        for name, proc, exited in procs:
+            container = specs.get(name, {}) if pod is not None else {}
+            threading.Thread(target=self.stop_one, args=(container, name, proc, exited, int(grace)),
+                             daemon=True).start()
         if finished:  # nothing runs it any more: finish the deletion here
             threading.Thread(target=self.finish_deletion, daemon=True).start()
+
+    def stop_one(self, container: dict, name: str, proc: subprocess.Popen, exited: threading.Event,
+                 grace: int) -> None:
+        hooks: list[subprocess.Popen] = []
+        try:
+            outcome = termination.stop_container(
+                container, grace, lambda handler, cancel: self.run_hook(name, handler, cancel, hooks),
+                lambda sig: self.signal(proc, sig), exited.wait, log=lambda text: log(f"{self.ref} {name}: {text}"))
+        finally:
+            for hook in hooks:  # a hook still running goes with its container, as in a runtime
+                self.signal(hook, signal.SIGKILL)
+        if outcome["prestop_s"] is not None:
+            log(f"{self.ref} {name}: preStop took {outcome['prestop_s']:g}s; SIGTERM with {outcome['stop_grace_s']}s "
+                f"left of the grace period" + ("; SIGKILL" if outcome["killed"] else ""))
+
+    def run_hook(self, name: str, handler: dict, cancel: threading.Event, hooks: list) -> None:
+        """A lifecycle handler of a container that runs here: exec runs its
+        command as the container's own is run (its environment, paths under
+        its mounts rewritten, python as the project's), httpGet asks
+        127.0.0.1 (the pod's IP here), sleep sleeps."""
+        with self.lock:
+            env, cwd, mounts, container_env = self.contexts[name]
+
+        def run_exec(command: list[str]) -> None:
+            argv = [rewrite(expand(x, container_env), mounts) for x in command]
+            if not argv:
+                raise ValueError("exec: no command")
+            if PYTHON.match(Path(argv[0]).name):
+                argv[0] = sys.executable
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            hooks.append(proc)
+            code = proc.wait()
+            if code != 0:
+                raise RuntimeError(f"exec {argv[0]!r}: exit code {code}")
+
+        def http_get(get: dict) -> None:
+            import urllib.request
+
+            port = get.get("port")
+            if isinstance(port, str) and not port.isdigit():
+                container = next(c for c in self.pod["spec"]["containers"] if c["name"] == name)
+                port = next(p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port)
+            url = f"{(get.get('scheme') or 'HTTP').lower()}://{NODE_IP}:{port}{get.get('path') or '/'}"
+            with urllib.request.urlopen(url, timeout=30):  # the kubelet waits for it no longer than the grace period
+                pass
+
+        termination.run_handler(handler, run_exec, http_get, cancel)
 
     @staticmethod
     def signal(proc: subprocess.Popen, sig: int) -> None:

@@ -5,7 +5,11 @@ names (kwok's selectors for logs and port-forward match names, not labels).
 Pods whose containers run one of the images the job runner runs locally are
 the job runner's: every pod stage gets a selector condition that leaves them
 alone (``.spec.containers.[].image NotIn [images]``: kwok's NotIn matches
-when none of the query's results is in the list)."""
+when none of the query's results is in the list). The vLLM stand-in's pods
+(settings.VLLM_PODS) are kwok's, but their deletion is the stand-in's, which
+stops them as a kubelet would (preStop, SIGTERM, the drain, the grace
+period) before it deletes them: kwok's deletion stage leaves them alone
+(``.metadata.name NotIn [names]``)."""
 
 from __future__ import annotations
 
@@ -59,6 +63,15 @@ def leave_alone(stage: dict, images: list[str]) -> dict:
     return stage
 
 
+def leave_deletion_to_standin(stage: dict) -> dict:
+    """kwok's deletion stage, with a condition that keeps it off the vLLM
+    stand-in's pods (hack/openai_standin.py, Kubelet, finishes their deletion)."""
+    if stage["metadata"]["name"] == "pod-delete":
+        stage["spec"].setdefault("selector", {}).setdefault("matchExpressions", []).append(
+            {"key": ".metadata.name", "operator": "NotIn", "values": list(VLLM_PODS)})
+    return stage
+
+
 def ready_after(pod_ready: dict) -> dict:
     """kwok's own pod-ready stage (so the status it writes is kwok's), for
     pods annotated READY_AFTER, after that delay. Its weight wins over
@@ -84,7 +97,7 @@ def stages(images: list[str]) -> list[dict]:
     for path in [STAGES_DIR / n for n in OUR_STAGES] + [kwok_src / p for p in KWOK_STAGES]:
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     docs += [ready_after(d) for d in docs if d["metadata"]["name"] == "pod-ready"]
-    return [leave_alone(d, images) for d in docs]
+    return [leave_deletion_to_standin(leave_alone(d, images)) for d in docs]
 
 
 def extras(state: dict, fixtures: dict) -> list[dict]:

@@ -176,6 +176,35 @@ def test_runner_restart_loses_running_containers_as_a_kubelet_would(sandbox, kub
     assert status["restartCount"] == 1 and status["state"]["terminated"]["exitCode"] == 0
 
 
+def test_a_deleted_pod_runs_its_prestop_hook_then_sigterm_then_sigkill_in_the_grace_period(sandbox, kube, namespace,
+                                                                                           tmp_path):
+    """As the kubelet stops a container (hack/sandboxctl/termination.py):
+    the preStop hook first, SIGTERM once it has ended, SIGKILL at the end of
+    the grace period counted from the start of preStop (4 s here: a 2.5 s
+    hook leaves SIGTERM the 2 s minimum), then the pod is deleted."""
+    out = str(tmp_path)
+    main = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *_: open(sys.argv[1] + '/sigterm', 'w').write(repr(time.time())))\n"
+            "while True:\n    time.sleep(0.05)\n")  # never exits on SIGTERM: only SIGKILL ends it
+    hook = ("import sys, time; open(sys.argv[1] + '/prestop-start', 'w').write(repr(time.time())); time.sleep(2.5); "
+            "open(sys.argv[1] + '/prestop-end', 'w').write(repr(time.time()))")
+    kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stopped"}, "spec": {
+        "nodeSelector": {"nvidia.com/gpu.present": "true"}, "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 4,
+        "containers": [{"name": "main", "image": local_image(sandbox), "command": ["python3", "-c", main, out],
+                        "lifecycle": {"preStop": {"exec": {"command": ["python3", "-c", hook, out]}}}}]}}, namespace)
+    kube.wait_for(("v1", "Pod", namespace), lambda p: p["metadata"]["name"] == "stopped"
+                  and (p.get("status") or {}).get("phase") == "Running", 60)
+    kube.delete("v1", "Pod", namespace, "stopped")
+    wait_until(kube.api, f"/api/v1/namespaces/{namespace}/pods",
+               lambda pods: not any(p["metadata"]["name"] == "stopped" for p in pods), 60)
+    gone = time.time()
+    start, end, sigterm = (float((tmp_path / name).read_text()) for name in ("prestop-start", "prestop-end", "sigterm"))
+    assert start < end <= sigterm, (start, end, sigterm)
+    # Killed 4 s after preStop began (2.5 s of hook, then 2 s), not 4 s after SIGTERM (6.5 s).
+    assert 4.0 <= gone - start < 6.0, gone - start
+
+
 def test_model_store_download_failure_fails_the_role_wait(sandbox, namespace, tmp_path):
     """The role's download Job, given a bucket that does not exist: the pod's
     download really fails, the Job controller fails the Job at its backoff

@@ -204,3 +204,75 @@ def test_pooling_model_gets_no_chat():
     with StandIn(model=MODEL, api_key=KEY) as s:  # and a generative one has no embeddings route
         status, _headers, text = send(s, dict(embed, request=dict(embed["request"], json={"model": MODEL, "input": "x"})))
         assert (status, json.loads(text)) == (404, {"detail": "Not Found"})
+
+
+SIGTERM_RECORD = json.loads((ROOT / "tests" / "data" / "real-vllm" / "sigterm-0.20.0-h200.json").read_text())
+# The stand-in streams a token each TOKEN_DELAY_S: long enough that a stream
+# is still in flight when the recorder asks its new request, 1 s after SIGTERM.
+TOKEN_DELAY_S, TOKENS = 0.01, 500
+
+
+def recorder(tmp_path, monkeypatch):
+    """The very tool that recorded vLLM (hack/device-vllm-sigterm.py),
+    pointed at the stand-in: DEVICE_VLLM_SERVE_CMD replaces `vllm serve`, so
+    the stand-in is started with the plan's args for the recorded case, the
+    key in VLLM_API_KEY, and measured as vLLM was."""
+    import importlib.util
+    import shlex
+    import sys
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setenv("DEVICE_VLLM_SHM", "0")  # no /dev/shm of its own: the stand-in needs none
+    monkeypatch.setenv("DEVICE_VLLM_SERVE_CMD", shlex.join([sys.executable, str(ROOT / "hack" / "openai_standin.py"),
+                                                            "--token-delay-s", str(TOKEN_DELAY_S)]))
+    spec = importlib.util.spec_from_file_location("device_vllm_sigterm", ROOT / "hack" / "device-vllm-sigterm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("recorded", SIGTERM_RECORD["results"], ids=lambda r: f"shutdown-timeout-{r['drain']}")
+def test_sigterm_as_real_vllm_did(tmp_path, monkeypatch, recorded):
+    """SIGTERM with a streamed completion in flight, measured by the tool
+    that recorded real vLLM 0.20.0 (tests/data/real-vllm/sigterm-0.20.0-h200.json),
+    with the same args (the plan's for the case, --shutdown-timeout as
+    recorded): what the stream's client saw, how the requests asked during
+    the shutdown were answered, the exit code, the log's shutdown lines."""
+    from ansible_collections.inferops.vllm.plugins.module_utils.serving._plan import ENGINE_EXIT_S
+
+    tool = recorder(tmp_path, monkeypatch)
+    case = SIGTERM_RECORD["case"]
+    spec = json.loads(json.dumps(tool.run.CASES[case]))
+    port = free_port()
+    spec["inputs"]["port"] = port
+    spec["args"][spec["args"].index("--port") + 1] = str(port)
+    seen = tool.one(case.rsplit("-", 1)[0], spec, recorded["drain"], TOKENS, 20)
+    assert seen["started"], seen
+    stream, want = seen["stream"], recorded["stream"]
+    assert {k: stream[k] for k in ("status", "done", "ended", "finish_reason")} \
+        == {k: want[k] for k in ("status", "done", "ended", "finish_reason")}
+    if recorded["drain"] == 0:
+        # The engine aborted it: one more chunk (its finish_reason), then [DONE].
+        assert stream["chunks_after_sigterm"] == want["chunks_after_sigterm"] == 1
+        assert stream["chunks"] < TOKENS
+    else:
+        # Every token asked for (a first chunk carries the role), inside the drain.
+        assert stream["chunks"] - TOKENS == want["chunks"] - recorded["tokens_asked"] == 1
+        assert stream["ended_after_sigterm_s"] < recorded["drain"]
+        assert stream["chunks_after_sigterm"] > 0
+    # A second into the shutdown, /health and a new completion were refused.
+    assert seen["during_drain"] == recorded["during_drain"]
+    assert seen["exit_code"] == recorded["exit_code"] == 0
+    assert seen["exited_after_sigterm_s"] - stream["ended_after_sigterm_s"] <= ENGINE_EXIT_S
+    # vLLM's engine lines about the shutdown, in the stand-in's log.
+    messages = [line.split("] ", 1)[1] for line in recorded["log_lines"] if "[core.py:" in line]
+    assert messages and all(any(m in line for line in seen["log_lines"]) for m in messages), \
+        (messages, seen["log_lines"])

@@ -1,7 +1,8 @@
 """The sandbox harness's pure parts (hack/sandboxctl/): how the job runner
 maps a container's paths and expands its variables, the condition that keeps
 kwok's stages off the runner's pods, the fixtures file, the Kubernetes line a
-state folder was started with."""
+state folder was started with, and how a container is stopped (the kubelet's
+preStop, SIGTERM and SIGKILL, termination.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))
 
-from sandboxctl import jobs, kwok, settings  # noqa: E402  pylint: disable=wrong-import-position
+from sandboxctl import jobs, kwok, settings, termination  # noqa: E402  pylint: disable=wrong-import-position
 from sandboxctl.state import SandboxError  # noqa: E402  pylint: disable=wrong-import-position
 
 MOUNTS = sorted([("/models", Path("/state/volumes/pv-3")), ("/models/cache", Path("/state/pods/p/volumes/cache")),
@@ -81,6 +82,92 @@ def test_pod_stages_leave_the_runners_pods_alone_and_node_stages_are_kept():
         "key": ".spec.containers.[].image", "operator": "NotIn", "values": images}
     unchanged = {"kind": "Stage", "spec": {"resourceRef": {"kind": "Node"}, "selector": {}}}
     assert kwok.leave_alone(node_stage, images) == unchanged
+
+
+def test_kwok_leaves_the_deletion_of_the_standins_pods_to_it():
+    """The stand-in stops the vLLM pods as a kubelet would and deletes them
+    itself; kwok's other pod stages still act on them."""
+    delete = {"metadata": {"name": "pod-delete"}, "spec": {"resourceRef": {"kind": "Pod"}, "selector": {
+        "matchExpressions": [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}]}}}
+    ready = {"metadata": {"name": "pod-ready"}, "spec": {"resourceRef": {"kind": "Pod"}, "selector": {}}}
+    assert kwok.leave_deletion_to_standin(delete)["spec"]["selector"]["matchExpressions"][-1] == {
+        "key": ".metadata.name", "operator": "NotIn", "values": list(settings.VLLM_PODS)}
+    assert kwok.leave_deletion_to_standin(ready) == {"metadata": {"name": "pod-ready"},
+                                                     "spec": {"resourceRef": {"kind": "Pod"}, "selector": {}}}
+
+
+def test_the_grace_period_is_the_deletions_then_the_pods_then_two_seconds():
+    assert termination.grace_period({"metadata": {"deletionGracePeriodSeconds": 7},
+                                     "spec": {"terminationGracePeriodSeconds": 85}}) == 7
+    assert termination.grace_period({"metadata": {}, "spec": {"terminationGracePeriodSeconds": 85}}) == 85
+    assert termination.grace_period({"metadata": {}, "spec": {}}) == 2
+
+
+class FakeContainer:
+    """A container for stop_container: what happened, in order, on a clock that the hook moves."""
+
+    def __init__(self, hook_takes: float, exits_after_sigterm: bool):
+        self.now, self.hook_takes, self.exits = 100.0, hook_takes, exits_after_sigterm
+        self.events: list = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def run_hook(self, handler, cancel):
+        self.events.append(("preStop", handler["exec"]["command"][0]))
+        self.now += self.hook_takes
+
+    def send(self, sig):
+        self.events.append(("signal", sig.name))
+
+    def wait_exit(self, seconds):
+        self.events.append(("wait", seconds))
+        return self.exits
+
+
+PRESTOP = {"lifecycle": {"preStop": {"exec": {"command": ["sleep", "15"]}}}}
+
+
+def test_prestop_runs_before_sigterm_and_the_grace_period_counts_from_its_start():
+    c = FakeContainer(hook_takes=15.4, exits_after_sigterm=True)
+    outcome = termination.stop_container(PRESTOP, 85, c.run_hook, c.send, c.wait_exit, clock=c.clock)
+    # 85 s from the start of preStop: the 15 whole seconds it took come off what SIGTERM gets.
+    assert c.events == [("preStop", "sleep"), ("signal", "SIGTERM"), ("wait", 70)]
+    assert outcome["stop_grace_s"] == 70 and outcome["killed"] is False and outcome["prestop_s"] == 15.4
+
+
+def test_a_container_still_running_at_the_end_of_the_grace_period_is_killed():
+    c = FakeContainer(hook_takes=0, exits_after_sigterm=False)
+    outcome = termination.stop_container({}, 30, c.run_hook, c.send, c.wait_exit, clock=c.clock)
+    assert c.events == [("signal", "SIGTERM"), ("wait", 30), ("signal", "SIGKILL")]  # no hook: nothing to run
+    assert outcome["killed"] is True and outcome["prestop_s"] is None
+
+
+def test_sigterm_always_gets_two_seconds_and_a_grace_period_of_0_runs_no_hook():
+    c = FakeContainer(hook_takes=9.0, exits_after_sigterm=True)
+    assert termination.stop_container(PRESTOP, 10, c.run_hook, c.send, c.wait_exit, clock=c.clock)["stop_grace_s"] == 2
+    c = FakeContainer(hook_takes=9.0, exits_after_sigterm=True)
+    termination.stop_container(PRESTOP, 0, c.run_hook, c.send, c.wait_exit, clock=c.clock)
+    assert c.events == [("signal", "SIGTERM"), ("wait", 2)]
+
+
+def test_a_hook_longer_than_the_grace_period_is_left_behind():
+    import threading
+    import time
+
+    cancelled = threading.Event()
+
+    def hook(handler, cancel):
+        cancel.wait(30)
+        cancelled.set()
+
+    sent = []
+    started = time.monotonic()
+    outcome = termination.stop_container({"lifecycle": {"preStop": {"sleep": {"seconds": 30}}}}, 1, hook, sent.append,
+                                         lambda seconds: True)
+    assert time.monotonic() - started < 5 and sent == [termination.signal.SIGTERM]
+    assert outcome["prestop_done"] is False and outcome["stop_grace_s"] == 2
+    assert cancelled.wait(5)  # and told to stop (a sleep action ends)
 
 
 def test_the_default_run_image_is_the_sandbox_inventorys():
