@@ -13,7 +13,8 @@ description:
     what to give instead; empty when all is well. The rules are in C(plugins/module_utils/serving/_inputs.py).
   - The same file gives C(serving_rank_names) (the StatefulSets of a replica larger than a node, given its name and
     node count), C(serving_rank_problems) (a name too long for them) and C(serving_scale_problems) (why a replica
-    count cannot be applied now, given the service's StatefulSets and ScaledObjects, its name and namespace).
+    count cannot be applied now, given the service's StatefulSets and ScaledObjects, its name and namespace), and
+    C(serving_model_subpath) (the model folder a running StatefulSet's vLLM reads, under its model volume).
 options:
   _input:
     description: The variables, for example C({name, namespace, served_model_name, replicas, port, wait_timeout}).
@@ -38,10 +39,11 @@ _value:
 """
 
 from ansible_collections.inferops.vllm.plugins.module_utils.serving._inputs import (
-    problems, rank_names, rank_problems, scale_problems)
+    model_subpath, problems, rank_names, rank_problems, scale_problems)
 
 
 class FilterModule:
     def filters(self):
         return {"serving_problems": problems, "serving_rank_names": rank_names,
-                "serving_rank_problems": rank_problems, "serving_scale_problems": scale_problems}
+                "serving_rank_problems": rank_problems, "serving_scale_problems": scale_problems,
+                "serving_model_subpath": model_subpath}

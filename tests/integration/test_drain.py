@@ -265,7 +265,7 @@ def upgrade_while_streaming(sandbox, kube, namespace: str, drain: int, replicas:
 
 # The last task of scale.yml before it applies the new count: a scale-down
 # has no earlier mark in the API to start the stream at.
-SCALE_MARK = "TASK [Check that the cluster has the GPUs for the new count"
+SCALE_MARK = "TASK [inferops.vllm.vllm_serve : Check that the cluster has the GPUs for the new count"
 
 
 def scale_while_streaming(sandbox, kube, namespace: str, drain: int, replicas: int, pod: str) -> "Stream":

@@ -83,3 +83,16 @@ def scale_problems(ranks: list[dict], scaled_objects: list[dict], name: str, nam
                          f"{status.get('currentRevision', '?')} to {status.get('updateRevision', '?')}): finish it "
                          "first (playbooks/upgrade.yml), so that new replicas start on one known revision")
     return found
+
+
+def model_subpath(sts: dict, container: str = "vllm", volume: str = "models") -> str:
+    """The model folder a running StatefulSet's vLLM reads, relative to its
+    model volume's mount: the first argument of the container (the model
+    path ``vllm serve`` takes) under the mount path; empty when it is not
+    under it."""
+    spec = (((sts.get("spec") or {}).get("template") or {}).get("spec") or {})
+    main = next((c for c in spec.get("containers") or [] if c.get("name") == container), {})
+    mount = next((m.get("mountPath") for m in main.get("volumeMounts") or [] if m.get("name") == volume), "/models")
+    mount = mount.rstrip("/") + "/"
+    path = (main.get("args") or [""])[0]
+    return path[len(mount):].strip("/") if path.startswith(mount) else ""

@@ -46,3 +46,16 @@ def test_scale_problems_name_each_reason():
     rolling = scale_problems([sts("vllm"), sts("vllm-rank1", current="r1", update="r2")], [], "vllm", "ns")
     assert len(rolling) == 1 and "ns/vllm-rank1 is in the middle of a rollout (revision r1 to r2)" in rolling[0]
     assert "middle of a rollout" in scale_problems([sts("vllm", partition=2)], [], "vllm", "ns")[0]
+
+
+def test_the_model_folder_a_running_statefulset_reads():
+    from ansible_collections.inferops.vllm.plugins.module_utils.serving._inputs import model_subpath
+
+    def sts(args, mount="/models"):
+        return {"spec": {"template": {"spec": {"containers": [
+            {"name": "vllm", "args": args, "volumeMounts": [{"name": "models", "mountPath": mount}]}]}}}}
+
+    assert model_subpath(sts(["/models/qwen@abc", "--port", "8000"])) == "qwen@abc"
+    assert model_subpath(sts(["/data/m/"], mount="/data/")) == "m"
+    assert model_subpath(sts(["/elsewhere/m"])) == ""
+    assert model_subpath({}) == ""
