@@ -10,8 +10,8 @@ short_description: The download container, model volume, claim template and down
 version_added: 0.4.0
 description:
   - Given the model_store role's settings (its variables without the C(model_store_) prefix, no credentials), what
-    the main entry point applies and exports - C(fetch_container) (the download's container: its arguments, the
-    credentials Secret as environment, the model volume at C(/models)), C(volume) (the shared claim or the nodes'
+    the main entry point applies and exports - C(fetch_container) (the download's container, with its arguments, the
+    credentials Secret as environment and the model volume at C(/models)), C(volume) (the shared claim or the nodes'
     cache folder; empty with storage per_replica), C(claim_template) (storage per_replica), C(job_hash) and
     C(job_name) (the download Job is named after its pod template, which cannot change once created),
     C(annotations) (the model's folder and revision, written on the download Job) and C(published) (the fact the

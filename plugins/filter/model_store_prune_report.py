@@ -8,11 +8,11 @@ DOCUMENTATION = r"""
 name: model_store_prune_report
 short_description: What each pod that removes a previous model revision's folder did
 version_added: 0.4.0
-positional: claims, job_prefix
+positional: claims, job_prefix, folder
 description:
   - Given the removal pods as C(kubernetes.core.k8s_info) returns them, and the claims they ran on (in the order of
     their Jobs, C(<job_prefix>-<index>)), C(said) (per claim, removed, or kept and why, from the pod's termination
-    message) and C(removed) (whether any removed the folder).
+    message), C(msg) (the same, about the folder) and C(removed) (whether any removed the folder).
   - The rules are C(plugins/module_utils/model/_store_answers.py).
 options:
   _input:
@@ -29,17 +29,21 @@ options:
     description: The Jobs' names without their index.
     type: str
     required: true
+  folder:
+    description: The folder removed (for C(msg)).
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
 - name: Say what was removed
   ansible.builtin.debug:
-    msg: "{{ (pods.resources | inferops.vllm.model_store_prune_report(targets, 'fetch-qwen-prune')).said }}"
+    msg: "{{ (pods.resources | inferops.vllm.model_store_prune_report(targets, 'fetch-qwen-prune', 'qwen@v1')).msg }}"
 """
 
 RETURN = r"""
 _value:
-  description: said and removed.
+  description: said, msg and removed.
   type: dict
 """
 
