@@ -32,14 +32,18 @@ def test_another_source_replaces_the_download_job(sandbox, kube, namespace):
     second = model_stage(sandbox, namespace, model_store_subpath="tiny-chat-configs",
                          model_store_allow_patterns=["*.json"])
     assert second.rc == 0, second.failures()
-    jobs = [j for j in fetch_jobs(kube, namespace) if not j["metadata"].get("deletionTimestamp")]
-    [new] = jobs
+    [new] = fetch_jobs(kube, namespace)
     assert new["metadata"]["name"] != old["metadata"]["name"]
     assert new["metadata"]["name"].startswith("fetch-tiny-chat-")
     assert new["status"].get("succeeded") == 1
     assert "--allow-pattern=*.json" in new["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert second.task("inferops.vllm.model_store : Remove the download Jobs of another template (another model, "
-                       "source or image)")["changed"] is True
+    # The folder and the revision, on the Job itself: nothing reads them back from its arguments.
+    assert new["metadata"]["annotations"]["inferops.io/model-subpath"] == "tiny-chat-configs"
+    assert new["metadata"]["annotations"]["inferops.io/model-revision"] == ""
+    # The Job of the first template was pruned, and gone, before the new one was applied.
+    applied = second.task("inferops.vllm.model_store : The model's claim and download Job (the Jobs of another "
+                          "template, another model, source or image, removed)")
+    assert applied["changed"] is True and applied["pruned"] == [f"Job/{old['metadata']['name']}"]
 
     # And back: the first template's Job again, nothing failing on the way.
     third = model_stage(sandbox, namespace)

@@ -173,3 +173,28 @@ def vllm_tensor_parallel_findings(hami_version, vllm_version: tuple[int, ...], t
         return [], [f"HAMi {shown} still has the tensor-parallel initialization error with vLLM above 0.18 "
                     "(fixed by HAMi-core 5091a2f, bundled from HAMi 2.8.3; listed in 2.9.0's changelog)"]
     return [], []
+
+
+def registration(nodes: list, plugin_status: dict, node_label: dict, check_mode: bool = False) -> dict:
+    """Whether every node that carries the device plugin's label has its
+    GPUs registered by HAMi (``nodes``: the gpu_node module's, each with
+    ``hami.registered``) and runs a Ready device plugin pod (the DaemonSet's
+    ``status.numberReady``): ``refusal`` (empty when so) and ``said`` (what
+    was found, for check mode, where the install and the labels may only
+    have been pretended and nothing real is refused)."""
+    label = ",".join(f"{k}={v}" for k, v in (node_label or {}).items())
+    nodes = nodes or []
+    unregistered = [n.get("name") for n in nodes if not (n.get("hami") or {}).get("registered")]
+    ready = int((plugin_status or {}).get("numberReady") or 0)
+    refusal = ""
+    if not nodes:
+        refusal = f"No node carries {label}: label the GPU nodes first (playbooks/gpu_nodes.yml)."
+    elif unregistered:
+        refusal = (f"HAMi has not registered the GPUs of: {', '.join(unregistered)}. Check the device plugin pods on "
+                   "those nodes and the NVIDIA runtime.")
+    elif ready != len(nodes):
+        refusal = (f"HAMi's device plugin is Ready on {ready} of the {len(nodes)} node(s) that carry {label}. Check "
+                   "the device plugin pods on those nodes.")
+    said = (f"Check mode: the GPU registration is not verified. Now {len(nodes)} node(s) carry {label}, "
+            f"{len(nodes) - len(unregistered)} of them registered.")
+    return {"refusal": "" if check_mode else refusal, "said": said if check_mode else ""}

@@ -18,17 +18,11 @@ from ansible_collections.inferops.vllm.plugins.module_utils.model._held import f
 from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import build_source
 
 ROOT = Path(__file__).parents[5]
-GUARD = ROOT / "roles" / "model_store" / "tasks" / "revision_guard.yml"
+# The scripts the role's short-lived pods run (roles/model_store/vars/main.yml).
+SCRIPTS = yaml.safe_load((ROOT / "roles" / "model_store" / "vars" / "main.yml").read_text())
 S3 = {"source": "s3", "bucket": "models", "prefix": "qwen", "endpoint_url": "http://s3.example:9000"}
 HUB = {"source": "huggingface", "model_id": "Qwen/Qwen3-8B"}
 
-
-PRUNE = ROOT / "roles" / "model_store" / "tasks" / "remove_revision.yml"
-
-
-def script(path: Path, task: str, var: str) -> str:
-    [found] = [t for t in yaml.safe_load(path.read_text()) if t["name"] == task]
-    return found["vars"][var]
 
 
 def run(code: str, *args: str) -> dict:
@@ -46,12 +40,11 @@ def run(code: str, *args: str) -> dict:
 
 
 def read(folder: Path) -> dict:
-    return run(script(GUARD, "Read the folder's completion marker", "model_store_read_script"), str(folder))
+    return run(SCRIPTS["model_store_read_script"], str(folder))
 
 
 def prune(root: Path, sub: str) -> dict:
-    return run(script(PRUNE, "Remove the previous folder from each claim (a Job with the download's image)",
-                      "model_store_prune_script"), str(root), sub)
+    return run(SCRIPTS["model_store_prune_script"], str(root), sub)
 
 
 def test_the_previous_folder_is_removed_only_with_the_collections_marker(tmp_path):
