@@ -17,7 +17,7 @@ import shutil
 import subprocess
 
 from _common import BENCH_DIR, ROOT, Row, median, sandbox
-from _site import STAGES, run_site
+from _site import run_site
 
 # The last commit before the reconcile engine (83d130f's parent).
 BASELINE_REV = os.environ.get("BENCH_BASELINE_REV", "84f6e39")

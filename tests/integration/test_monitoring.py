@@ -30,8 +30,8 @@ MONITORING = {"vllm_serve_service_monitor": True, "vllm_serve_prometheus_rule": 
 CRDS = [f"{plural}.monitoring.coreos.com" for plural in ("servicemonitors", "podmonitors", "prometheusrules")]
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
-
 APPLY_TASK = "StatefulSet, Service, PodDisruptionBudget, Ingress, NetworkPolicy, monitoring and autoscaling"
+
 
 def site(sandbox, namespace, **extra):
     return sandbox_playbook(sandbox, "site.yml", namespace, ["--tags", "model,serve"],

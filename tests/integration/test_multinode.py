@@ -153,7 +153,7 @@ def test_a_replica_larger_than_a_node_is_a_group_of_pods_one_a_node(sandbox, kub
     # Never two groups out of service at once; each group went out whole.
     out = [{name[-1] for name, s in state.items() if not s["ready"] or s["deleting"]} for state in recorder.states]
     assert recorder.states and max(len(groups) for groups in out) == 1, out
-    assert [g for g in dict.fromkeys(next(iter(groups)) for groups in out if groups)] == ["1", "0"], out
+    assert list(dict.fromkeys(next(iter(groups)) for groups in out if groups)) == ["1", "0"], out
 
     # site.yml does not check capacity first: a third group's pods stay Pending, and the wait says why.
     three = site(sandbox, namespace, vllm_serve_replicas=3, vllm_serve_wait_timeout=20, vllm_serve_check=False,

@@ -531,10 +531,10 @@ class GroupRollout(GatedRollout):
         members = [(self, plan)] + list(zip(self.workers, plan["workers"]))
         for ordinal in order:
             pod = f"{self.name}-{ordinal}"
-            group = [f"{m.name}-{ordinal}" for m, _ in members]
+            group = [f"{m.name}-{ordinal}" for m, _plan in members]
             step_started = self.clock()
             try:
-                for member, _ in members:
+                for member, _plan in members:
                     GatedRollout._set_partition(member, ordinal)
                 for member, member_plan in reversed(members):  # the workers first: the leader waits for them
                     member._wait_pod(member_plan["sts"], f"{member.name}-{ordinal}", member_plan["update"],
@@ -547,7 +547,7 @@ class GroupRollout(GatedRollout):
                                        **({"check": answer} if answer is not None else {})})
         return {**result, "changed": True, "elapsed_s": self._since(started),
                 "message": f"rolled {len(order)} group(s) of {len(members)} pods (StatefulSets "
-                           f"{', '.join(m.name for m, _ in members)}) to their new revision, one group at a time, "
+                           f"{', '.join(m.name for m, _plan in members)}) to their new revision, one group at a time, "
                            "each Ready and its leader answering"}
 
     def _roll_back(self, current: str) -> list[dict]:
