@@ -60,7 +60,10 @@ def test_scale_refuses_what_does_not_fit_then_scales_up_and_down(sandbox, kube, 
     assert down.task("Ask each new replica, as a client would")["results"] == []
     wait_until(kube.api, f"/api/v1/namespaces/{namespace}/pods", lambda pods: len(pods) == 1, 120,
                [("labelSelector", "app.kubernetes.io/instance=vllm")])
-    assert kube.get("apps/v1", "StatefulSet", namespace, "vllm")["status"]["readyReplicas"] == 1
+    # The removed pod drains before it goes (preStop, then vLLM's --shutdown-timeout): its StatefulSet's status
+    # counts it until the controller sees it gone.
+    kube.wait_for(f"/apis/apps/v1/namespaces/{namespace}/statefulsets",
+                  lambda s: s["metadata"]["name"] == "vllm" and s["status"].get("readyReplicas") == 1, 120)
 
 
 def test_scale_refuses_bad_input_before_anything(sandbox, kube):
