@@ -24,7 +24,6 @@ S3 = {"source": "s3", "bucket": "models", "prefix": "qwen", "endpoint_url": "htt
 HUB = {"source": "huggingface", "model_id": "Qwen/Qwen3-8B"}
 
 
-
 def run(code: str, *args: str) -> dict:
     """The script's answer, as the kubelet reads it: its termination-message
     file (the last argument), the same as its last line of output."""
