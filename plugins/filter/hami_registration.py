@@ -38,8 +38,7 @@ options:
 EXAMPLES = r"""
 - name: Fail unless every labelled node has registered its GPUs
   ansible.builtin.assert:
-    that: >-
-      (nodes.nodes | inferops.vllm.hami_registration(plugin.status, {'gpu': 'on'})).refusal == ''
+    that: "(nodes.nodes | inferops.vllm.hami_registration(plugin.status, {'gpu': 'on'})).refusal == ''"
 """
 
 RETURN = r"""

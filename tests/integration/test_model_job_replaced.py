@@ -44,6 +44,12 @@ def test_another_source_replaces_the_download_job(sandbox, kube, namespace):
     applied = second.task("inferops.vllm.model_store : The model's claim and download Job (the Jobs of another "
                           "template, another model, source or image, removed)")
     assert applied["changed"] is True and applied["pruned"] == [f"Job/{old['metadata']['name']}"]
+    # What the serving stage reads: the claim, its volume and the new folder.
+    published = second.task("inferops.vllm.model_store : Publish where the model is, for the later stages of the "
+                            "run")["ansible_facts"]["model_store_published"]
+    volume = kube.get("v1", "PersistentVolumeClaim", namespace, "models-tiny-chat")["spec"]["volumeName"]
+    assert published == {"namespace": namespace, "storage": "claim", "claim": "models-tiny-chat", "volume": volume,
+                         "subpath": "tiny-chat-configs", "revision": ""}
 
     # And back: the first template's Job again, nothing failing on the way.
     third = model_stage(sandbox, namespace)

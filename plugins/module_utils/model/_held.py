@@ -8,7 +8,7 @@ The folder's own completion marker says what it holds (its "source": the
 fetcher's identity of the source, written by _fetch.write_marker), whatever
 the download mode was: a Job, or the init container of each pod. upgrade.yml
 reads it (a short-lived pod on the node of a running pod, the pod's own
-volume mounted read-only: roles/model_store/tasks/revision_guard.yml) and
+volume mounted read-only: roles/model_store/tasks/revision_guard*.yml) and
 refuses a fetch into a folder
 that holds something else, before any file is touched."""
 
