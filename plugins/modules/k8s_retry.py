@@ -17,6 +17,9 @@ description:
     the collection's own modules apply to each request. The roles use this instead of C(until)/C(retries) blocks.
   - The module gets the C(module_defaults) it would get as a task of its own (for example
     C(group/kubernetes.core.k8s)), and the task's check mode, diff mode and C(no_log).
+  - The module itself is run, not kubernetes.core's action plugin of the same name, so what that plugin resolves on
+    the controller before the module runs (a relative C(src) or C(template) path, a relative C(kubeconfig), helm's
+    C(values_files)) is passed as it is. The roles pass absolute paths and inline definitions; do the same.
 options:
   module:
     description: The fully qualified name of a C(kubernetes.core) module (C(kubernetes.core.k8s_info), ...).
