@@ -85,6 +85,20 @@ class Reader:
                                           for r in listing.get("resources", []) if "/" not in r["name"]}
         return self._plurals[api_version].get(kind)
 
+    def path(self, api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str | None:
+        """The API path of a kind's collection in a namespace (or of one
+        object, with ``name``); None when the cluster does not serve it."""
+        found = self._plural(api_version, kind)
+        if found is None:
+            return None
+        plural, namespaced = found
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        if namespaced:
+            if not namespace:
+                raise ParameterError(f"definitions: {kind} {name or ''} needs metadata.namespace")
+            base += f"/namespaces/{namespace}"
+        return f"{base}/{plural}" + (f"/{name}" if name else "")
+
     def live(self, definition: dict) -> tuple[dict | None, bool]:
         """(the live object or None, whether the cluster serves the kind)."""
         api_version, kind = definition.get("apiVersion"), definition.get("kind")
@@ -93,17 +107,11 @@ class Reader:
         if not api_version or not kind or not name:
             raise ParameterError(f"definitions: each needs apiVersion, kind and metadata.name, got "
                                  f"{api_version!r}, {kind!r}, {name!r}")
-        found = self._plural(api_version, kind)
-        if found is None:
+        path = self.path(api_version, kind, namespace, name)
+        if path is None:
             return None, False
-        plural, namespaced = found
-        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        if namespaced:
-            if not namespace:
-                raise ParameterError(f"definitions: {kind} {name} needs metadata.namespace")
-            base += f"/namespaces/{namespace}"
         try:
-            return request_json(self.api, "GET", f"{base}/{plural}/{name}", timeout=self.timeout,
+            return request_json(self.api, "GET", path, timeout=self.timeout,
                                 action=f"reading {kind} {name}"), True
         except ClusterError as exc:
             if exc.details.get("status") == 404:
@@ -147,11 +155,7 @@ def prune(api, definitions: list[dict], labels: dict, check_mode: bool, timeout:
         if not created_by_collection(live) or any((meta.get("labels") or {}).get(k) != v for k, v in labels.items()):
             left.append(f"{ref} ({owner_of(live)})")
             continue
-        api_version = definition["apiVersion"]
-        plural, namespaced = reader._plural(api_version, definition["kind"])
-        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        path = f"{base}/namespaces/{meta['namespace']}/{plural}/{meta['name']}" if namespaced else \
-            f"{base}/{plural}/{meta['name']}"
+        path = reader.path(definition["apiVersion"], definition["kind"], meta.get("namespace"), meta["name"])
         # dryRun in the body: with a body the API server reads the options
         # from it alone and ignores the query's (k8s.io/apiserver v0.37.2,
         # pkg/endpoints/handlers/delete.go, DeleteResource).

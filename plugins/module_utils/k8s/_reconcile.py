@@ -93,21 +93,23 @@ def _without(obj: dict, path: str) -> dict:
     return obj
 
 
-def released(live: dict, desired: dict, leave_fields: list[str]) -> dict:
-    """The live object as the merge should see it: a field another
-    controller now sets (``spec.replicas`` under KEDA), which the desired
-    definition leaves out, is dropped from the last-applied record, so that
-    leaving it out does not delete it."""
+def released(live: dict, desired: dict, leave_fields: list[str]) -> tuple[dict, list[str]]:
+    """The live object as the merge should see it, and the fields dropped:
+    a field another controller now sets (``spec.replicas`` under KEDA),
+    which the desired definition leaves out, is dropped from the last-applied
+    record, so that leaving it out does not delete it."""
     annotations = (live.get("metadata") or {}).get("annotations") or {}
     if LAST_APPLIED not in annotations:
-        return live
+        return live, []
     record = json.loads(annotations[LAST_APPLIED])
-    for path in leave_fields:
-        if _get(desired, path) is None and _get(record, path) is not None:
-            record = _without(record, path)
+    dropped = [path for path in leave_fields if _get(desired, path) is None and _get(record, path) is not None]
+    if not dropped:
+        return live, []
+    for path in dropped:
+        record = _without(record, path)
     live = copy.deepcopy(live)
     live["metadata"]["annotations"][LAST_APPLIED] = json.dumps(record, separators=(",", ":"), sort_keys=True)
-    return live
+    return live, dropped
 
 
 def concise(before: dict | None, after: dict | None) -> dict:
@@ -138,14 +140,10 @@ class Engine:
         self.reader = Reader(api, timeout)
 
     def path(self, api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
-        found = self.reader._plural(api_version, kind)
-        if found is None:
+        path = self.reader.path(api_version, kind, namespace, name)
+        if path is None:
             raise ParameterError(f"{api_version}/{kind}: the cluster does not serve this kind")
-        plural, namespaced = found
-        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        if namespaced:
-            base += f"/namespaces/{namespace}"
-        return f"{base}/{plural}" + (f"/{name}" if name else "")
+        return path
 
     # -- 1 and 2: read, judge, plan the patches ---------------------------------------------------------------
     def survey(self, definitions: list[dict], leave_fields: list[str]) -> tuple[list[dict], list[str]]:
@@ -170,20 +168,16 @@ class Engine:
         if live is None:
             item["write"] = ("POST", _annotated(desired))
             return
-        seen = released(live, desired, leave_fields)
+        seen, dropped = released(live, desired, leave_fields)
         _actual, patch = _apply_patch(seen, desired)
         item["write"] = None if patch is _actual else ("PATCH", patch)
-        if seen is not live:
+        if dropped:
             # The record still holds a field another controller now sets:
             # rewritten (a change), so that no later apply deletes it.
-            dropped = [p for p in leave_fields if _get(json.loads(live["metadata"]["annotations"][LAST_APPLIED]), p)
-                       is not None and _get(desired, p) is None]
-            if dropped:
-                body = item["write"][1] if item["write"] else {}
-                from ansible.module_utils.common.dict_transformations import dict_merge
-                from ansible_collections.kubernetes.core.plugins.module_utils.apply import annotate
-                item["write"] = ("PATCH", dict_merge(body, annotate(desired)))
-                item["released"] = dropped
+            from ansible.module_utils.common.dict_transformations import dict_merge
+            from ansible_collections.kubernetes.core.plugins.module_utils.apply import annotate
+            item["write"] = ("PATCH", dict_merge(item["write"][1] if item["write"] else {}, annotate(desired)))
+            item["released"] = dropped
 
     # -- 3: the dry run ---------------------------------------------------------------------------------------
     def send(self, item: dict, dry_run: bool) -> dict:
@@ -349,10 +343,10 @@ def reconcile(api, definitions: list[dict], *, prune_kinds: list[dict] | None = 
     if refused:
         raise ParameterError(f"the API server refused, in a dry run, {'; '.join(refused)}. Nothing was applied.")
     gated = engine.gate(items, gate["name"], gate["replicas"], leave_fields, gate.get("ranks")) if gate else None
-    pruned = engine.prunable(items, prune_kinds or [], prune_labels or {}) if prune_kinds else []
     if prune_kinds and not prune_labels:
         raise ParameterError("prune_labels: give the labels of this stage's objects (an instance's own); without "
                              "them every object the collection made of those kinds would be pruned")
+    pruned = engine.prunable(items, prune_kinds, prune_labels) if prune_kinds else []
     for obj in pruned:
         engine.delete(obj)
     if not check_mode:
