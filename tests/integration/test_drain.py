@@ -23,7 +23,6 @@ import base64
 import http.client
 import json
 import os
-import queue
 import subprocess
 import tempfile
 import threading
@@ -32,6 +31,7 @@ import time
 import pytest
 
 from support.ansible import ANSIBLE_PLAYBOOK, ROOT, record_timing, sandbox_playbook
+from support.pods import PodRecorder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -87,39 +87,28 @@ def scale_with_output(sandbox, namespace: str, drain: int, replicas: int, on_lin
     return rc, "".join(lines)
 
 
-class Pods:
+class Pods(PodRecorder):
     """When each pod of the namespace was seen being deleted and gone, from
-    a watch (the collection's informer)."""
+    a watch (the collection's informer, support/pods.py's recorder)."""
 
     def __init__(self, kube, namespace: str):
-        from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
-
-        self.changes: queue.Queue = queue.Queue()
-        self.stop = threading.Event()
-        self.informer = Informer(kube.api, f"/api/v1/namespaces/{namespace}/pods",
-                                 [("labelSelector", "app.kubernetes.io/instance=vllm")], self.changes, self.stop)
+        super().__init__(kube, namespace)
         self.deleting: dict[str, float] = {}  # uid -> when its deletion was first seen
         self.gone: dict[str, float] = {}  # uid -> when it was first seen gone
         self.lock = threading.Condition()
         self.seen: set[str] = set()
-        self.thread = threading.Thread(target=self._record, daemon=True)
 
-    def _record(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.changes.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            now = time.monotonic()
-            pods = {p["metadata"]["uid"]: p for p in self.informer.snapshot()}
-            with self.lock:
-                for uid, pod in pods.items():
-                    self.seen.add(uid)
-                    if pod["metadata"].get("deletionTimestamp"):
-                        self.deleting.setdefault(uid, now)
-                for uid in self.seen - set(pods):
-                    self.gone.setdefault(uid, now)
-                self.lock.notify_all()
+    def observe(self, pods: list[dict]) -> None:
+        now = time.monotonic()
+        by_uid = {p["metadata"]["uid"]: p for p in pods}
+        with self.lock:
+            for uid, pod in by_uid.items():
+                self.seen.add(uid)
+                if pod["metadata"].get("deletionTimestamp"):
+                    self.deleting.setdefault(uid, now)
+            for uid in self.seen - set(by_uid):
+                self.gone.setdefault(uid, now)
+            self.lock.notify_all()
 
     def wait_gone(self, uid: str, timeout: float = 120) -> float:
         with self.lock:
@@ -127,15 +116,9 @@ class Pods:
             return self.gone[uid]
 
     def __enter__(self) -> "Pods":
-        self.informer.start()
-        assert self.informer.synced.wait(30)
-        self.thread.start()
+        super().__enter__()
+        assert self.informer.synced.is_set()
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.informer.close()
-        self.stop.set()
-        self.thread.join(5)
 
 
 class Stream:

@@ -31,10 +31,14 @@ class PodRecorder:
                 self.changes.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self.states.append({p["metadata"]["name"]: {
-                "uid": p["metadata"]["uid"], "ready": ready(p),
-                "revision": p["metadata"]["labels"].get("controller-revision-hash"),
-                "deleting": bool(p["metadata"].get("deletionTimestamp"))} for p in self.informer.snapshot()})
+            self.observe(self.informer.snapshot())
+
+    def observe(self, pods: list[dict]) -> None:
+        """One change seen: the pods as the watch has them now."""
+        self.states.append({p["metadata"]["name"]: {
+            "uid": p["metadata"]["uid"], "ready": ready(p),
+            "revision": p["metadata"]["labels"].get("controller-revision-hash"),
+            "deleting": bool(p["metadata"].get("deletionTimestamp"))} for p in pods})
 
     def __enter__(self):
         self.informer.start()
