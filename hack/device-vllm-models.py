@@ -29,6 +29,9 @@ MODELS = {
     "qwen3-30b-a3b": CONFIGS / "qwen3-30b-a3b.json",
     "qwen3-235b": ROOT / "inventories/example/files/qwen3-235b-a22b-instruct-2507.config.json",
     "qwen3-235b-kv2": ROOT / "tests/data/real-vllm/configs/qwen3-235b-a22b-kv2.config.json",
+    # Qwen3-30B-A3B with 8 of its 48 layers (not a published model): the MoE's per-step memory at a
+    # tenth of the weights, so that several calibration runs share the one GPU in HAMi slices.
+    "qwen3-30b-a3b-l8": ROOT / "tests/data/real-vllm/configs/qwen3-30b-a3b-l8.config.json",
 }
 
 

@@ -198,3 +198,51 @@ def registration(nodes: list, plugin_status: dict, node_label: dict, check_mode:
     said = (f"Check mode: the GPU registration is not verified. Now {len(nodes)} node(s) carry {label}, "
             f"{len(nodes) - len(unregistered)} of them registered.")
     return {"refusal": "" if check_mode else refusal, "said": said if check_mode else ""}
+
+
+
+# The HAMi-core commit each release vendors (its `libvgpu` submodule,
+# .gitmodules and `git ls-tree vX.Y.Z libvgpu` in Project-HAMi/HAMi).
+# HAMi-core (libvgpu.so) is what enforces a slice inside the pod.
+VENDORED_HAMI_CORE = {
+    "2.7.1": "8be6d90c1505396c9337b4f2c113d0966356b6fa",
+    "2.8.0": "ec8979d1b7855541169ba7e765730d677c977679",
+    "2.8.1": "94fff568c1ccb32cdbd0f2b51de6d12d2902f074",
+    "2.8.2": "b6afdd021fbc88b76871ddbc1f93e9757151da30",
+    "2.8.3": "5091a2fbe1816df1265490f771346730f29e2c8d",
+    "2.9.0": "5091a2fbe1816df1265490f771346730f29e2c8d",
+    "2.10.0": "b216ba1be1b8e21488d1c7370ed3357b3049aad1",
+}
+
+# Where HAMi's device plugin mounts the hook in the container, and the
+# preload file it mounts over /etc/ld.so.preload (it never sets LD_PRELOAD):
+# pkg/device-plugin/nvidiadevice/nvinternal/plugin/server.go, Allocate, at
+# v2.7.1 (lines 513-579) and v2.10.0 (832-898), the same at every release
+# between. Host side: <hook path>/vgpu/containers/<pod uid>_<container> at
+# /usr/local/vgpu (read-write: the shared cache file), libvgpu.so.<version>
+# at /usr/local/vgpu/libvgpu.so, /tmp/vgpulock, and the preload file.
+HAMI_HOOK_DIR = "/usr/local/vgpu"
+HAMI_PRELOAD_FILE = "/etc/ld.so.preload"
+HAMI_LOCK_DIR = "/tmp/vgpulock"
+LIBCUDA_LOG_LEVEL_DEFAULT = "1"  # charts/hami/values.yaml devicePlugin libCudaLogLevel
+
+
+def container_env(chart_version, resources: dict, cache_id: str = "00000000-0000-0000-0000-000000000000") -> dict:
+    """The environment HAMi's device plugin gives a container of one GPU for
+    these resources, at that release (server.go Allocate, lines above; the
+    same at v2.7.1 and v2.10.0): CUDA_DEVICE_MEMORY_LIMIT_<i> per device as
+    "<MiB>m" (no unsuffixed form), CUDA_DEVICE_SM_LIMIT once (the first
+    device's cores, 0 when none were asked), CUDA_DEVICE_MEMORY_SHARED_CACHE
+    at a new <uuid4>.cache per allocation (cache_id stands for it), and the
+    chart's LIBCUDA_LOG_LEVEL. NVIDIA_VISIBLE_DEVICES (the GPU's UUID) is the
+    container runtime's business and left out. HAMi-core reads "m" as MiB."""
+    parse_version(chart_version)
+    env = {}
+    mem = resources.get("nvidia.com/gpumem")
+    if mem:
+        env["CUDA_DEVICE_MEMORY_LIMIT_0"] = f"{int(mem)}m"
+    cores = resources.get("nvidia.com/gpucores")
+    env["CUDA_DEVICE_SM_LIMIT"] = str(int(cores)) if cores else "0"
+    env["CUDA_DEVICE_MEMORY_SHARED_CACHE"] = f"{HAMI_HOOK_DIR}/{cache_id}.cache"
+    env["LIBCUDA_LOG_LEVEL"] = LIBCUDA_LOG_LEVEL_DEFAULT
+    return env
