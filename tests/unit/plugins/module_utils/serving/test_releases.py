@@ -25,8 +25,8 @@ def planned(**options) -> dict:
 
 
 def test_default_is_the_newest_release():
-    assert DEFAULT_VLLM_VERSION == releases.LATEST == "0.33.0"
-    assert planned()["vllm_version"] == "0.33.0"
+    assert DEFAULT_VLLM_VERSION == releases.LATEST == "0.34.0"
+    assert planned()["vllm_version"] == "0.34.0"
 
 
 def test_0_33_with_new_flags_has_no_problem():
@@ -55,7 +55,7 @@ def test_another_patch_is_checked_against_the_minor_we_carry():
 
 
 def test_unknown_release_names_the_range():
-    with pytest.raises(Exception, match=r"vllm_version: 0.9.2 is not supported; supported: 0.10.0 to 0.33.0"):
+    with pytest.raises(Exception, match=r"vllm_version: 0.9.2 is not supported; supported: 0.10.0 to 0.34.0"):
         planned(vllm_version="0.9.2")
 
 
