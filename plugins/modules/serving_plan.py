@@ -16,7 +16,7 @@ description:
     (C(nvidia.com/gpu), and C(nvidia.com/gpumem) in MiB per GPU for a slice), the C(/dev/shm) size and a
     startupProbe budget.
   - Checks the vLLM command line in O(extra_args) against the flags of O(vllm_version) as vLLM's own released
-    sources define them (every minor release from 0.10 to 0.33); refuses unknown and removed flags with the release
+    sources define them (every minor release from 0.10 to 0.34); refuses unknown and removed flags with the release
     that removed them or the nearest valid flag,
     warns on deprecated and no-effect ones, refuses C(--api-key) on the command line, C(--trust-remote-code) unless
     O(allow_trust_remote_code), C(CUDA_VISIBLE_DEVICES) and C(NCCL_SHM_DISABLE=1) in O(env), and a
@@ -44,10 +44,10 @@ options:
     description:
       - The vLLM version of the image; flags are checked against it, and its defaults and behaviours (the default
         C(gpu_memory_utilization), the paths the key guards, the accepted values of C(VLLM_USE_MODELSCOPE), the
-        engine-start timeout) come from it. Every minor release from 0.10 to 0.33 is known; the default is the
+        engine-start timeout) come from it. Every minor release from 0.10 to 0.34 is known; the default is the
         newest.
     type: str
-    default: 0.33.0
+    default: 0.34.0
   extra_args:
     description:
       - More C(vllm serve) flags, as a list or as one command line (the write-up's C(python3 -m

@@ -54,8 +54,8 @@ def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace,
     pod_spec = sts["spec"]["template"]["spec"]
     container = pod_spec["containers"][0]
     args = container["args"]
-    # vLLM 0.33.0's image, checked against 0.33.0's flags (the example pins the newest release).
-    assert container["image"] == "docker.io/vllm/vllm-openai:v0.33.0"
+    # vLLM 0.34.0's image, checked against 0.34.0's flags (the example pins the newest release).
+    assert container["image"] == "docker.io/vllm/vllm-openai:v0.34.0"
     assert args[0] == "/models/qwen3-235b"
     for flag in ("--api-key", "--trust-remote-code", "--max-paddings", "--swap-space", "--disable-log-requests"):
         assert not any(a.startswith(flag) for a in args), flag

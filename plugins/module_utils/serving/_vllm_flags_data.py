@@ -1039,6 +1039,36 @@ DELTAS = (
             ],
         },
     }),
+    ("0.34.0", {
+        "flags": {
+            "+": [
+                "--cache-aware-admission-threshold",
+                "--cache-aware-admission-window",
+                "--checkpoint-prepare-on-startup",
+                "--disable-extensible-kv-cache",
+                "--enable-extensible-kv-cache",
+                "--headless-client-handshake-address",
+                "--max-num-inflight-kv-loads",
+                "--shuffle-safetensors-files",
+            ],
+        },
+        "boolean": {
+            "+": [
+                "--checkpoint-prepare-on-startup",
+                "--enable-extensible-kv-cache",
+                "--shuffle-safetensors-files",
+            ],
+        },
+        "deprecated": {
+            "+": [
+                "--cudagraph-capture-sizes",
+                "--disable-layerwise-nvtx-tracing",
+                "--enable-layerwise-nvtx-tracing",
+                "--max-cudagraph-capture-size",
+                "--no-enable-layerwise-nvtx-tracing",
+            ],
+        },
+    }),
 )
 
 

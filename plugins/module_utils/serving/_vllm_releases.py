@@ -27,7 +27,8 @@ def _newest(versions) -> str:
     return max(versions, key=version_tuple)
 
 
-# The newest release the collection knows: the default everywhere.
+# The newest release the collection knows (the catalog's newest, 0.34.0 now):
+# the default everywhere.
 LATEST = _newest(VERSIONS)
 
 
@@ -81,28 +82,73 @@ def no_effect(flag: str, version) -> str | None:
 # Flags that fight the device plugin's assignment of GPUs, from their first release.
 DEVICE_FLAGS = {
     # engine/arg_utils.py of 0.24.0: picks physical GPUs by id, bypassing the
-    # device plugin's choice (it does not set CUDA_VISIBLE_DEVICES).
+    # device plugin's choice (it does not set CUDA_VISIBLE_DEVICES); the same
+    # in 0.34.0 (EngineArgs.device_ids, _resolve_device_ids).
     "--device-ids": "0.24.0",
 }
 
-# The default share of GPU memory vLLM takes (config/cache.py): 0.9 until
-# 0.19.x, 0.92 from 0.20.0.
+# The default share of GPU memory vLLM takes when the KV cache is sized from
+# the profiling estimate (config/cache.py): 0.9 until 0.19.x, 0.92 from
+# 0.20.0. That is every release up to 0.33.x, and 0.34.0 with the extensible
+# KV cache off (CacheConfig.DEFAULT_GPU_MEMORY_UTILIZATION = 0.92 at v0.34.0).
 GPU_MEMORY_UTILIZATION = [("0.10.0", 0.9), ("0.20.0", 0.92)]
 
+# The extensible KV cache, new in 0.34.0 (--enable-extensible-kv-cache /
+# --disable-extensible-kv-cache): address space for the KV cache is reserved
+# through the driver's virtual memory calls (cuMemAddressReserve, cuMemCreate,
+# cuMemMap: utils/vmm_driver.py, utils/extensible_tensor.py) and physical
+# pages are committed after warm-up and CUDA graph capture, sized from the
+# memory then measured free (v1/worker/extensible_kv_cache.py
+# measure_kv_cache_blocks). Left unset it is on for CUDA and ROCm
+# (config/cache.py CacheConfig.enable_extensible_kv_cache, default None;
+# config/vllm.py VllmConfig._resolve_extensible_kv_cache), except with
+# --kv-cache-memory-bytes, --num-gpu-blocks-override, elastic EP or a KV
+# connector that cannot use driver-mapped memory, and it falls back to the
+# estimate where the driver lacks virtual memory management
+# (v1/worker/gpu_worker.py extensible_kv_cache_unsupported_reason).
+EXTENSIBLE_KV_CACHE = [("0.10.0", False), ("0.34.0", True)]
+# With it, gpu_memory_utilization left unset means 1.0 (config/cache.py
+# CacheConfig.resolved_gpu_memory_utilization at v0.34.0); a value between
+# 0.7 and 1.0 that keeps 1 GiB or more out of the KV cache draws a warning
+# (extensible_kv_cache.py measure_kv_cache_blocks).
+EXTENSIBLE_GPU_MEMORY_UTILIZATION = 1.0
+
+# The KV cache block, in tokens, when --block-size is not given
+# (config/cache.py CacheConfig.DEFAULT_BLOCK_SIZE; platforms/cuda.py before
+# 0.18): 16 until 0.33.x, 64 from 0.34.0. An attention backend may prefer
+# another size (platforms/interface.py _preferred_block_size_for_backends).
+KV_BLOCK_SIZE = [("0.10.0", 16), ("0.34.0", 64)]
+
+# vLLM's own --max-num-batched-tokens and --max-num-seqs for `vllm serve`
+# (UsageContext.OPENAI_API_SERVER) when they are not given, by the GPU's total
+# memory (engine/arg_utils.py EngineArgs.get_batch_defaults): rows of
+# (at least this many GiB, max_num_batched_tokens, max_num_seqs), the first
+# that holds wins. The 70 GiB row leaves out A100s (the device name holds
+# "a100") in every release and, from 0.33.0, GB10 (compute capability 12.1).
+# The same in 0.10.0 through 0.27.1; the 160 GiB row (B200, B300) from 0.28.0;
+# unchanged in 0.34.0. --performance-mode throughput doubles both.
+BATCH_DEFAULTS = [
+    ("0.10.0", ((70, 8192, 1024), (0, 2048, 256))),
+    ("0.28.0", ((160, 16384, 1024), (70, 8192, 1024), (0, 2048, 256))),
+]
+GB10_SMALL_TIER = "0.33.0"
+
 # VLLM_USE_MODELSCOPE (envs.py): only "true" (any case) until 0.27.x; "1"
-# or "true" (stripped, any case) from 0.28.0.
+# or "true" (stripped, any case) from 0.28.0 (the same in 0.34.0).
 MODELSCOPE_TRUE_VALUES = [("0.10.0", ("true",)), ("0.28.0", ("1", "true"))]
 
-# VLLM_ENGINE_READY_TIMEOUT_S (envs.py, from 0.14.0, default 600): how long
-# the server waits for its engine processes before a TimeoutError. With
-# several API servers (the default when data parallel > 1) that wait
-# includes loading the weights.
+# VLLM_ENGINE_READY_TIMEOUT_S (envs.py, from 0.14.0, default 600; still 600
+# in 0.34.0, read in v1/engine/core_client.py and passed on to the Rust
+# frontend by v1/utils.py): how long the server waits for its engine
+# processes before a TimeoutError. With several API servers (the default when
+# data parallel > 1) that wait includes loading the weights.
 ENGINE_READY_TIMEOUT = [("0.10.0", None), ("0.14.0", 600)]
 
 # Path prefixes that need the API key (the authentication middleware:
-# entrypoints/openai/api_server.py, later serve/middleware/authenticate.py).
-# Everything else answers without it: /health, /metrics, /tokenize, and
-# /invocations, which serves completions.
+# entrypoints/openai/api_server.py, later serve/middleware/authenticate.py;
+# GUARDED_PREFIX there is unchanged in 0.34.0). Everything else answers
+# without it: /health, /metrics, /tokenize, and /invocations, which serves
+# completions (entrypoints/serve/sagemaker/api_router.py in 0.34.0).
 KEY_GUARDED_PREFIXES = [
     ("0.10.0", ("/v1",)),
     ("0.22.0", ("/v1", "/v2", "/inference")),
@@ -113,14 +159,46 @@ OPEN_INFERENCE_PATHS = ("/invocations",)
 # The official image's CUDA (docker/Dockerfile ARG CUDA_VERSION and the
 # release pipeline): 12.9 until 0.19.x (0.19 also published a -cu130 tag);
 # 13.0 from 0.20.0, with a -cu129 image beside it through 0.32.0; 0.33.0
-# publishes no CUDA 12 image.
+# publishes no CUDA 12 image. 0.34.0 (sdist: .buildkite/release-pipeline.yaml
+# builds with CUDA_VERSION=13.0.2, docker/Dockerfile defaults to 13.0.3;
+# .buildkite/scripts/publish-release-images.sh) publishes the CUDA 13.0 image
+# and an -efa variant of it; its CUDA 13.4 (-cu134) build is nightly-only.
 IMAGE_CUDA_MAJOR = [("0.10.0", 12), ("0.20.0", 13)]
 CUDA12_TAG_SUFFIX = "-cu129"
 CUDA12_TAG_RELEASES = ("0.20.0", "0.33.0")  # from, and first release without
 
 
-def gpu_memory_utilization_default(version) -> float:
+def gpu_memory_utilization_default(version, extensible_kv_cache: bool = False) -> float:
+    """vLLM's gpu_memory_utilization when none is given: the estimate-based
+    default, or with extensible_kv_cache (a release that has it, with it on)
+    1.0."""
+    if extensible_kv_cache and since(EXTENSIBLE_KV_CACHE, version):
+        return EXTENSIBLE_GPU_MEMORY_UTILIZATION
     return since(GPU_MEMORY_UTILIZATION, version)
+
+
+def extensible_kv_cache_default(version) -> bool:
+    """Whether the release sizes the KV cache from memory measured after
+    warm-up by default on a CUDA GPU (see EXTENSIBLE_KV_CACHE for when it
+    turns itself off)."""
+    return since(EXTENSIBLE_KV_CACHE, version)
+
+
+def kv_block_size_default(version) -> int:
+    return since(KV_BLOCK_SIZE, version)
+
+
+def batch_defaults(version, gpu_mib: int, product: str = "") -> tuple[int, int]:
+    """vLLM's (max_num_batched_tokens, max_num_seqs) for `vllm serve` on a GPU
+    of gpu_mib MiB; product is the GPU's name (e.g. the node's
+    nvidia.com/gpu.product), for the A100 and GB10 exceptions. vLLM tells
+    GB10 by compute capability 12.1; here its name stands for it."""
+    name = str(product or "").lower()
+    small = "a100" in name or ("gb10" in name and version_tuple(version) >= version_tuple(GB10_SMALL_TIER))
+    for min_gib, tokens, seqs in since(BATCH_DEFAULTS, version):
+        if gpu_mib >= min_gib * 1024 and not (min_gib == 70 and small):
+            return tokens, seqs
+    raise AssertionError("BATCH_DEFAULTS ends with a 0 GiB row")
 
 
 def modelscope_enabled_by(version, value) -> bool:

@@ -12,7 +12,7 @@ HOST = {"kernel": "6.8.0-45-generic", "nvidia_pci_count": 8, "driver_version": "
 
 
 @pytest.mark.parametrize("vllm_version, tag, refused", [
-    ("latest", "", True),             # vLLM 0.33's image is CUDA 13: branch 580
+    ("latest", "", True),             # vLLM 0.34's image is CUDA 13: branch 580
     ("0.20.0", "", True),
     ("0.20.0", "v0.20.0-cu129", False),  # the CUDA 12.9 image beside it
     ("0.19.1", "", False),            # CUDA 12.9

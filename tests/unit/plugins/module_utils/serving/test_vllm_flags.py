@@ -140,3 +140,14 @@ def test_what_the_releases_say():
                  "--max-num-partial-prefills", "--max-long-partial-prefills", "--override-attention-dtype",
                  "--logits-processor-pattern"):
         assert accepts("0.12.0", flag) and not accepts("0.33.0", flag), flag
+    # 0.34: the extensible KV cache's switch (an EnableDisableAction), nothing
+    # removed, three options newly deprecated (by their help texts).
+    for flag in ("--enable-extensible-kv-cache", "--disable-extensible-kv-cache", "--no-enable-extensible-kv-cache",
+                 "--max-num-inflight-kv-loads", "--cache-aware-admission-window", "--shuffle-safetensors-files"):
+        assert accepts("0.34.0", flag) and not accepts("0.33.0", flag), flag
+    assert data.accepted_options("0.33.0") <= data.accepted_options("0.34.0")
+    assert set(data.flags_for("0.34.0")["deprecated"]) - set(data.flags_for("0.33.0")["deprecated"]) == {
+        "--cudagraph-capture-sizes", "--max-cudagraph-capture-size", "--enable-layerwise-nvtx-tracing",
+        "--disable-layerwise-nvtx-tracing", "--no-enable-layerwise-nvtx-tracing"}
+    # Announced for removal in 0.34.0 by their help, and still there.
+    assert {"--mamba-cache-mode", "--ir-op-priority"} <= set(data.flags_for("0.34.0")["deprecated"])
