@@ -29,8 +29,10 @@ CONFIGS = {
     "dense": ROOT / "tests/unit/plugins/module_utils/serving/model_configs/qwen2.5-7b-instruct.json",
     "moe": ROOT / "tests/unit/plugins/module_utils/serving/model_configs/qwen3-30b-a3b.json",
     "moe8": ROOT / "tests/data/real-vllm/configs/qwen3-30b-a3b-l8.config.json",
+    "small": ROOT / "tests/unit/plugins/module_utils/serving/model_configs/qwen2.5-0.5b-instruct.json",
 }
-FOLDERS = {"dense": "qwen2.5-7b-instruct", "moe": "qwen3-30b-a3b", "moe8": "qwen3-30b-a3b-l8"}
+FOLDERS = {"dense": "qwen2.5-7b-instruct", "moe": "qwen3-30b-a3b", "moe8": "qwen3-30b-a3b-l8",
+           "small": "qwen2.5-0.5b-instruct"}
 H200_MIB = 143771  # nvidia-smi's memory.total of the device's card
 # About a quarter, a half and nine tenths of it; two halves must fit the card
 # together with each process's CUDA context (CUDA reports 139.8 GiB).
@@ -46,7 +48,7 @@ GRID = [(256, 8192), (64, 8192), (1024, 8192), (256, 2048), (256, 16384), (1024,
 
 
 def inputs(kind: str, port: int, *, slice_mib=None, util=None, seqs=256, tokens=None, eager=False, cores=None,
-           max_len=8192) -> dict:
+           max_len=8192) -> dict:  # seqs None: the plan's default (vLLM's own for the GPU)
     extra = ["--load-format", "dummy"]
     if tokens:
         extra += ["--max-num-batched-tokens", str(tokens)]
@@ -54,9 +56,11 @@ def inputs(kind: str, port: int, *, slice_mib=None, util=None, seqs=256, tokens=
         extra.append("--enforce-eager")
     p = {"model_config_file": str(CONFIGS[kind].relative_to(ROOT)), "model_path": f"/models/{FOLDERS[kind]}",
          "served_model_name": FOLDERS[kind], "vllm_version": "0.20.0", "gpu_memory_mib": H200_MIB,
-         "gpus_per_node": 1, "tensor_parallel_size": 1, "max_model_len": max_len, "max_num_seqs": seqs,
+         "gpus_per_node": 1, "tensor_parallel_size": 1, "max_model_len": max_len,
          "port": port, "extra_args": extra, "api_key_secret": "vllm-api-key", "network_policy": True,
          "drain_timeout_s": 0}
+    if seqs:
+        p["max_num_seqs"] = seqs
     if slice_mib:
         p["gpu_memory_request_mib"] = slice_mib
     if util:
@@ -69,9 +73,11 @@ def inputs(kind: str, port: int, *, slice_mib=None, util=None, seqs=256, tokens=
 def case_list() -> list[dict]:
     cases, port = [], [8100]
 
-    def add(name, kind, *, stop="kv", expect="serve", group=None, load=False, build=NEWEST, debug=True, **kw):
+    def add(name, kind, *, stop="kv", expect="serve", group=None, load=False, build=NEWEST, debug=True,
+            core_policy="default", rerun=None, holdout=False, **kw):
         port[0] += 1
         cases.append({"name": name, "kind": kind, "inputs": inputs(kind, port[0], **kw), "stop": stop,
+                      "core_policy": core_policy, "rerun": rerun, "holdout": holdout,
                       "expect": expect, "group": group, "load": load, "hami_version": build,
                       "hami_core": BUILDS[build], "hami_core_vendored": hami.VENDORED_HAMI_CORE[build][:7],
                       "debug": debug})
@@ -108,6 +114,27 @@ def case_list() -> list[dict]:
         add(f"dense-q-u92-hami{release.replace('.', '')}", "dense", slice_mib=SLICES["q"], build=release)
     for seqs, tokens in GRID[5:]:
         add(f"grid-moe8-graphs-s{seqs}-t{tokens}", "moe8", slice_mib=20480, seqs=seqs, tokens=tokens)
+    # The second lease. The first runs shared one torch.compile cache, so a later run of the same compiled
+    # shape found it warm; a pod starts with an empty one. These run again, each with a cache of its own.
+    cold = "a compile cache of its own (the first run found it warm)"
+    add("dense-q-u92-cold", "dense", stop="ready", slice_mib=SLICES["q"], rerun=cold)
+    add("dense-q-u80-cold", "dense", slice_mib=SLICES["q"], util=0.8, rerun=cold)
+    add("dense-h-u80-cold", "dense", slice_mib=SLICES["h"], util=0.8, rerun=cold)
+    for release in (OLDEST, "2.9.0"):
+        add(f"dense-q-u92-hami{release.replace('.', '')}-cold", "dense", slice_mib=SLICES["q"], build=release,
+            rerun=cold)
+    # Held out: predicted by the calibrated plan before they ran, never fitted to.
+    add("holdout-small-defaults", "small", seqs=None, max_len=32768, holdout=True)
+    add("holdout-small-q-u92", "small", slice_mib=SLICES["q"], holdout=True)
+    add("holdout-dense-graphs-s512-t4096", "dense", slice_mib=24576, seqs=512, tokens=4096, holdout=True)
+    add("holdout-moe8-graphs-s512-t4096", "moe8", slice_mib=20480, seqs=512, tokens=4096, holdout=True)
+    add("holdout-moe8-eager-s128-t12288", "moe8", slice_mib=20480, seqs=128, tokens=12288, eager=True,
+        holdout=True)
+    # gpucores where HAMi-core's limiter acts: kernels launched one by one (eager; it does not throttle CUDA
+    # graph launches) and the chart's gpuCorePolicy "force" (by default only contention turns it on).
+    for cores in (25, 50, 100):
+        add(f"cores-eager-force-{cores}", "dense", stop="ready", group="cores-eager", load=True,
+            slice_mib=SLICES["q"], cores=cores, eager=True, debug=False, core_policy="force")
     return cases
 
 
@@ -124,7 +151,8 @@ def cases() -> list[dict]:
         if bool(r["problems"]) != (case["expect"] == "fail"):
             raise SystemExit(f"{case['name']}: expected {case['expect']}, the plan says {r['problems']}")
         slice_mib = case["inputs"].get("gpu_memory_request_mib")
-        env = hami.container_env(case["hami_version"], r["resources"]["limits"]) if slice_mib or \
+        env = hami.container_env(case["hami_version"], r["resources"]["limits"],
+                                 core_policy=case["core_policy"]) if slice_mib or \
             case["inputs"].get("gpu_cores_percent") else {}
         out.append(dict(case, slice_mib=slice_mib, args=r["args"], env=r["env"], hami_env=env,
                         resources=r["resources"]["limits"], problems=r["problems"],

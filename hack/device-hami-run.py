@@ -305,6 +305,8 @@ class Server:
         if case["debug"]:
             env["VLLM_LOGGING_LEVEL"] = "DEBUG"
         env["VLLM_API_KEY"] = KEY
+        # A torch.compile cache of its own, empty, as a pod starts with (a shared one made later runs warm).
+        env["VLLM_CACHE_ROOT"] = str(STATE / "vllm-cache" / self.name)
         env["CUDA_VISIBLE_DEVICES"] = "0"
         env["PYTHONPATH"] = LIB
         dry = os.environ.get("DEVICE_VLLM_SERVE_CMD")  # to try this harness where there is no GPU
@@ -409,13 +411,14 @@ def finish(s: Server, summary: dict) -> None:
     entry["errors"] = [line for line in text.splitlines()
                        if re.search(r"Error|OOM|out of memory|No available memory", line)][-12:]
     entry["outcome"] = "served" if s.ready_s else ("kv-sized" if s.kv_s else "failed")
+    entry["batched_tokens_default"] = [float(v) for v in re.findall(r"Defaulting max_num_batched_tokens to (\d+)", text)]
     summary["cases"][s.name] = entry
     summary["order"].append(s.name)
     kept = [line for line in text.splitlines() if KEEP.search(line)]
     (STATE / "logs" / f"{s.name}.kept.log").write_text("\n".join(kept) + "\n")
 
 
-def run(deadline_s: float) -> dict:
+def run(deadline_s: float, only: list[str] | None = None) -> dict:
     prepare_host()
     end = time.monotonic() + deadline_s
     summary_path = STATE / "summary.json"
@@ -423,7 +426,7 @@ def run(deadline_s: float) -> dict:
                                                                                     "calls": []}
     call = {"started": time.strftime("%H:%M:%S"), "ran": []}
     summary["calls"].append(call)
-    todo = [c for c in CASES if c["name"] not in summary["cases"]]
+    todo = [c for c in CASES if c["name"] not in summary["cases"] and (not only or c["name"] in only)]
     running: list[Server] = []
 
     def save():
@@ -435,7 +438,8 @@ def run(deadline_s: float) -> dict:
         for s in running:  # cut by the deadline (or a failure here): not kept, the next call runs it again
             s.stop()
             call.setdefault("cut", []).append(s.name)
-    summary["not_run"] = [c["name"] for c in CASES if c["name"] not in summary["cases"]]
+    summary["not_run"] = [c["name"] for c in CASES if c["name"] not in summary["cases"] and (not only or
+                                                                                          c["name"] in only)]
     save()
     shutil.copyfile(summary_path, OUT / "hami-summary.json")
     with tarfile.open(OUT / "hami-logs.tar.gz", "w:gz") as tf:
@@ -543,6 +547,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("verb", choices=["build", "probe", "run"])
     ap.add_argument("--deadline", type=float, default=480)
+    ap.add_argument("--from-case", help="run only this case and those after it in the file")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     STATE.mkdir(parents=True, exist_ok=True)
@@ -551,7 +556,8 @@ def main() -> int:
     elif a.verb == "probe":
         probe(build())
     else:
-        run(a.deadline)
+        names = [c["name"] for c in CASES]
+        run(a.deadline, names[names.index(a.from_case):] if a.from_case else None)
     return 0
 
 

@@ -27,6 +27,7 @@ CONFIGS = ROOT / "tests/unit/plugins/module_utils/serving/model_configs"
 MODELS = {
     "qwen2.5-7b-instruct": CONFIGS / "qwen2.5-7b-instruct.json",
     "qwen3-30b-a3b": CONFIGS / "qwen3-30b-a3b.json",
+    "qwen2.5-0.5b-instruct": CONFIGS / "qwen2.5-0.5b-instruct.json",
     "qwen3-235b": ROOT / "inventories/example/files/qwen3-235b-a22b-instruct-2507.config.json",
     "qwen3-235b-kv2": ROOT / "tests/data/real-vllm/configs/qwen3-235b-a22b-kv2.config.json",
     # Qwen3-30B-A3B with 8 of its 48 layers (not a published model): the MoE's per-step memory at a

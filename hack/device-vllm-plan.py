@@ -43,6 +43,7 @@ def inputs(kind: str, eager: bool, tp: int, gpu_mib: int) -> dict:
         "gpus_per_node": tp,
         "tensor_parallel_size": tp,
         "max_model_len": MAX_MODEL_LEN,
+        "max_num_seqs": 256,  # what vllm_serve passes (vllm_serve_max_num_seqs), as these runs were made
         "port": PORTS[kind],
         "extra_args": extra,
         "api_key_secret": "vllm-api-key",
@@ -61,7 +62,7 @@ EMBED_DIR = ".cache/test-models/all-minilm-l6-v2"
 def embed_inputs(gpu_mib: int) -> dict:
     return {"model_config_file": f"{EMBED_DIR}/config.json", "model_path": "/models/all-minilm-l6-v2",
             "served_model_name": "minilm", "vllm_version": "0.20.0", "gpu_memory_mib": gpu_mib, "gpus_per_node": 1,
-            "tensor_parallel_size": 1, "max_model_len": 256, "port": 8002, "extra_args": ["--load-format", "dummy"],
+            "tensor_parallel_size": 1, "max_model_len": 256, "max_num_seqs": 256, "port": 8002, "extra_args": ["--load-format", "dummy"],
             "api_key_secret": "vllm-api-key", "network_policy": True, "drain_timeout_s": 0}
 
 

@@ -227,7 +227,8 @@ HAMI_LOCK_DIR = "/tmp/vgpulock"
 LIBCUDA_LOG_LEVEL_DEFAULT = "1"  # charts/hami/values.yaml devicePlugin libCudaLogLevel
 
 
-def container_env(chart_version, resources: dict, cache_id: str = "00000000-0000-0000-0000-000000000000") -> dict:
+def container_env(chart_version, resources: dict, cache_id: str = "00000000-0000-0000-0000-000000000000",
+                  core_policy: str = "default") -> dict:
     """The environment HAMi's device plugin gives a container of one GPU for
     these resources, at that release (server.go Allocate, lines above; the
     same at v2.7.1 and v2.10.0): CUDA_DEVICE_MEMORY_LIMIT_<i> per device as
@@ -245,4 +246,8 @@ def container_env(chart_version, resources: dict, cache_id: str = "00000000-0000
     env["CUDA_DEVICE_SM_LIMIT"] = str(int(cores)) if cores else "0"
     env["CUDA_DEVICE_MEMORY_SHARED_CACHE"] = f"{HAMI_HOOK_DIR}/{cache_id}.cache"
     env["LIBCUDA_LOG_LEVEL"] = LIBCUDA_LOG_LEVEL_DEFAULT
+    # The chart's devices.nvidia.gpuCorePolicy, when not "default", is added by HAMi's admission webhook
+    # (pkg/device/nvidia/device.go MutateAdmission, v2.7.1 lines 317-323, v2.10.0 360-366).
+    if core_policy != "default":
+        env["GPU_CORE_UTILIZATION_POLICY"] = core_policy
     return env

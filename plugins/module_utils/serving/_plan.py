@@ -43,7 +43,6 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
 # Bytes per parameter of quantized weights (packing and scales included, roughly).
 QUANT_BYTES = {None: None, "none": None, "fp8": 1.0, "awq": 0.56, "gptq": 0.56, "int8": 1.0}
 KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
-BLOCK_SIZE = 16  # vLLM's KV cache block, in tokens
 
 # What the plan itself sets on the command line: given in extra_args they
 # are read as the wanted values, then rendered once, from one place.
@@ -212,10 +211,21 @@ def replicated_bytes_per_gpu(s: dict, tp: int, pp: int, elem: int) -> float:
     return extra + s["max_position_embeddings"] * s["head_dim"] * elem
 
 
+# What vLLM's loader reported beyond the parameters counted from config.json
+# for a dense model ("Model loading took", torch's allocated bytes after the
+# load, gpu_model_runner.py load_model): 14.25 GiB for the Qwen2.5-7B shape
+# against 14.19 counted (0.4%), at TP 1 in all 26 runs; 7.12 against 7.10 at
+# TP 2. The MoE shapes loaded what was counted. Counted from a safetensors
+# index the weights are exact and get none.
+DENSE_LOAD_ALLOWANCE = 0.005
+
+
 def weights_per_gpu_bytes(weights: dict, tp: int, pp: int) -> float:
     """One GPU's weights: its share of the checkpoint and what it holds whole."""
-    return weights["weight_bytes"] / (tp * pp) + replicated_bytes_per_gpu(
-        weights["shape"], tp, pp, DTYPE_BYTES[weights["dtype"]])
+    share = weights["weight_bytes"] / (tp * pp)
+    if not weights["shape"]["experts"] and not weights["from_index"]:
+        share *= 1 + DENSE_LOAD_ALLOWANCE
+    return share + replicated_bytes_per_gpu(weights["shape"], tp, pp, DTYPE_BYTES[weights["dtype"]])
 
 
 def parse_args(extra_args) -> list[tuple[str, str | None]]:
@@ -392,71 +402,179 @@ def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
     util = float(setting("gpu_memory_utilization", releases.gpu_memory_utilization_default(version)))
     if not 0.1 <= util <= 0.98:
         raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-0.98")
+    # What vLLM sees: inside a HAMi slice CUDA and NVML report the slice (HAMi-core's hooks); on a whole
+    # card CUDA reports less than nvidia-smi's total (CUDA_RESERVED_MIB), NVML the total.
+    seen_mib = slice_mib or gpu_mib - CUDA_RESERVED_MIB
+    tokens, default_seqs = batched_tokens(p, slice_mib or gpu_mib, version)
+    seqs = int(setting("max_num_seqs", min(default_seqs, tokens)))
+    budget_mib = math.ceil(seen_mib * util * MIB) / MIB
+    if budget_mib > seen_mib - CUDA_CONTEXT_MIB:
+        found.problems.append(
+            f"gpu_memory_utilization: {util} of the {seen_mib} MiB vLLM sees is {budget_mib:.0f} MiB, more than "
+            f"is free once the CUDA context ({CUDA_CONTEXT_MIB} MiB) is made"
+            f"{', which HAMi-core counts against the slice' if slice_mib else ''}: vLLM refuses to start "
+            f"(\"Free memory on device ... is less than desired GPU memory utilization\"). Use at most "
+            f"{math.floor((1 - CUDA_CONTEXT_MIB / seen_mib) * 100) / 100}"
+            f"{', or a larger gpu_memory_request_mib' if slice_mib else ''}")
     return {"gpu_mib": gpu_mib, "gpus_available": gpus_available, "slice_mib": slice_mib,
-            "usable_mib": slice_mib or gpu_mib, "util": util, "overhead_mib": overhead_mib(p),
-            "overhead_base_mib": overhead_mib(p), "overhead_given": bool(p.get("overhead_mib")),
-            "batched_tokens": batched_tokens(p, gpu_mib)}
+            "usable_mib": slice_mib or gpu_mib, "seen_mib": seen_mib, "budget_mib": budget_mib, "util": util,
+            "overhead_mib": 0.0, "overhead_base_mib": int(p.get("overhead_mib") or 0),
+            "overhead_given": bool(p.get("overhead_mib")), "eager": is_eager(p), "batched_tokens": tokens,
+            "default_max_num_seqs": default_seqs, "max_num_seqs": seqs,
+            "block_size": releases.kv_block_size_default(version)}
 
 
-# Per-GPU memory vLLM takes besides the weights and the KV cache (the peak
-# of its profiling run's activations, the CUDA context and other non-torch
-# memory, and with CUDA graphs their pool), when overhead_mib is not given.
-# vLLM 0.20.0 on H100 and H200 (docs/real-vllm.md; a dense and a MoE model,
-# TP 1 and 2, max_model_len 8192) took 1.77-1.84 GiB with --enforce-eager and
-# 2.14-2.30 GiB with CUDA graphs (its default), whatever the architecture.
-# The figures sit just above the largest seen, so the plan never promises
-# more KV cache than vLLM gives; the old 3 GiB put the MoE case 4.8% under.
-OVERHEAD_MIB = {"eager": 2048, "cuda_graphs": 2560}
-
-
-# Beyond the base: vLLM 0.20.0's debug accounting (vllm/v1/worker/gpu_worker.py)
-# on H200 put its non-torch memory at 0.22 GiB for Qwen3-30B-A3B at TP 1 and
-# 0.54 GiB for Qwen3-235B-A22B at TP 4, taken here as the buffers of NCCL and
-# the custom all-reduce, which TP 1 does not have; the dense shape at TP 2 and 4
-# stayed inside the base with it (docs/real-vllm.md).
+# What vLLM 0.20.0 holds on each GPU besides the weights and the KV cache,
+# when overhead_mib is not given: its own accounting
+# (v1/worker/gpu_worker.py determine_available_memory: the KV cache gets
+# ceil(total x gpu_memory_utilization) less the weights, the torch peak of
+# its profiling run, the non-torch memory that run added and the CUDA
+# graphs' estimated memory), each term derived from vLLM's source below and
+# checked against 49 runs on H100 and H200, whole cards and HAMi slices
+# (docs/real-vllm.md, tests/data/real-vllm/).
+#
+# The memory CUDA reports is less than nvidia-smi's memory.total (what
+# gpu_memory_mib is given as): 143771 MiB on the H200 against 139.80 GiB
+# through cudaMemGetInfo, 615 MiB less (measured), about 470 MiB on the
+# H100 80GB. Inside a HAMi slice CUDA reports the slice itself (HAMi-core's
+# cuMemGetInfo and cuDeviceTotalMem hooks, measured at all three commits).
+CUDA_RESERVED_MIB = 620
+# The CUDA context (0.51 GiB on the H200, vLLM's "worker init memory
+# snapshot"): taken before vLLM measures, so outside its budget; HAMi-core
+# charges it to the slice, so vLLM finds that much less free at start.
+CUDA_CONTEXT_MIB = 520
+# cuBLAS's workspace, allocated by the first matmul of the profiling run.
+CUBLAS_WORKSPACE_MIB = 40
+# The compiled (CUDA graphs) forward pass peaked up to 0.03 GiB above the eager one.
+COMPILED_EXTRA_MIB = 32
+# Non-torch memory the profiling run adds (kernel modules, NCCL at TP 1 none):
+# 0.22-0.24 GiB on a whole card; 0.06 GiB in a HAMi slice, where HAMi-core
+# counts only the allocations it hooks (all 36 slice runs).
+NON_TORCH_MIB = {"card": 256, "slice": 64}
+# The top-k/top-p Triton kernel's scratch: one row of the vocabulary per SM
+# (132 on H100 and H200), in float32 (v1/sample/ops/topk_topp_sampler.py).
+SAMPLER_SCRATCH_ROWS = 132
+# CUDA graphs (vLLM's default; none with --enforce-eager): vLLM captures the
+# two largest graphs of each kind and extrapolates ("Estimated CUDA graph
+# memory", gpu_model_runner.py profile_cudagraph_memory). Fitted to the runs:
+# a base by the largest piecewise and full capture sizes (the same inside a
+# slice and on a card, for the dense and the MoE shape), and on a whole card
+# a part per captured graph per layer that HAMi-core does not see in a slice.
+GRAPH_BASE_MIB = 52
+GRAPH_MIB_PER_PIECEWISE_TOKEN = 0.134
+GRAPH_MIB_PER_FULL_TOKEN = 0.48
+GRAPH_MIB_PER_GRAPH_LAYER = 0.072
+# Beyond that at TP > 1: the buffers of NCCL and the custom all-reduce
+# (0.54 GiB of non-torch memory for Qwen3-235B-A22B at TP 4 on H200, in
+# vLLM's debug accounting; docs/real-vllm.md).
 TP_COMM_MIB = 384
+# And with CUDA graphs at TP > 1, the all-reduce's buffers for the captured
+# graphs: the estimate for Qwen3-235B-A22B at TP 4 was 0.64 GiB, 0.15 above
+# the one-GPU terms (the only multi-GPU graphs run fitted here).
+TP_GRAPH_MIB = 160
 
 
-def batched_tokens(p: dict, gpu_mib: int) -> int:
-    """The tokens of vLLM's largest step (its profiling run's size):
-    --max-num-batched-tokens, else vLLM 0.20.0's default for the OpenAI server,
-    8192 on a GPU of 70 GiB or more, else 2048 (vllm/engine/arg_utils.py)."""
+def capture_sizes(max_num_seqs: int, batched_tokens: int) -> tuple[list[int], list[int]]:
+    """vLLM 0.20.0's CUDA graph sizes (config/vllm.py, the default
+    FULL_AND_PIECEWISE mode): piecewise graphs for 1, 2, 4, then every 8 up
+    to 248, then every 16, up to min(2 x max_num_seqs, 512, batched
+    tokens); full graphs for those up to max_num_seqs."""
+    top = min(2 * max_num_seqs, 512, batched_tokens)
+    sizes = [n for n in (1, 2, 4) if n <= top] + list(range(8, min(top, 248) + 1, 8)) + list(range(256, top + 1, 16))
+    return sizes, [n for n in sizes if n <= max_num_seqs]
+
+
+def batched_tokens(p: dict, mem_seen_by_nvml_mib: int, version: str) -> tuple[int, int]:
+    """(the tokens of vLLM's largest step, its default max_num_seqs):
+    --max-num-batched-tokens when given, else vLLM's own default for the
+    GPU's memory as NVML reports it - a HAMi slice's, inside one
+    (engine/arg_utils.py get_batch_defaults: 8192 tokens and 1024 sequences
+    from 70 GiB, not on an A100; 2048 and 256 below; 16384 from 160 GiB from
+    0.28.0). Seen: a 68 GiB slice of an H200 profiled 2048 tokens."""
+    product = ",".join(p.get("gpu_types") or [])
+    tokens, seqs = releases.batch_defaults(version, mem_seen_by_nvml_mib, product)
     for flag, value in parse_args(p.get("extra_args")):
         if flag == "--max-num-batched-tokens" and value and value.isdigit():
-            return int(value)
-    return 8192 if gpu_mib >= 70 * 1024 else 2048
+            tokens = int(value)
+    return tokens, seqs
 
 
-def overhead_bytes(weights: dict, mem: dict, tp: int) -> float:
-    """The overhead for this model at this tensor-parallel size: the base
-    (OVERHEAD_MIB, or overhead_mib as given, which is then the whole of it),
-    the communication buffers of TP > 1, and for a MoE the fused experts'
-    workspace that tensor parallelism does not divide: one buffer of the
-    largest step's tokens x experts per token x hidden size
-    (layers/fused_moe/fused_moe.py TritonExperts.workspace_shapes,
-    modular_kernel.py at v0.20.0). vLLM's activation peak for Qwen3-235B-A22B
-    at TP 4 was 1.42 GiB against 1.15 GiB for Qwen3-30B-A3B at TP 1: 0.27 GiB
-    more, about that buffer's growth (0.25 GiB) from hidden size 2048 to 4096."""
-    base = mem["overhead_base_mib"] * MIB
-    if mem["overhead_given"]:
-        return base
+def activation_peak_bytes(weights: dict, tp: int, tokens: int, seqs: int, graphs: bool) -> float:
+    """The torch peak of vLLM 0.20.0's profiling run on one GPU
+    (gpu_model_runner.py profile_run): cuBLAS's workspace; a MoE's two
+    fused-experts workspaces, which stay allocated (fused_moe.py
+    TritonExperts.workspace_shapes, modular_kernel.py); and the larger of
+    the forward pass over `tokens` (the dense MLP's gate_up, its product
+    and the residual, or attention's q/k/v) and the dummy sampler over
+    min(seqs, tokens) rows (_dummy_sampler_run: bf16 and float32 logits,
+    probabilities and the top-k/top-p scratch, 14 bytes per row and vocab
+    entry). With torch.compile (CUDA graphs) the peak was never below one
+    more copy of the embedding table (a GPU's share of vocab x hidden):
+    1.04 GiB for the Qwen2.5-7B shape at 2048 tokens, where eager took 0.30."""
     s = weights["shape"]
-    extra = TP_COMM_MIB * MIB if tp > 1 else 0
+    d = DTYPE_BYTES[weights["dtype"]]
+    h, vocab = s["hidden"], s["vocab"]
+    q = s["heads"] // tp * s["head_dim"]
+    kv = max(1, s["kv_heads"] // tp) * s["head_dim"]
+    qk_norm = s["architecture"].startswith("Qwen3")
+    rows = min(seqs, tokens)
+    workspace = 0
     if s["experts"]:
-        extra += mem["batched_tokens"] * s["experts_per_token"] * s["hidden"] * DTYPE_BYTES[weights["dtype"]]
-    return base + extra
+        im = s["moe_intermediate"] // tp
+        k = s["experts_per_token"]
+        workspace = d * (max(tokens * k * max(im, h), tokens * h) + tokens * k * max(2 * im, h))
+        block = d * tokens * (s["experts"] + 3 * h)
+    else:
+        block = d * tokens * (3 * s["intermediate"] // tp + 4 * h)
+    attention = d * tokens * ((q + 2 * kv) + ((q + kv) if qk_norm else 0) + q + 3 * h)
+    scratch = min(1 << (min(SAMPLER_SCRATCH_ROWS, rows) - 1).bit_length(), SAMPLER_SCRATCH_ROWS)
+    sampler = 14 * rows * vocab + 4 * scratch * vocab + d * tokens * h + 2 * d * rows * h
+    peak = CUBLAS_WORKSPACE_MIB * MIB + workspace + max(block, attention, sampler)
+    if graphs:
+        peak = max(peak + COMPILED_EXTRA_MIB * MIB, CUBLAS_WORKSPACE_MIB * MIB + vocab * h * d / tp)
+    return peak
 
 
-def overhead_mib(p: dict) -> int:
-    """overhead_mib when given; else by mode: --enforce-eager (no CUDA
-    graphs) in the command line takes the eager figure."""
-    if p.get("overhead_mib"):
-        return int(p["overhead_mib"])
+def cuda_graph_bytes(weights: dict, tp: int, pp: int, tokens: int, seqs: int, in_slice: bool) -> float:
+    """vLLM's estimate of its CUDA graphs' memory (see GRAPH_BASE_MIB)."""
+    pieces, full = capture_sizes(seqs, tokens)
+    if not pieces:
+        return 0.0
+    mib = GRAPH_BASE_MIB + GRAPH_MIB_PER_PIECEWISE_TOKEN * pieces[-1] + GRAPH_MIB_PER_FULL_TOKEN * max(full or [0])
+    if not in_slice:
+        layers = weights["shape"]["layers"] / pp
+        mib += GRAPH_MIB_PER_GRAPH_LAYER * layers * (len(pieces) - 1 + max(len(full) - 1, 0))
+    if tp > 1:
+        mib += TP_GRAPH_MIB
+    return mib * MIB
+
+
+def overhead_parts(weights: dict, mem: dict, tp: int, pp: int, seqs: int) -> dict:
+    """What vLLM takes on each GPU besides weights and KV cache, by part, in
+    bytes; overhead_mib, when given, is the whole of it."""
+    if mem["overhead_given"]:
+        return {"given": mem["overhead_base_mib"] * MIB}
+    in_slice = mem["slice_mib"] is not None
+    parts = {
+        "activations": activation_peak_bytes(weights, tp, mem["batched_tokens"], seqs, not mem["eager"]),
+        "non_torch": NON_TORCH_MIB["slice" if in_slice else "card"] * MIB + (TP_COMM_MIB * MIB if tp > 1 else 0),
+        "cuda_graphs": 0.0 if mem["eager"] else cuda_graph_bytes(weights, tp, pp, mem["batched_tokens"], seqs,
+                                                                  in_slice),
+    }
+    return parts
+
+
+def overhead_bytes(weights: dict, mem: dict, tp: int, pp: int = 1, seqs: int | None = None) -> float:
+    return sum(overhead_parts(weights, mem, tp, pp, seqs or mem["default_max_num_seqs"]).values())
+
+
+def is_eager(p: dict) -> bool:
+    """--enforce-eager in the command line (the last of it and its --no- form)."""
     eager = False
     for flag, _value in parse_args(p.get("extra_args")):
         if flag in ("--enforce-eager", "--no-enforce-eager"):
             eager = flag == "--enforce-eager"
-    return OVERHEAD_MIB["eager" if eager else "cuda_graphs"]
+    return eager
 
 
 def parallelism(setting, weights: dict, mem: dict, found: Findings) -> tuple[int, int]:
@@ -512,10 +630,10 @@ def across_nodes(shape: dict, weights: dict, mem: dict, valid_tp) -> tuple[int, 
 
 
 def kv_room(weights: dict, mem: dict, tp: int, pp: int) -> float:
-    """Bytes per GPU left for the KV cache: vLLM's share of the GPU, less the
-    GPU's share of the weights and the overhead."""
-    return (mem["usable_mib"] * mem["util"] * MIB - weights_per_gpu_bytes(weights, tp, pp)
-            - overhead_bytes(weights, mem, tp))
+    """Bytes per GPU left for the KV cache: vLLM's share of what it sees of
+    the GPU, less the GPU's share of the weights and the overhead."""
+    return (mem["budget_mib"] * MIB - weights_per_gpu_bytes(weights, tp, pp)
+            - overhead_bytes(weights, mem, tp, pp, mem["max_num_seqs"]))
 
 
 def kv_cache(p: dict, setting, weights: dict, mem: dict, tp: int, pp: int, found: Findings) -> dict:
@@ -523,19 +641,21 @@ def kv_cache(p: dict, setting, weights: dict, mem: dict, tp: int, pp: int, found
     full-length requests run at once."""
     shape = weights["shape"]
     kv_bytes = kv_room(weights, mem, tp, pp)
-    mem["overhead_mib"] = overhead_bytes(weights, mem, tp) / MIB  # what the plan reports, for this TP
+    mem["overhead_parts"] = overhead_parts(weights, mem, tp, pp, mem["max_num_seqs"])
+    mem["overhead_mib"] = sum(mem["overhead_parts"].values()) / MIB  # what the plan reports, for this TP
     kv_whole, kv_per_gpu_token = kv_bytes_per_token(shape, tp, weights["kv_elem"])
     if kv_bytes <= 0:
         found.problems.append(
             f"the weights do not fit: {weights_per_gpu_bytes(weights, tp, pp) / GIB:.1f} GiB per GPU plus about "
             f"{mem['overhead_mib'] / 1024:.1f} GiB overhead is more than {mem['util']} of "
-            f"{mem['usable_mib'] / 1024:.1f} GiB; use more GPUs (a larger tensor_parallel_size), a quantized model, or "
+            f"the {mem['seen_mib'] / 1024:.1f} GiB vLLM sees; use more GPUs (a larger tensor_parallel_size), a quantized model, or "
             "a larger gpu_memory_utilization")
-    kv_tokens = max(0, int(kv_bytes // kv_per_gpu_token) // BLOCK_SIZE * BLOCK_SIZE) if kv_bytes > 0 else 0
+    block = mem["block_size"]
+    kv_tokens = max(0, int(kv_bytes // (kv_per_gpu_token * block)) * block) if kv_bytes > 0 else 0
     max_pos = shape["max_position_embeddings"] or kv_tokens
     proposed = min(max_pos, kv_tokens)
     max_len = int(setting("max_model_len") or proposed)
-    max_seqs = int(setting("max_num_seqs", 256))
+    max_seqs = mem["max_num_seqs"]
     if max_len > max_pos and not p.get("allow_long_max_model_len"):
         found.problems.append(f"max_model_len {max_len} is above the model's max_position_embeddings {max_pos}: vLLM "
                               "refuses it (set VLLM_ALLOW_LONG_MAX_MODEL_LEN only for a model with rope scaling)")
@@ -846,7 +966,16 @@ def plan(p: dict) -> dict:
                    "overhead_per_gpu_gib": round(mem["overhead_mib"] / 1024, 2),
                    "kv_cache_per_gpu_gib": round(max(kv["bytes"], 0) / GIB, 2),
                    "kv_bytes_per_token": kv["whole"], "kv_bytes_per_token_per_gpu": kv["per_gpu_token"],
-                   "kv_cache_tokens": kv["tokens"], "gpu_memory_utilization": mem["util"]},
+                   "kv_cache_tokens": kv["tokens"], "gpu_memory_utilization": mem["util"],
+                   "overhead_parts_gib": {k: round(v / GIB, 3) for k, v in mem["overhead_parts"].items()},
+                   "max_num_batched_tokens": mem["batched_tokens"], "kv_block_size": mem["block_size"],
+                   "vllm_sees": {
+                       "total_mib": mem["seen_mib"],
+                       "free_at_start_mib": mem["seen_mib"] - CUDA_CONTEXT_MIB,
+                       "budget_mib": round(mem["budget_mib"]),
+                       "utilization_of": ("the HAMi slice (nvidia.com/gpumem): HAMi-core reports it as the "
+                                          "GPU's total to CUDA and NVML" if mem["slice_mib"] else
+                                          "the memory CUDA reports, less than nvidia-smi's total")}},
         "max_model_len": kv["max_len"],
         "proposed_max_model_len": kv["proposed"],
         "max_num_seqs": kv["max_seqs"],
