@@ -8,7 +8,7 @@ the test data under tests/data/real-vllm/:
   logs/hami/CASE.log    the lines of vLLM's log that say where memory went
                         (KV cache, profiling, CUDA graphs, HAMi-core, errors)
 
-    python3 hack/device-hami-record.py RESULT_DIR...   (the last summary wins)
+    python3 hack/device-hami-record.py RESULT_DIR...   (each lease's last call; a later one adds its cases)
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ def clean(line: str) -> str:
 
 def main() -> None:
     folders = [Path(f) for f in sys.argv[1:]]
-    summary = json.loads((folders[-1] / "hami-summary.json").read_text())
+    summary = {"cases": {}, "order": []}
+    for folder in folders:
+        if (folder / "hami-summary.json").is_file():
+            part = json.loads((folder / "hami-summary.json").read_text())
+            summary["cases"].update(part["cases"])
+            summary["order"] += [n for n in part["order"] if n not in summary["order"]]
     out = {"cases": {}, "probe": None, "builds": None}
     for folder in folders:
         for name, key in (("hami-probe.json", "probe"), ("hami-build.json", "builds")):

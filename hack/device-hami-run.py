@@ -25,7 +25,6 @@ vLLM only as VLLM_API_KEY."""
 from __future__ import annotations
 
 import argparse
-import ctypes
 import glob
 import http.client
 import json
@@ -314,7 +313,7 @@ class Server:
         self.cmd = shlex.split(dry or f"{sys.executable} -m vllm.entrypoints.cli.main serve") + case["args"]
         wrap = [] if dry else container_wrap(hooks, case["predicted"]["shm_size_mib"])
         self.log = open(self.log_path, "w")
-        shown = {k: v for k, v in case["hami_env"].items()}
+        shown = dict(case["hami_env"])
         self.log.write(f"# device-hami: {self.name}: slice {case['slice_mib']} MiB, HAMi-core of "
                        f"{case['hami_version'] if hooks else '-'}, env {shown}\n# {shlex.join(self.cmd)}\n")
         self.log.flush()
@@ -384,7 +383,7 @@ def decode_load(port: int, served: str, streams: int, max_tokens: int) -> dict:
         results.append(chat(port, served, max_tokens))
 
     start = time.monotonic()
-    threads = [threading.Thread(target=one) for _ in range(streams)]
+    threads = [threading.Thread(target=one) for _stream in range(streams)]
     for t in threads:
         t.start()
     for t in threads:
@@ -397,9 +396,10 @@ def decode_load(port: int, served: str, streams: int, max_tokens: int) -> dict:
 
 def finish(s: Server, summary: dict) -> None:
     entry = s.result
-    entry.update({"slice_mib": s.case["slice_mib"], "hami_version": s.case["hami_version"] if s.case["hami_env"]
-                  else None, "hami_core": s.case["hami_core"] if s.case["hami_env"] else None, "hami_env": s.case["hami_env"], "ready_s": s.ready_s, "kv_s": s.kv_s,
-                  "peak_physical_mib": s.peak_physical_mib})
+    hooked = bool(s.case["hami_env"])
+    entry.update({"slice_mib": s.case["slice_mib"], "hami_version": s.case["hami_version"] if hooked else None,
+                  "hami_core": s.case["hami_core"] if hooked else None, "hami_env": s.case["hami_env"],
+                  "ready_s": s.ready_s, "kv_s": s.kv_s, "peak_physical_mib": s.peak_physical_mib})
     entry["rc"] = s.stop()
     entry["ran_s"] = round(time.monotonic() - s.started, 1)
     text = s.text()
@@ -422,8 +422,8 @@ def run(deadline_s: float, only: list[str] | None = None) -> dict:
     prepare_host()
     end = time.monotonic() + deadline_s
     summary_path = STATE / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"cases": {}, "order": [],
-                                                                                    "calls": []}
+    fresh = {"cases": {}, "order": [], "calls": []}
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else fresh
     call = {"started": time.strftime("%H:%M:%S"), "ran": []}
     summary["calls"].append(call)
     todo = [c for c in CASES if c["name"] not in summary["cases"] and (not only or c["name"] in only)]
@@ -438,8 +438,8 @@ def run(deadline_s: float, only: list[str] | None = None) -> dict:
         for s in running:  # cut by the deadline (or a failure here): not kept, the next call runs it again
             s.stop()
             call.setdefault("cut", []).append(s.name)
-    summary["not_run"] = [c["name"] for c in CASES if c["name"] not in summary["cases"] and (not only or
-                                                                                          c["name"] in only)]
+    summary["not_run"] = [c["name"] for c in CASES
+                          if c["name"] not in summary["cases"] and (not only or c["name"] in only)]
     save()
     shutil.copyfile(summary_path, OUT / "hami-summary.json")
     with tarfile.open(OUT / "hami-logs.tar.gz", "w:gz") as tf:

@@ -200,7 +200,6 @@ def registration(nodes: list, plugin_status: dict, node_label: dict, check_mode:
     return {"refusal": "" if check_mode else refusal, "said": said if check_mode else ""}
 
 
-
 # The HAMi-core commit each release vendors (its `libvgpu` submodule,
 # .gitmodules and `git ls-tree vX.Y.Z libvgpu` in Project-HAMi/HAMi).
 # HAMi-core (libvgpu.so) is what enforces a slice inside the pod.

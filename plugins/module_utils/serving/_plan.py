@@ -398,17 +398,25 @@ def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
             slice_mib = None
         elif slice_mib == gpu_mib:
             slice_mib = None  # the whole card: no gpumem needed
-    # vLLM's own default when none is given (0.9 until 0.19, 0.92 from 0.20).
-    util = float(setting("gpu_memory_utilization", releases.gpu_memory_utilization_default(version)))
-    if not 0.1 <= util <= 0.98:
-        raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-0.98")
+    extensible = extensible_kv_cache(p, version)
+    given_util = setting("gpu_memory_utilization")
+    # vLLM's own default when none is given (0.9 until 0.19, 0.92 from 0.20; from 0.34 with its extensible KV
+    # cache 1.0, left to vLLM: it sizes the cache from what it measures after warm-up). Inside a HAMi slice
+    # the plan keeps 0.92 on the command line for 0.34 too: HAMi-core does not count all of what vLLM
+    # allocates (kernel images, CUDA graphs' internals), so a slice filled to 1.0 would spill that onto the
+    # card beyond its slice, into a neighbour's; 0.92 kept every measured slice run under its limit.
+    util = float(given_util if given_util is not None else releases.gpu_memory_utilization_default(
+        version, extensible and slice_mib is None))
+    render_util = given_util is not None or not (extensible and slice_mib is None)
+    if not 0.1 <= util <= (1.0 if extensible else 0.98):
+        raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-{1.0 if extensible else 0.98}")
     # What vLLM sees: inside a HAMi slice CUDA and NVML report the slice (HAMi-core's hooks); on a whole
     # card CUDA reports less than nvidia-smi's total (CUDA_RESERVED_MIB), NVML the total.
     seen_mib = slice_mib or gpu_mib - CUDA_RESERVED_MIB
     tokens, default_seqs = batched_tokens(p, slice_mib or gpu_mib, version)
     seqs = int(setting("max_num_seqs", min(default_seqs, tokens)))
     budget_mib = math.ceil(seen_mib * util * MIB) / MIB
-    if budget_mib > seen_mib - CUDA_CONTEXT_MIB:
+    if budget_mib > seen_mib - CUDA_CONTEXT_MIB and not extensible:
         found.problems.append(
             f"gpu_memory_utilization: {util} of the {seen_mib} MiB vLLM sees is {budget_mib:.0f} MiB, more than "
             f"is free once the CUDA context ({CUDA_CONTEXT_MIB} MiB) is made"
@@ -420,8 +428,27 @@ def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
             "usable_mib": slice_mib or gpu_mib, "seen_mib": seen_mib, "budget_mib": budget_mib, "util": util,
             "overhead_mib": 0.0, "overhead_base_mib": int(p.get("overhead_mib") or 0),
             "overhead_given": bool(p.get("overhead_mib")), "eager": is_eager(p), "batched_tokens": tokens,
-            "default_max_num_seqs": default_seqs, "max_num_seqs": seqs,
-            "block_size": releases.kv_block_size_default(version)}
+            "default_max_num_seqs": default_seqs, "max_num_seqs": seqs, "extensible": extensible,
+            "render_util": render_util, "block_size": releases.kv_block_size_default(version)}
+
+
+# Flags with which vLLM 0.34 keeps its KV cache sized from the profiling estimate
+# (config/vllm.py VllmConfig._resolve_extensible_kv_cache at v0.34.0).
+EXTENSIBLE_OFF_FLAGS = ("--disable-extensible-kv-cache", "--no-enable-extensible-kv-cache", "--kv-cache-memory-bytes",
+                        "--kv-cache-memory", "--num-gpu-blocks-override")
+# What vLLM 0.34's extensible KV cache keeps back for transient activations
+# after warm-up: max(1 GiB, 0.75 x the transient peak)
+# (v1/worker/extensible_kv_cache.py measure_kv_cache_bytes, lines 592-673).
+EXTENSIBLE_MARGIN_MIB = 1024
+EXTENSIBLE_MARGIN_OF_PEAK = 0.75
+
+
+def extensible_kv_cache(p: dict, version: str) -> bool:
+    """Whether vLLM sizes the KV cache from memory measured after warm-up (0.34 on CUDA, unless turned off)."""
+    if not releases.extensible_kv_cache_default(version):
+        return False
+    return not any(flag in EXTENSIBLE_OFF_FLAGS or flag == "--enable-extensible-kv-cache" and value == "false"
+                   for flag, value in parse_args(p.get("extra_args")))
 
 
 # What vLLM 0.20.0 holds on each GPU besides the weights and the KV cache,
@@ -558,8 +585,8 @@ def overhead_parts(weights: dict, mem: dict, tp: int, pp: int, seqs: int) -> dic
     parts = {
         "activations": activation_peak_bytes(weights, tp, mem["batched_tokens"], seqs, not mem["eager"]),
         "non_torch": NON_TORCH_MIB["slice" if in_slice else "card"] * MIB + (TP_COMM_MIB * MIB if tp > 1 else 0),
-        "cuda_graphs": 0.0 if mem["eager"] else cuda_graph_bytes(weights, tp, pp, mem["batched_tokens"], seqs,
-                                                                  in_slice),
+        "cuda_graphs": (0.0 if mem["eager"]
+                        else cuda_graph_bytes(weights, tp, pp, mem["batched_tokens"], seqs, in_slice)),
     }
     return parts
 
@@ -632,8 +659,17 @@ def across_nodes(shape: dict, weights: dict, mem: dict, valid_tp) -> tuple[int, 
 def kv_room(weights: dict, mem: dict, tp: int, pp: int) -> float:
     """Bytes per GPU left for the KV cache: vLLM's share of what it sees of
     the GPU, less the GPU's share of the weights and the overhead."""
-    return (mem["budget_mib"] * MIB - weights_per_gpu_bytes(weights, tp, pp)
-            - overhead_bytes(weights, mem, tp, pp, mem["max_num_seqs"]))
+    weights_gpu = weights_per_gpu_bytes(weights, tp, pp)
+    parts = overhead_parts(weights, mem, tp, pp, mem["max_num_seqs"])
+    room = mem["budget_mib"] * MIB - weights_gpu - sum(parts.values())
+    if mem["extensible"] and "given" not in parts:
+        # vLLM 0.34: min(budget - used, free after warm-up - margin) - the transient peak
+        # (extensible_kv_cache.py measure_kv_cache_bytes); modelled from the source, not run here.
+        peak = parts["activations"]
+        margin = max(EXTENSIBLE_MARGIN_MIB * MIB, EXTENSIBLE_MARGIN_OF_PEAK * peak)
+        free_after = (mem["seen_mib"] - CUDA_CONTEXT_MIB) * MIB - weights_gpu - parts["non_torch"] - parts["cuda_graphs"]
+        room = min(room, free_after - margin - peak)
+    return room
 
 
 def kv_cache(p: dict, setting, weights: dict, mem: dict, tp: int, pp: int, found: Findings) -> dict:
@@ -709,6 +745,12 @@ def hami_request(p: dict, gpus: int, tp: int, version: str, mem: dict, found: Fi
         elif not glibc:
             found.warnings.append("a fractional GPU is asked for: HAMi-core's isolation depends on the image's glibc "
                                   "(known to work for 2.17-2.29); give image_glibc to have it checked")
+    if p.get("gpu_cores_percent") and int(p["gpu_cores_percent"]) < 100 and not mem["eager"]:
+        found.warnings.append(
+            f"gpu_cores_percent {int(p['gpu_cores_percent'])}: HAMi-core meters kernel launches, and vLLM decodes "
+            "through CUDA graphs (one launch a step), which it does not throttle: on an H200, vLLM 0.20.0 in slices "
+            "at gpucores 25, 50 and 100 decoded at the same rate (docs/real-vllm.md). It bounds neither this "
+            "replica's throughput nor its share; HAMi's scheduler still counts it when packing GPUs")
     resources = {L.RESOURCE_GPU: str(gpus)}
     if mem["slice_mib"]:
         resources[L.RESOURCE_GPUMEM] = str(mem["slice_mib"])
@@ -809,7 +851,9 @@ def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: di
     port = int(setting("port", 8000))
     args = [model_path, "--served-model-name", served, "--host", "0.0.0.0", "--port", str(port),
             "--tensor-parallel-size", str(tp), "--max-model-len", str(kv["max_len"]),
-            "--gpu-memory-utilization", f"{mem['util']:g}", "--max-num-seqs", str(kv["max_seqs"])]
+            "--max-num-seqs", str(kv["max_seqs"])]
+    if mem["render_util"]:
+        args[-2:-2] = ["--gpu-memory-utilization", f"{mem['util']:g}"]
     if pp > 1:
         args += ["--pipeline-parallel-size", str(pp)]
     if weights["dtype"] != weights["shape"]["dtype"]:

@@ -38,7 +38,10 @@ def test_0_33_with_new_flags_has_no_problem():
 def test_0_34_takes_its_new_flags_and_warns_about_its_deprecations():
     r = planned(vllm_version="0.34.0",
                 extra_args="--disable-extensible-kv-cache --max-num-inflight-kv-loads 4 --shuffle-safetensors-files")
-    assert r["problems"] == [] and r["warnings"] == planned(vllm_version="0.34.0")["warnings"]
+    # The same warnings but the concurrency one: the KV cache sized from the estimate holds another count.
+    assert r["problems"] == []
+    assert [w for w in r["warnings"] if not w.startswith("max_num_seqs")] == \
+        [w for w in planned(vllm_version="0.34.0")["warnings"] if not w.startswith("max_num_seqs")]
     assert r["args"][-4:] == ["--disable-extensible-kv-cache", "--max-num-inflight-kv-loads", "4",
                               "--shuffle-safetensors-files"]
     old = planned(vllm_version="0.33.0", extra_args=["--disable-extensible-kv-cache"])
