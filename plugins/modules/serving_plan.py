@@ -23,8 +23,10 @@ description:
     C(nvidia.com/gpumem) larger than one GPU.
   - Returns the container args, env and resources for the StatefulSet, and a readable summary. Fails, listing every
     problem at once, when anything would stop vLLM from starting or the pod from being scheduled.
-  - The memory of activations, CUDA graphs and the CUDA context is an estimate (O(overhead_mib)); vLLM measures it
-    at start. Treat the KV numbers as a plan to check.
+  - What vLLM holds besides weights and KV cache (activation peak, non-torch memory, CUDA graphs) follows vLLM
+    0.20.0's own accounting term by term, including inside a HAMi slice, where CUDA and NVML report the slice; it
+    was within 3% of vLLM's KV tokens and never above on 62 runs on H100 and H200 (docs/real-vllm.md). vLLM 0.34's
+    extensible KV cache is modelled from its source, not run. Treat the KV numbers as a plan to check.
 options:
   model_config:
     description: The model's config.json as a dictionary. One of O(model_config) and O(model_dir) is required.
@@ -83,13 +85,21 @@ options:
     description: Pipeline-parallel size.
     type: int
   gpu_memory_utilization:
-    description: Share of each GPU's memory (of the slice, for a HAMi slice) vLLM may take. Default 0.9.
+    description:
+      - Share of the memory vLLM sees that it may take. Inside a HAMi slice that is the slice (HAMi-core reports it
+        as the GPU's total); on a whole GPU, the memory CUDA reports (about 600 MiB less than nvidia-smi's).
+      - Default vLLM's own for the release (0.9 up to 0.19, 0.92 from 0.20). From 0.34, with its extensible KV
+        cache, 1.0 on a whole GPU (not rendered: vLLM sizes the cache after warm-up), and 0.92 in a HAMi slice, which
+        leaves room for the memory HAMi-core does not count.
     type: float
   max_model_len:
     description: Longest context. Default the largest that fits (capped by the model's max_position_embeddings).
     type: int
   max_num_seqs:
-    description: Most sequences in a batch. Default 256.
+    description:
+      - Most sequences in a batch; it sizes vLLM's sampler warm-up (14 bytes per sequence and vocabulary entry).
+      - Default vLLM's own for the GPU it sees (1024 from 70 GiB except on an A100, else 256; a HAMi slice's size
+        counts), rendered on the command line. The vllm_serve role passes 256.
     type: int
   dtype:
     description: Weight dtype; C(auto) takes the model's.
@@ -97,7 +107,7 @@ options:
   quantization:
     description: Weight quantization of the checkpoint.
     type: str
-    choices: [fp8, awq, gptq, int8]
+    choices: [fp8, awq, gptq]
   kv_cache_dtype:
     description: KV cache dtype.
     type: str
@@ -108,10 +118,10 @@ options:
   overhead_mib:
     description:
       - Estimated memory per GPU for activations, CUDA graphs and the CUDA context.
-      - When not given, 2560 (2.5 GiB) with CUDA graphs and 2048 with C(--enforce-eager) in O(extra_args), plus 384
-        with tensor parallelism (NCCL and all-reduce buffers) and, for a MoE, the fused experts' workspace (the
-        largest step's tokens x experts per token x hidden size), from vLLM 0.20.0's own accounting on H100 and H200
-        (docs/real-vllm.md). When given, it is the whole overhead.
+      - When not given, the plan's model of vLLM 0.20.0's accounting (the activation peak of its profiling run over
+        the largest step and O(max_num_seqs), non-torch memory, the CUDA graphs' estimate; plus buffers at tensor
+        parallelism), returned as C(memory.overhead_parts_gib) (docs/real-vllm.md). When given, it is the whole
+        overhead.
     type: int
   port:
     description: Port vLLM listens on. Default 8000.
@@ -348,7 +358,7 @@ def main():
         max_model_len=dict(type="int"),
         max_num_seqs=dict(type="int"),
         dtype=dict(type="str"),
-        quantization=dict(type="str", choices=["fp8", "awq", "gptq", "int8"]),
+        quantization=dict(type="str", choices=["fp8", "awq", "gptq"]),
         kv_cache_dtype=dict(type="str", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]),
         param_count=dict(type="int"),
         overhead_mib=dict(type="int"),

@@ -41,7 +41,10 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
 # Bytes per parameter of quantized weights (packing and scales included, roughly).
-QUANT_BYTES = {None: None, "none": None, "fp8": 1.0, "awq": 0.56, "gptq": 0.56, "int8": 1.0}
+# Only vLLM's own method names: "int8" is none (vLLM 0.20.0 and 0.34.0 stop with "Unknown quantization
+# method: int8": model_executor/layers/quantization/__init__.py QuantizationMethods, config/model.py
+# _verify_quantization). An int8 checkpoint names its method (e.g. compressed-tensors) in its config.json.
+QUANT_BYTES = {None: None, "fp8": 1.0, "awq": 0.56, "gptq": 0.56}
 KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 
 # What the plan itself sets on the command line: given in extra_args they
@@ -360,6 +363,12 @@ def model_weights(p: dict, setting) -> dict:
     if dtype not in DTYPE_BYTES:
         raise ParameterError(f"dtype: {dtype!r} is not one of auto, {', '.join(DTYPE_BYTES)}")
     quant = setting("quantization")
+    if quant in ("int8", "none"):
+        raise ParameterError(f"quantization: {quant!r} is not a vLLM quantization method (vLLM stops with \"Unknown "
+                             f"quantization method: {quant}\"). "
+                             + ("Leave quantization out for an unquantized model" if quant == "none" else
+                                "An int8 checkpoint names its method in config.json (quantization_config, e.g. "
+                                "compressed-tensors), which vLLM reads itself: leave quantization out"))
     if quant not in QUANT_BYTES:
         raise ParameterError(f"quantization: {quant!r} is not one of {', '.join(k for k in QUANT_BYTES if k)}")
     params_count = int(p.get("param_count") or parameter_count(shape))

@@ -314,3 +314,54 @@ def test_a_release_without_the_drain_is_warned_and_refuses_one_asked_for():
     assert any("vLLM 0.17.1 has no --shutdown-timeout" in x for x in r["problems"])
     # The first catalogued release with the flag.
     assert "--shutdown-timeout" in plan({**SEVEN_B, "vllm_version": "0.18.1"})["args"]
+
+
+@pytest.mark.parametrize("method", ["int8", "none"])
+def test_quantization_names_only_vllms_methods(method):
+    """vLLM 0.20.0 and 0.34.0 stop with "Unknown quantization method" for these (config/model.py
+    _verify_quantization): refused before anything is deployed, naming the parameter and the fix."""
+    with pytest.raises(ParameterError, match=f"quantization: '{method}' is not a vLLM quantization method.*[Ll]eave"):
+        plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "quantization": method})
+
+
+def test_what_vllm_sees_on_a_card_and_in_a_slice():
+    card = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": 143771, "vllm_version": "0.20.0"})
+    sees = card["memory"]["vllm_sees"]
+    assert sees["total_mib"] == 143771 - 620 and "CUDA reports" in sees["utilization_of"]
+    # vLLM's own batch defaults for a 140 GiB card: 8192 tokens, 1024 sequences (rendered).
+    assert card["memory"]["max_num_batched_tokens"] == 8192 and card["max_num_seqs"] == 1024
+    assert card["args"][card["args"].index("--max-num-seqs") + 1] == "1024"
+    sliced = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": 143771, "vllm_version": "0.20.0",
+                   "gpu_memory_request_mib": 35840})
+    sees = sliced["memory"]["vllm_sees"]
+    assert sees["total_mib"] == 35840 and "HAMi slice" in sees["utilization_of"]
+    assert sees["budget_mib"] == round(35840 * 0.92) and sees["free_at_start_mib"] == 35840 - 520
+    # NVML reports the slice too: below 70 GiB vLLM defaults to 2048 tokens and 256 sequences.
+    assert sliced["memory"]["max_num_batched_tokens"] == 2048 and sliced["max_num_seqs"] == 256
+    a100 = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": 81920, "gpu_types": ["A100-SXM4-80GB"],
+                 "vllm_version": "0.20.0"})
+    assert a100["memory"]["max_num_batched_tokens"] == 2048 and a100["max_num_seqs"] == 256
+
+
+def test_a_slice_too_small_for_the_utilization_and_the_context():
+    """HAMi-core charges the CUDA context to the slice: vLLM refuses when util x slice is more than is free."""
+    r = plan({"model_config": cfg("qwen2.5-0.5b-instruct"), "gpu_memory_mib": 143771, "vllm_version": "0.20.0",
+              "gpu_memory_request_mib": 4096})
+    assert any(p.startswith("gpu_memory_utilization: 0.92 of the 4096 MiB vLLM sees") and "Use at most 0.87" in p
+               for p in r["problems"]), r["problems"]
+
+
+def test_vllm_0_34_leaves_utilization_to_vllm_on_a_card_and_keeps_it_in_a_slice():
+    card = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "vllm_version": "0.34.0"})
+    assert "--gpu-memory-utilization" not in card["args"] and card["memory"]["gpu_memory_utilization"] == 1.0
+    assert card["memory"]["kv_block_size"] == 64 and card["memory"]["kv_cache_tokens"] % 64 == 0
+    sliced = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "vllm_version": "0.34.0",
+                   "gpu_memory_request_mib": 40960})
+    assert sliced["args"][sliced["args"].index("--gpu-memory-utilization") + 1] == "0.92"
+    given = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "vllm_version": "0.34.0",
+                  "gpu_memory_utilization": 0.9})
+    assert given["args"][given["args"].index("--gpu-memory-utilization") + 1] == "0.9"
+    # Off (the estimate sizes the cache, as through 0.33): 0.92 again, and no post-warm-up margin.
+    off = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "vllm_version": "0.34.0",
+                "extra_args": ["--disable-extensible-kv-cache"]})
+    assert off["memory"]["gpu_memory_utilization"] == 0.92 and "--gpu-memory-utilization" in off["args"]
