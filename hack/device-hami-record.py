@@ -42,7 +42,9 @@ def main() -> None:
     for folder in folders:
         for name, key in (("hami-probe.json", "probe"), ("hami-build.json", "builds")):
             if (folder / name).is_file() and out[key] is None:
-                out[key] = json.loads((folder / name).read_text())
+                found = json.loads((folder / name).read_text())
+                if key == "probe" or any("rc" in entry for entry in found.values()):  # a build, not a cache hit
+                    out[key] = found
         if out["builds"]:
             for entry in out["builds"].values():
                 entry.pop("tail", None)
@@ -64,6 +66,20 @@ def main() -> None:
                                                                                   x)][-4:]
         out["cases"][name] = entry
     out["order"] = summary["order"]
+    # Whether torch.compile's cache was cold, as a pod's is: the first lease's runs shared one, so a later
+    # run of a shape compiled before found it warm (its torch peak shows no compile); each of those ran again
+    # in the second lease with a cache of its own (NAME-cold).
+    cases = {c["name"]: c for c in json.loads((DATA / "hami-cases.json").read_text())}
+    for name, entry in out["cases"].items():
+        if "--enforce-eager" in cases[name]["args"]:
+            entry["compile_cache"] = "none: eager"
+        elif f"{name}-cold" in out["cases"]:
+            entry["compile_cache"] = (f"warm: an earlier run of the same compiled shape had filled the shared cache; "
+                                      f"{name}-cold ran again with one of its own")
+        elif name.endswith("-cold") or cases[name].get("holdout") or cases[name].get("rerun"):
+            entry["compile_cache"] = "cold: a cache of its own"
+        else:
+            entry["compile_cache"] = "shared by the first lease's runs; this shape compiled here first"
     (DATA / "hami-runs.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
     print(f"{len(out['cases'])} cases recorded")
 

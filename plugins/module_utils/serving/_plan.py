@@ -66,8 +66,13 @@ GROUP_MASTER_PORT = 29501  # vLLM's default --master-port
 # Set by the pod (vllm_serve renders it from the pod's index and the group's
 # headless Service); the kubelet puts its value into the args where $(NAME) stands.
 GROUP_LEADER_ADDR_ENV = "INFEROPS_LEADER_ADDR"
-# HAMi-core's isolation is known to work in workload images with glibc in this range.
-HAMI_GLIBC_RANGE = ((2, 17), (2, 30))
+# HAMi-core's isolation is known to work in workload images with glibc in this
+# range: up to 2.29 by users' reports; 2.39 (Ubuntu 24.04) measured, with the
+# HAMi-core that HAMi 2.7.1 and 2.9.0 vendor and a stand-in for 2.10.0's
+# (docs/real-vllm.md). Failures were reported on 2.34-2.39 with older
+# HAMi-core (HAMi issues #897, #1190, #2101).
+HAMI_GLIBC_RANGE = ((2, 17), (2, 40))
+HAMI_GLIBC_KNOWN = "2.17-2.39"
 
 
 def _num(value, name: str, kind=float):
@@ -749,11 +754,11 @@ def hami_request(p: dict, gpus: int, tp: int, version: str, mem: dict, found: Fi
         glibc = p.get("image_glibc")
         if glibc and not glibc_in_hami_range(glibc):
             found.warnings.append(f"a fractional GPU is asked for, and the image's glibc {glibc} is outside "
-                                  "2.17-2.29, where HAMi-core's memory/compute isolation is known to work (HAMi "
+                                  f"{HAMI_GLIBC_KNOWN}, where HAMi-core's memory isolation is known to work (HAMi "
                                   "issues #897, #1190, #2101): vLLM may see and use the whole card")
         elif not glibc:
             found.warnings.append("a fractional GPU is asked for: HAMi-core's isolation depends on the image's glibc "
-                                  "(known to work for 2.17-2.29); give image_glibc to have it checked")
+                                  f"(known to work for {HAMI_GLIBC_KNOWN}); give image_glibc to have it checked")
     if p.get("gpu_cores_percent") and int(p["gpu_cores_percent"]) < 100 and not mem["eager"]:
         found.warnings.append(
             f"gpu_cores_percent {int(p['gpu_cores_percent'])}: HAMi-core meters kernel launches, and vLLM decodes "
