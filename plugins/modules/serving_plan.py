@@ -25,7 +25,8 @@ description:
     problem at once, when anything would stop vLLM from starting or the pod from being scheduled.
   - What vLLM holds besides weights and KV cache (activation peak, non-torch memory, CUDA graphs) follows vLLM
     0.20.0's own accounting term by term, including inside a HAMi slice, where CUDA and NVML report the slice; it
-    was within 3% of vLLM's KV tokens and never above on 62 runs on H100 and H200 (docs/real-vllm.md). vLLM 0.34's
+    was within 3% of vLLM's KV tokens and never above on 57 runs on H100 and H200 (and never above on five more
+    that found torch.compile's cache warm, where a pod starts cold; docs/real-vllm.md). vLLM 0.34's
     extensible KV cache is modelled from its source, not run. Treat the KV numbers as a plan to check.
 options:
   model_config:
@@ -89,8 +90,8 @@ options:
       - Share of the memory vLLM sees that it may take. Inside a HAMi slice that is the slice (HAMi-core reports it
         as the GPU's total); on a whole GPU, the memory CUDA reports (about 600 MiB less than nvidia-smi's).
       - Default vLLM's own for the release (0.9 up to 0.19, 0.92 from 0.20). From 0.34, with its extensible KV
-        cache, 1.0 on a whole GPU (not rendered: vLLM sizes the cache after warm-up), and 0.92 in a HAMi slice, which
-        leaves room for the memory HAMi-core does not count.
+        cache, vLLM's 1.0 on a whole GPU (not rendered: vLLM sizes the cache after warm-up), and in a HAMi slice the
+        plan's 0.92, which leaves room for the memory HAMi-core does not count.
     type: float
   max_model_len:
     description: Longest context. Default the largest that fits (capped by the model's max_position_embeddings).
@@ -117,7 +118,8 @@ options:
     type: int
   overhead_mib:
     description:
-      - Estimated memory per GPU for activations, CUDA graphs and the CUDA context.
+      - Memory per GPU that vLLM holds besides the weights and the KV cache (activations, non-torch memory, CUDA
+        graphs). The CUDA context is taken before vLLM measures and is outside it.
       - When not given, the plan's model of vLLM 0.20.0's accounting (the activation peak of its profiling run over
         the largest step and O(max_num_seqs), non-torch memory, the CUDA graphs' estimate; plus buffers at tensor
         parallelism), returned as C(memory.overhead_parts_gib) (docs/real-vllm.md). When given, it is the whole

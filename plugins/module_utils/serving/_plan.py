@@ -377,8 +377,13 @@ def model_weights(p: dict, setting) -> dict:
     if quant not in QUANT_BYTES:
         raise ParameterError(f"quantization: {quant!r} is not one of {', '.join(k for k in QUANT_BYTES if k)}")
     params_count = int(p.get("param_count") or parameter_count(shape))
-    bytes_per_param = QUANT_BYTES[quant] or DTYPE_BYTES[dtype]
-    weight_bytes = int(index_bytes) if index_bytes and not quant else int(params_count * bytes_per_param)
+    if quant:
+        # Quantization covers the linear layers; vLLM keeps the embeddings and the LM head in the model's
+        # dtype (VocabParallelEmbedding / ParallelLMHead are not quantized by fp8, AWQ or GPTQ).
+        embedding = shape["vocab"] * shape["hidden"] * (1 if shape["tied_embeddings"] else 2)
+        weight_bytes = int((params_count - embedding) * QUANT_BYTES[quant] + embedding * DTYPE_BYTES[dtype])
+    else:
+        weight_bytes = int(index_bytes) if index_bytes else int(params_count * DTYPE_BYTES[dtype])
     kv_dtype = str(setting("kv_cache_dtype", "auto"))
     if kv_dtype not in KV_DTYPE_BYTES:
         raise ParameterError(f"kv_cache_dtype: {kv_dtype!r} is not one of {', '.join(KV_DTYPE_BYTES)}")
@@ -422,13 +427,19 @@ def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
     util = float(given_util if given_util is not None else releases.gpu_memory_utilization_default(
         version, extensible and slice_mib is None))
     render_util = given_util is not None or not (extensible and slice_mib is None)
-    if not 0.1 <= util <= (1.0 if extensible else 0.98):
-        raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-{1.0 if extensible else 0.98}")
+    if not 0.1 <= util <= 1.0:
+        raise ParameterError(f"gpu_memory_utilization: {util} is outside 0.1-1.0")
     # What vLLM sees: inside a HAMi slice CUDA and NVML report the slice (HAMi-core's hooks); on a whole
     # card CUDA reports less than nvidia-smi's total (CUDA_RESERVED_MIB), NVML the total.
     seen_mib = slice_mib or gpu_mib - CUDA_RESERVED_MIB
-    tokens, default_seqs = batched_tokens(p, slice_mib or gpu_mib, version)
+    tokens, default_seqs = batched_tokens(p, setting, slice_mib or gpu_mib, version)
     seqs = int(setting("max_num_seqs", min(default_seqs, tokens)))
+    if tokens < 1:
+        found.problems.append(f"--max-num-batched-tokens {tokens}: give a positive number of tokens")
+    elif seqs > tokens:
+        found.problems.append(f"max_num_seqs {seqs} is more than max_num_batched_tokens {tokens}: vLLM refuses it "
+                              "(\"max_num_batched_tokens ... must be greater than or equal to max_num_seqs\", "
+                              "config/scheduler.py). Lower max_num_seqs or raise --max-num-batched-tokens")
     budget_mib = math.ceil(seen_mib * util * MIB) / MIB
     if budget_mib > seen_mib - CUDA_CONTEXT_MIB and not extensible:
         found.problems.append(
@@ -438,12 +449,19 @@ def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
             f"(\"Free memory on device ... is less than desired GPU memory utilization\"). Use at most "
             f"{math.floor((1 - CUDA_CONTEXT_MIB / seen_mib) * 100) / 100}"
             f"{', or a larger gpu_memory_request_mib' if slice_mib else ''}")
+    elif slice_mib and seen_mib - budget_mib < CUDA_CONTEXT_MIB + UNCOUNTED_IN_SLICE_MIB:
+        found.warnings.append(
+            f"gpu_memory_utilization {util} leaves {seen_mib - budget_mib:.0f} MiB of the {slice_mib} MiB slice "
+            f"outside vLLM's budget: what HAMi-core does not count (kernel images, CUDA graphs' internals; up to "
+            f"{UNCOUNTED_IN_SLICE_MIB} MiB beyond the budget with the context, seen on an H200) would then sit on the "
+            f"card outside the slice, in a neighbour's memory. Use at most "
+            f"{math.floor((1 - (CUDA_CONTEXT_MIB + UNCOUNTED_IN_SLICE_MIB) / seen_mib) * 100) / 100}")
     return {"gpu_mib": gpu_mib, "gpus_available": gpus_available, "slice_mib": slice_mib,
             "usable_mib": slice_mib or gpu_mib, "seen_mib": seen_mib, "budget_mib": budget_mib, "util": util,
             "overhead_mib": 0.0, "overhead_base_mib": int(p.get("overhead_mib") or 0),
             "overhead_given": bool(p.get("overhead_mib")), "eager": is_eager(p), "batched_tokens": tokens,
             "default_max_num_seqs": default_seqs, "max_num_seqs": seqs, "extensible": extensible,
-            "render_util": render_util, "block_size": releases.kv_block_size_default(version)}
+            "render_util": render_util, "block_size": block_size(p, version)}
 
 
 # Flags with which vLLM 0.34 keeps its KV cache sized from the profiling estimate
@@ -455,6 +473,14 @@ EXTENSIBLE_OFF_FLAGS = ("--disable-extensible-kv-cache", "--no-enable-extensible
 # (v1/worker/extensible_kv_cache.py measure_kv_cache_bytes, lines 592-673).
 EXTENSIBLE_MARGIN_MIB = 1024
 EXTENSIBLE_MARGIN_OF_PEAK = 0.75
+
+
+def block_size(p: dict, version: str) -> int:
+    """--block-size when given, else the release's default (16, 64 from 0.34)."""
+    for flag, value in parse_args(p.get("extra_args")):
+        if flag == "--block-size" and value and value.isdigit():
+            return int(value)
+    return releases.kv_block_size_default(version)
 
 
 def extensible_kv_cache(p: dict, version: str) -> bool:
@@ -484,6 +510,10 @@ CUDA_RESERVED_MIB = 620
 # snapshot"): taken before vLLM measures, so outside its budget; HAMi-core
 # charges it to the slice, so vLLM finds that much less free at start.
 CUDA_CONTEXT_MIB = 520
+# Beyond vLLM's budget, a server in a HAMi slice used up to 1327 MiB more of
+# the card (nvidia-smi's per-process memory, from outside the slice; the
+# context included): the slice must leave that much outside the budget.
+UNCOUNTED_IN_SLICE_MIB = 900
 # cuBLAS's workspace, allocated by the first matmul of the profiling run.
 CUBLAS_WORKSPACE_MIB = 40
 # The compiled (CUDA graphs) forward pass peaked up to 0.03 GiB above the eager one.
@@ -525,18 +555,33 @@ def capture_sizes(max_num_seqs: int, batched_tokens: int) -> tuple[list[int], li
     return sizes, [n for n in sizes if n <= max_num_seqs]
 
 
-def batched_tokens(p: dict, mem_seen_by_nvml_mib: int, version: str) -> tuple[int, int]:
+def batched_tokens(p: dict, setting, mem_seen_by_nvml_mib: int, version: str) -> tuple[int, int]:
     """(the tokens of vLLM's largest step, its default max_num_seqs):
     --max-num-batched-tokens when given, else vLLM's own default for the
     GPU's memory as NVML reports it - a HAMi slice's, inside one
     (engine/arg_utils.py get_batch_defaults: 8192 tokens and 1024 sequences
     from 70 GiB, not on an A100; 2048 and 256 below; 16384 from 160 GiB from
-    0.28.0). Seen: a 68 GiB slice of an H200 profiled 2048 tokens."""
+    0.28.0), doubled by --performance-mode throughput, and with chunked
+    prefill turned off at least max_model_len (arg_utils.py
+    _set_default_max_num_seqs_and_batched_tokens_args at v0.20.0). Seen: a
+    68 GiB slice of an H200 profiled 2048 tokens."""
     product = ",".join(p.get("gpu_types") or [])
     tokens, seqs = releases.batch_defaults(version, mem_seen_by_nvml_mib, product)
+    given, chunked = None, True
     for flag, value in parse_args(p.get("extra_args")):
-        if flag == "--max-num-batched-tokens" and value and value.isdigit():
-            tokens = int(value)
+        if flag == "--max-num-batched-tokens" and value is not None:
+            given = int(value) if value.lstrip("-").isdigit() else None
+        elif flag == "--performance-mode" and value == "throughput":
+            tokens, seqs = tokens * 2, seqs * 2
+        elif flag in ("--no-enable-chunked-prefill", "--disable-chunked-prefill"):
+            chunked = False
+        elif flag == "--enable-chunked-prefill":
+            chunked = value not in ("false", "False", "0")
+    if given is not None:
+        return given, seqs
+    if not chunked:
+        max_len = setting("max_model_len")
+        tokens = max(tokens, int(max_len) if max_len else 0)
     return tokens, seqs
 
 
@@ -585,7 +630,7 @@ def cuda_graph_bytes(weights: dict, tp: int, pp: int, tokens: int, seqs: int, in
     if not in_slice:
         layers = weights["shape"]["layers"] / pp
         mib += GRAPH_MIB_PER_GRAPH_LAYER * layers * (len(pieces) - 1 + max(len(full) - 1, 0))
-    if tp > 1:
+    if tp * pp > 1:
         mib += TP_GRAPH_MIB
     return mib * MIB
 
@@ -598,7 +643,7 @@ def overhead_parts(weights: dict, mem: dict, tp: int, pp: int, seqs: int) -> dic
     in_slice = mem["slice_mib"] is not None
     parts = {
         "activations": activation_peak_bytes(weights, tp, mem["batched_tokens"], seqs, not mem["eager"]),
-        "non_torch": NON_TORCH_MIB["slice" if in_slice else "card"] * MIB + (TP_COMM_MIB * MIB if tp > 1 else 0),
+        "non_torch": NON_TORCH_MIB["slice" if in_slice else "card"] * MIB + (TP_COMM_MIB * MIB if tp * pp > 1 else 0),
         "cuda_graphs": (0.0 if mem["eager"]
                         else cuda_graph_bytes(weights, tp, pp, mem["batched_tokens"], seqs, in_slice)),
     }
@@ -676,12 +721,14 @@ def kv_room(weights: dict, mem: dict, tp: int, pp: int) -> float:
     weights_gpu = weights_per_gpu_bytes(weights, tp, pp)
     parts = overhead_parts(weights, mem, tp, pp, mem["max_num_seqs"])
     room = mem["budget_mib"] * MIB - weights_gpu - sum(parts.values())
-    if mem["extensible"] and "given" not in parts:
+    if mem["extensible"]:
         # vLLM 0.34: min(budget - used, free after warm-up - margin) - the transient peak
-        # (extensible_kv_cache.py measure_kv_cache_bytes); modelled from the source, not run here.
-        peak = parts["activations"]
+        # (extensible_kv_cache.py measure_kv_cache_bytes); modelled from the source, not run here. With
+        # overhead_mib given, all of it counts as the peak.
+        peak = parts.get("activations", parts.get("given", 0.0))
         margin = max(EXTENSIBLE_MARGIN_MIB * MIB, EXTENSIBLE_MARGIN_OF_PEAK * peak)
-        free_after = (mem["seen_mib"] - CUDA_CONTEXT_MIB) * MIB - weights_gpu - parts["non_torch"] - parts["cuda_graphs"]
+        settled = sum(v for k, v in parts.items() if k in ("non_torch", "cuda_graphs"))
+        free_after = (mem["seen_mib"] - CUDA_CONTEXT_MIB) * MIB - weights_gpu - settled
         room = min(room, free_after - margin - peak)
     return room
 
@@ -759,12 +806,14 @@ def hami_request(p: dict, gpus: int, tp: int, version: str, mem: dict, found: Fi
         elif not glibc:
             found.warnings.append("a fractional GPU is asked for: HAMi-core's isolation depends on the image's glibc "
                                   f"(known to work for {HAMI_GLIBC_KNOWN}); give image_glibc to have it checked")
-    if p.get("gpu_cores_percent") and int(p["gpu_cores_percent"]) < 100 and not mem["eager"]:
+    if p.get("gpu_cores_percent") and int(p["gpu_cores_percent"]) < 100:
         found.warnings.append(
-            f"gpu_cores_percent {int(p['gpu_cores_percent'])}: HAMi-core meters kernel launches, and vLLM decodes "
-            "through CUDA graphs (one launch a step), which it does not throttle: on an H200, vLLM 0.20.0 in slices "
-            "at gpucores 25, 50 and 100 decoded at the same rate (docs/real-vllm.md). It bounds neither this "
-            "replica's throughput nor its share; HAMi's scheduler still counts it when packing GPUs")
+            f"gpu_cores_percent {int(p['gpu_cores_percent'])}: HAMi-core meters kernel launches but passes CUDA graph "
+            "launches through unmetered (src/cuda/graph.c), and vLLM decodes through CUDA graphs unless "
+            "--enforce-eager; under HAMi's default core policy it meters only while another container competes. "
+            "Measured on an H200 without contention: vLLM 0.20.0 at gpucores 25, 50 and 100 decoded at the same "
+            "rate (docs/real-vllm.md). Do not count on it to bound this replica's throughput; HAMi's scheduler "
+            "still counts it when packing GPUs")
     resources = {L.RESOURCE_GPU: str(gpus)}
     if mem["slice_mib"]:
         resources[L.RESOURCE_GPUMEM] = str(mem["slice_mib"])

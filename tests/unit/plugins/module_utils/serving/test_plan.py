@@ -369,3 +369,42 @@ def test_vllm_0_34_leaves_utilization_to_vllm_on_a_card_and_keeps_it_in_a_slice(
     off = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "vllm_version": "0.34.0",
                 "extra_args": ["--disable-extensible-kv-cache"]})
     assert off["memory"]["gpu_memory_utilization"] == 0.92 and "--gpu-memory-utilization" in off["args"]
+
+
+def test_batch_settings_vllm_follows():
+    base = {"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": 143771, "vllm_version": "0.20.0"}
+    more = plan({**base, "max_num_seqs": 4096, "extra_args": ["--max-num-batched-tokens", "2048"]})
+    assert any(p.startswith("max_num_seqs 4096 is more than max_num_batched_tokens 2048") for p in more["problems"])
+    # chunked prefill off: the largest step is at least max_model_len (arg_utils.py at v0.20.0)
+    whole = plan({**base, "max_model_len": 32768, "extra_args": ["--no-enable-chunked-prefill"]})
+    assert whole["memory"]["max_num_batched_tokens"] == 32768
+    fast = plan({**base, "extra_args": ["--performance-mode", "throughput"]})
+    assert fast["memory"]["max_num_batched_tokens"] == 16384 and fast["max_num_seqs"] == 2048
+    blocks = plan({**base, "extra_args": ["--block-size", "32"]})
+    assert blocks["memory"]["kv_block_size"] == 32 and blocks["memory"]["kv_cache_tokens"] % 32 == 0
+
+
+def test_quantized_weights_keep_embeddings_in_the_model_dtype():
+    s = model_shape(cfg("qwen2.5-7b-instruct"))
+    r = plan({"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "quantization": "fp8"})
+    embedding = s["vocab"] * s["hidden"] * 2  # embed_tokens and lm_head, not tied
+    assert r["model"]["weight_bytes"] == int((r["model"]["parameters"] - embedding) * 1.0 + embedding * 2)
+
+
+def test_a_slice_filled_too_close_to_its_limit_warns():
+    r = plan({"model_config": cfg("qwen2.5-0.5b-instruct"), "gpu_memory_mib": 143771, "vllm_version": "0.20.0",
+              "gpu_memory_request_mib": 24576, "gpu_memory_utilization": 0.96})
+    assert r["problems"] == []
+    assert any("would then sit on the card outside the slice" in w and "Use at most 0.94" in w for w in r["warnings"])
+    ok = plan({"model_config": cfg("qwen2.5-0.5b-instruct"), "gpu_memory_mib": 143771, "vllm_version": "0.20.0",
+               "gpu_memory_request_mib": 24576})
+    assert not any("outside the slice" in w for w in ok["warnings"])
+
+
+def test_overhead_given_on_0_34_keeps_the_post_warm_up_margin():
+    base = {"model_config": cfg("qwen2.5-7b-instruct"), "gpu_memory_mib": H100_MIB, "vllm_version": "0.34.0",
+            "overhead_mib": 2048}
+    given = plan(base)
+    off = plan({**base, "extra_args": ["--disable-extensible-kv-cache"], "gpu_memory_utilization": 1.0})
+    # the extensible cache keeps max(1 GiB, 0.75 x 2 GiB) and the context back: fewer tokens than the estimate's
+    assert given["memory"]["kv_cache_tokens"] < off["memory"]["kv_cache_tokens"]
