@@ -192,12 +192,14 @@ def parameter_count(s: dict) -> int:
     return s["layers"] * attn + mlp_total + embeddings
 
 
-def kv_bytes_per_token(s: dict, tp: int, kv_dtype_bytes: int) -> tuple[int, int]:
+def kv_bytes_per_token(s: dict, tp: int, kv_dtype_bytes: int, pp: int = 1) -> tuple[int, int]:
     """(whole model, per GPU). With more GPUs than KV heads, vLLM keeps one
-    KV head per GPU (replicated), so the per-GPU share stops shrinking."""
+    KV head per GPU (replicated), so the per-GPU share stops shrinking. With
+    pipeline parallelism each GPU holds the KV cache of its stage's layers
+    only (the largest stage's, when the layers do not split evenly)."""
     whole = 2 * s["layers"] * s["kv_heads"] * s["head_dim"] * kv_dtype_bytes
     heads_per_gpu = max(1, s["kv_heads"] // tp)
-    return whole, 2 * s["layers"] * heads_per_gpu * s["head_dim"] * kv_dtype_bytes
+    return whole, 2 * math.ceil(s["layers"] / pp) * heads_per_gpu * s["head_dim"] * kv_dtype_bytes
 
 
 def replicated_bytes_per_gpu(s: dict, tp: int, pp: int, elem: int) -> float:
@@ -740,7 +742,7 @@ def kv_cache(p: dict, setting, weights: dict, mem: dict, tp: int, pp: int, found
     kv_bytes = kv_room(weights, mem, tp, pp)
     mem["overhead_parts"] = overhead_parts(weights, mem, tp, pp, mem["max_num_seqs"])
     mem["overhead_mib"] = sum(mem["overhead_parts"].values()) / MIB  # what the plan reports, for this TP
-    kv_whole, kv_per_gpu_token = kv_bytes_per_token(shape, tp, weights["kv_elem"])
+    kv_whole, kv_per_gpu_token = kv_bytes_per_token(shape, tp, weights["kv_elem"], pp)
     if kv_bytes <= 0:
         found.problems.append(
             f"the weights do not fit: {weights_per_gpu_bytes(weights, tp, pp) / GIB:.1f} GiB per GPU plus about "

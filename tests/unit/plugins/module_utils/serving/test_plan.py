@@ -408,3 +408,9 @@ def test_overhead_given_on_0_34_keeps_the_post_warm_up_margin():
     off = plan({**base, "extra_args": ["--disable-extensible-kv-cache"], "gpu_memory_utilization": 1.0})
     # the extensible cache keeps max(1 GiB, 0.75 x 2 GiB) and the context back: fewer tokens than the estimate's
     assert given["memory"]["kv_cache_tokens"] < off["memory"]["kv_cache_tokens"]
+
+
+def test_kv_per_token_of_a_pipeline_stage():
+    """Each pipeline stage keeps the KV cache of its own layers only."""
+    s7 = model_shape(cfg("qwen2.5-7b-instruct"))
+    assert kv_bytes_per_token(s7, 1, 2, pp=4) == (2 * 28 * 4 * 128 * 2, 2 * 7 * 4 * 128 * 2)
