@@ -90,8 +90,8 @@ options:
       - Share of the memory vLLM sees that it may take. Inside a HAMi slice that is the slice (HAMi-core reports it
         as the GPU's total); on a whole GPU, the memory CUDA reports (about 600 MiB less than nvidia-smi's).
       - Default vLLM's own for the release (0.9 up to 0.19, 0.92 from 0.20). From 0.34, with its extensible KV
-        cache, vLLM's 1.0 on a whole GPU (not rendered: vLLM sizes the cache after warm-up), and in a HAMi slice the
-        plan's 0.92, which leaves room for the memory HAMi-core does not count.
+        cache, vLLM's 1.0 on a whole GPU (not rendered, as vLLM sizes the cache after warm-up), and in a HAMi slice
+        the plan's 0.92, which leaves room for the memory HAMi-core does not count.
     type: float
   max_model_len:
     description: Longest context. Default the largest that fits (capped by the model's max_position_embeddings).

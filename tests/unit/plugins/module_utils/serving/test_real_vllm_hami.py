@@ -10,7 +10,6 @@ nvidia-smi said; logs/hami/ the lines of vLLM's log that say it."""
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
