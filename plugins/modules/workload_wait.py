@@ -21,7 +21,8 @@ description:
     or, when it left none, its log tail read while the pod was there, since the Job controller deletes a failed Job's
     running pods; give the container C(terminationMessagePolicy=FallbackToLogsOnError) for the message),
     C(NodeNotReady) and C(NotReady) (a pod not Ready with nothing of
-    its own to say why) and others. When no pod has a cause to report, C(Progressing) names the pods not placed, not
+    its own to say why), C(SchedulerBehind) (the scheduler calls a claim that exists "not found", as right after a
+    kube-apiserver restart; never ends the wait early) and others. When no pod has a cause to report, C(Progressing) names the pods not placed, not
     Ready or terminating, or says that every pod is Ready and the controller's status has not caught up.
   - Causes listed in O(fail_fast) end the wait early, once they have persisted for O(fail_fast_after) seconds.
 options:

@@ -8,10 +8,15 @@ cause, the object and what the cluster said. No API calls here."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_REASONS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+
+# kube-scheduler's VolumeBinding filter when its lister lacks the claim
+# (pkg/scheduler/framework/plugins/volumebinding: "persistentvolumeclaim %q not found").
+_STALE_CLAIM = re.compile(r'persistentvolumeclaim "([^"]+)" not found')
 
 # Causes that do not go away by waiting: a wait may stop early on them.
 PERMANENT_CAUSES = (
@@ -146,7 +151,15 @@ def diagnose_pod(pod: dict, events: list[dict], claims: dict[str, dict], nodes: 
 
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
-            if not pending_claims:
+            stale = _STALE_CLAIM.search(cond.get("message") or "")
+            if stale and stale.group(1) in claims:
+                # The claim exists and is bound, yet the scheduler says "not found": its cache is behind the API
+                # (seen right after a kube-apiserver restart). It tries the pod again when its informer sees the
+                # claim, so waiting fixes this one.
+                findings.append(Finding("SchedulerBehind", ref, f"the scheduler has not seen claim {stale.group(1)!r} "
+                                        f"yet, which exists: it retries when its cache catches up "
+                                        f"({cond.get('message')})", claim=stale.group(1)))
+            elif not pending_claims:
                 findings.append(Finding("Unschedulable", ref, cond.get("message") or "the scheduler found no node"))
                 # The scheduler counts a NotReady node's taint without naming the node: name the
                 # nodes the pod's nodeSelector points to that are not Ready.

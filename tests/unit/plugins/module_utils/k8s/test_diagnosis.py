@@ -229,3 +229,18 @@ def test_a_crash_loop_says_what_the_crashed_run_said():
                                                     "message": "INFO start\nValueError: no config.json in /models"}}}])
     [f] = diagnose_pod(p, [], {})
     assert f.message.endswith("last exit code 1 (Error): ValueError: no config.json in /models"), f.message
+
+
+def test_a_scheduler_behind_on_an_existing_claim_is_not_final():
+    """Right after a kube-apiserver restart the scheduler said "persistentvolumeclaim ... not found" of a claim that
+    existed and was Bound (seen in the sandbox's outage test): waiting fixes it, so the wait must not stop early."""
+    msg = '0/5 nodes are available: persistentvolumeclaim "models" not found. not found'
+    p = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}],
+            volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}])
+    bound = {"metadata": {"name": "models", "namespace": "ns"}, "status": {"phase": "Bound"}}
+    [f] = diagnose_pod(p, [], {"models": bound})
+    assert f.cause == "SchedulerBehind" and f.claim == "models" and "retries" in f.message
+    assert final_findings([f], [p], ("Unschedulable", "PVCMissing")) == []
+    # A claim that is really missing stays the (final) cause.
+    [missing] = diagnose_pod(p, [], {})
+    assert missing.cause == "PVCMissing"
