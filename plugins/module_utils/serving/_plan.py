@@ -460,9 +460,9 @@ def gpu_memory(p: dict, setting, version: str, found: Findings) -> dict:
             f"{math.floor((1 - (CUDA_CONTEXT_MIB + UNCOUNTED_IN_SLICE_MIB) / seen_mib) * 100) / 100}")
     return {"gpu_mib": gpu_mib, "gpus_available": gpus_available, "slice_mib": slice_mib,
             "usable_mib": slice_mib or gpu_mib, "seen_mib": seen_mib, "budget_mib": budget_mib, "util": util,
-            "overhead_mib": 0.0, "overhead_base_mib": int(p.get("overhead_mib") or 0),
+            "overhead_base_mib": int(p.get("overhead_mib") or 0),
             "overhead_given": bool(p.get("overhead_mib")), "eager": is_eager(p), "batched_tokens": tokens,
-            "default_max_num_seqs": default_seqs, "max_num_seqs": seqs, "extensible": extensible,
+            "max_num_seqs": seqs, "extensible": extensible,
             "render_util": render_util, "block_size": block_size(p, version)}
 
 
@@ -652,10 +652,6 @@ def overhead_parts(weights: dict, mem: dict, tp: int, pp: int, seqs: int) -> dic
     return parts
 
 
-def overhead_bytes(weights: dict, mem: dict, tp: int, pp: int = 1, seqs: int | None = None) -> float:
-    return sum(overhead_parts(weights, mem, tp, pp, seqs or mem["default_max_num_seqs"]).values())
-
-
 def is_eager(p: dict) -> bool:
     """--enforce-eager in the command line (the last of it and its --no- form)."""
     eager = False
@@ -717,11 +713,13 @@ def across_nodes(shape: dict, weights: dict, mem: dict, valid_tp) -> tuple[int, 
     return None
 
 
-def kv_room(weights: dict, mem: dict, tp: int, pp: int) -> float:
+def kv_room(weights: dict, mem: dict, tp: int, pp: int, parts: dict | None = None) -> float:
     """Bytes per GPU left for the KV cache: vLLM's share of what it sees of
-    the GPU, less the GPU's share of the weights and the overhead."""
+    the GPU, less the GPU's share of the weights and the overhead (its parts,
+    when the caller has them already)."""
     weights_gpu = weights_per_gpu_bytes(weights, tp, pp)
-    parts = overhead_parts(weights, mem, tp, pp, mem["max_num_seqs"])
+    if parts is None:
+        parts = overhead_parts(weights, mem, tp, pp, mem["max_num_seqs"])
     room = mem["budget_mib"] * MIB - weights_gpu - sum(parts.values())
     if mem["extensible"]:
         # vLLM 0.34: min(budget - used, free after warm-up - margin) - the transient peak
@@ -739,8 +737,8 @@ def kv_cache(p: dict, setting, weights: dict, mem: dict, tp: int, pp: int, found
     """Tokens the KV cache holds, the context length that fits, and how many
     full-length requests run at once."""
     shape = weights["shape"]
-    kv_bytes = kv_room(weights, mem, tp, pp)
     mem["overhead_parts"] = overhead_parts(weights, mem, tp, pp, mem["max_num_seqs"])
+    kv_bytes = kv_room(weights, mem, tp, pp, mem["overhead_parts"])
     mem["overhead_mib"] = sum(mem["overhead_parts"].values()) / MIB  # what the plan reports, for this TP
     kv_whole, kv_per_gpu_token = kv_bytes_per_token(shape, tp, weights["kv_elem"], pp)
     if kv_bytes <= 0:
