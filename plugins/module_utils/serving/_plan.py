@@ -814,15 +814,23 @@ def hami_request(p: dict, gpus: int, tp: int, version: str, mem: dict, found: Fi
             "Measured on an H200 without contention: vLLM 0.20.0 at gpucores 25, 50 and 100 decoded at the same "
             "rate (docs/real-vllm.md). Do not count on it to bound this replica's throughput; HAMi's scheduler "
             "still counts it when packing GPUs")
-    resources = {L.RESOURCE_GPU: str(gpus)}
-    if mem["slice_mib"]:
-        resources[L.RESOURCE_GPUMEM] = str(mem["slice_mib"])
-    if p.get("gpu_cores_percent"):
-        resources[L.RESOURCE_GPUCORES] = str(int(p["gpu_cores_percent"]))
-    annotations = {}
-    if p.get("gpu_types"):
-        annotations[L.HAMI_USE_GPUTYPE] = ",".join(p["gpu_types"])
+    resources, annotations = hami_resources(gpus, mem["slice_mib"], p.get("gpu_cores_percent"), p.get("gpu_types"))
     return {"fractional": fractional, "resources": resources, "annotations": annotations}
+
+
+def hami_resources(gpus: int, slice_mib: int | None, cores: int | None, gpu_types: list | None) -> tuple[dict, dict]:
+    """One pod's HAMi limits and annotations: GPUs, memory per GPU (none for
+    whole GPUs), cores, and the GPU types it may use. The one place they are
+    rendered (the serving plan, and the fleet plan before it)."""
+    resources = {L.RESOURCE_GPU: str(gpus)}
+    if slice_mib:
+        resources[L.RESOURCE_GPUMEM] = str(slice_mib)
+    if cores:
+        resources[L.RESOURCE_GPUCORES] = str(int(cores))
+    annotations = {}
+    if gpu_types:
+        annotations[L.HAMI_USE_GPUTYPE] = ",".join(gpu_types)
+    return resources, annotations
 
 
 def startup(p: dict, gpus: int, weights_per_gpu: float, version: str, nodes: int = 1) -> dict:
