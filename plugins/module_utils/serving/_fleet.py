@@ -39,6 +39,10 @@ ONE_MODEL_ONLY = ("model_store_name", "model_store_claim_name", "model_store_sub
                   "model_store_credentials_secret", "model_store_guard_statefulset", "model_store_teardown_statefulset",
                   "vllm_serve_name", "vllm_serve_served_model_name", "vllm_serve_model_claim", "vllm_serve_model_subpath",
                   "vllm_serve_api_key_secret")
+# What fleet_members reads from the inventory (playbooks/fleet.yml asks for
+# exactly these; a unit test holds the two together): the identity of a
+# download, the storage mode, and the one-model names.
+INVENTORY_KEYS = STORE_IDENTITY + ("model_store_storage",) + ONE_MODEL_ONLY
 # Derived for every member; an entry gives `name` (and may pin the store's name) instead.
 DERIVED = ("vllm_serve_name", "model_store_guard_statefulset", "model_store_teardown_statefulset",
            "vllm_serve_model_claim", "vllm_serve_model_subpath")

@@ -139,3 +139,15 @@ def test_the_serving_plan_decides_when_it_ran():
 def test_gpus_unknown_before_the_download_are_refused_with_the_fix():
     with pytest.raises(ParameterError, match="chat: vllm_serve_tensor_parallel_size is 0.*give the GPUs of a replica"):
         _fleet.workload({"name": "chat", "namespace": "ai", "replicas": 1, "tensor_parallel_size": 0})
+
+
+def test_the_fleet_playbook_asks_the_inventory_for_exactly_what_the_rules_read():
+    import re
+
+    import yaml
+    from support.ansible import ROOT
+
+    play = yaml.safe_load((ROOT / "playbooks" / "fleet.yml").read_text())[0]
+    pattern = re.compile("^(" + "|".join(play["vars"]["fleet_inventory_patterns"]) + ")$")
+    names = set(_fleet.INVENTORY_KEYS) | {"vllm_serve_replicas", "model_store_size", "vllm_serve_namespace"}
+    assert {n for n in names if pattern.match(n)} == set(_fleet.INVENTORY_KEYS)
