@@ -142,6 +142,14 @@ def test_a_fleet_of_three_models(sandbox, kube, tmp_path):
     assert kube.get("apps/v1", "StatefulSet", NAMESPACE, "chat-small")["status"].get("readyReplicas") == 3
     assert {m: objects_of(kube, m) for m in others} == others
 
+    # Upgrade one model (new serving arguments, rolled pod by pod): the others' objects stay as they were.
+    others = {m: objects_of(kube, m) for m in ("chat-large", "chat-small")}
+    upgraded = run(sandbox, "playbooks/upgrade.yml", "-e", "inferops_model=embed", "-e", "vllm_serve_max_model_len=256")
+    assert upgraded.rc == 0 and upgraded.failed() == 0, upgraded.failures()
+    args = kube.get("apps/v1", "StatefulSet", NAMESPACE, "embed")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-model-len") + 1] == "256"
+    assert {m: objects_of(kube, m) for m in others} == others
+
     # Tear one model down: its objects and its own download go; the others stay as they were.
     others = {m: objects_of(kube, m) for m in ("chat-large", "chat-small")}
     gone = run(sandbox, "playbooks/teardown.yml", "-e", "inferops_model=embed", "-e", "teardown_level=model")
