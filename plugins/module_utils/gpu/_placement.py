@@ -671,8 +671,23 @@ def node_score(devices: list[dict], rules: str = "2.10.0") -> float:
     return _f32(WEIGHT * _f32(parts + _f32(memory / total_memory)))
 
 
+_SCORES: dict = {}  # device_score's results: many devices and pods look alike
+
+
 def device_score(device: dict, request: dict, rules: str = "2.10.0", weights: tuple = (1, 1, 1)) -> float:
     """HAMi's score of one device for one container's request (ComputeScore, above)."""
+    key = (device["split_count"], device["cores"], device["memory_mib"], device["used"], device["used_cores"],
+           device["used_memory_mib"], device.get("type") == NVIDIA_REQUEST_TYPE, request["gpus"],
+           request["memory_mib"], request["memory_percentage"], request["cores"], rules, weights)
+    score = _SCORES.get(key)
+    if score is None:
+        if len(_SCORES) > 100000:
+            _SCORES.clear()
+        score = _SCORES[key] = _device_score(device, request, rules, weights)
+    return score
+
+
+def _device_score(device: dict, request: dict, rules: str, weights: tuple) -> float:
     count, total_cores, total_memory = device["split_count"], device["cores"], device["memory_mib"]
     if not count or not total_cores or not total_memory:
         return 0.0
