@@ -570,7 +570,6 @@ def one_a_node(template: dict) -> dict | None:
     return None
 
 
-
 # --- HAMi's scheduling policies ----------------------------------------------
 #
 # Where HAMi's scheduler puts a pod (Project-HAMi/HAMi, both tags unless said):
