@@ -747,23 +747,25 @@ def scoring_weights(annotations: dict, rules: str) -> tuple:
     return (values["slot"], values["core"], values["memory"])
 
 
-def pod_policies(annotations: dict, node_policy: str, gpu_policy: str, rules: str) -> tuple[str, str]:
-    """The node and GPU policy for a pod: its hami.io/node-scheduler-policy
-    and hami.io/gpu-scheduler-policy annotations over the defaults. Node:
+def pod_policies(annotations: dict, node_policy: str, gpu_policy: str, rules: str) -> tuple[str, str, str | None]:
+    """The node and GPU policy for a pod, and a note when a policy is not
+    modelled: its hami.io/node-scheduler-policy and
+    hami.io/gpu-scheduler-policy annotations over the defaults. Node:
     anything but spread sorts as binpack (NodeScoreList.Less). GPU: at
-    v2.7.1 anything but binpack sorts as spread (DeviceUsageList.Less);
-    v2.10.0's mutex, numa, topology-aware and comma chains are not modelled."""
+    v2.7.1 anything but binpack sorts as spread (DeviceUsageList.Less), and
+    topology-aware's own choice in Fit is not modelled; v2.10.0's mutex, numa,
+    topology-aware and comma chains are not modelled: spread's order stands in."""
     annotations = annotations or {}
     node = str(annotations.get(L.HAMI_NODE_POLICY, node_policy)).strip()
     gpu = str(annotations.get(L.HAMI_GPU_POLICY, gpu_policy)).strip()
     node = "spread" if node == "spread" else "binpack"
+    note = None
     if gpu not in GPU_POLICIES:
-        if rules == "2.7.1" and gpu != "topology-aware":
-            gpu = "spread"
-        else:
-            raise ParameterError(f"GPU scheduler policy {gpu!r}: only binpack and spread are modelled for HAMi "
-                                 f"{rules} (mutex, numa, topology-aware and comma chains are not)")
-    return node, gpu
+        if rules == "2.10.0" or gpu == "topology-aware":
+            note = (f"{L.HAMI_GPU_POLICY} {gpu!r} is not modelled (HAMi {rules}): its GPUs are taken in spread's "
+                    "order, which may differ from HAMi's choice")
+        gpu = "spread"
+    return node, gpu, note
 
 
 # --- the fleet ----------------------------------------------------------------
@@ -900,7 +902,7 @@ def _prepare(workload: dict, position: int, node_policy: str, gpu_policy: str, r
     meta = template.get("metadata") or {}
     annotations, labels = meta.get("annotations") or {}, meta.get("labels") or {}
     requests = replica_request(template, f"workloads[{position}] ({name}): template")
-    node_p, gpu_p = pod_policies(annotations, node_policy, gpu_policy, rules)
+    node_p, gpu_p, note = pod_policies(annotations, node_policy, gpu_policy, rules)
     weights = scoring_weights(annotations, rules)
     apart = one_a_node(template)
     constraints = {k: v for k, v in annotations.items()
@@ -909,7 +911,7 @@ def _prepare(workload: dict, position: int, node_policy: str, gpu_policy: str, r
         "name": name, "namespace": str(workload.get("namespace") or ""), "template": template, "spec": spec,
         "statefulset": str(workload.get("statefulset") or name), "replicas": replicas, "group_size": group_size,
         "min_memory_mib": workload.get("min_memory_mib"), "requests": requests, "annotations": constraints,
-        "labels": labels, "wanted": extended_requests(spec), "node_policy": node_p, "gpu_policy": gpu_p, "weights": weights,
+        "labels": labels, "wanted": extended_requests(spec), "node_policy": node_p, "note": note, "gpu_policy": gpu_p, "weights": weights,
         "apart": apart if apart is not None else ({} if group_size > 1 else None),
         "fit_key": json.dumps([requests, gpu_p, weights, constraints], sort_keys=True),
     }
@@ -1135,15 +1137,14 @@ def _with_resource(template: dict, resource: str, value: int, only_present: bool
 
 def _with_type(template: dict, device_type: str, product: str | None) -> dict:
     """The template with its GPU type constraints moved to ``device_type``:
-    nvidia.com/use-gputype set to it, a nouse-gputype that excludes it
-    dropped, a nodeSelector on nvidia.com/gpu.product set to ``product``."""
+    nvidia.com/use-gputype set to it where a use- or nouse-gputype was
+    given (the nouse- dropped), a nodeSelector on nvidia.com/gpu.product set to ``product``."""
     template = json.loads(json.dumps(template))
     meta = template.setdefault("metadata", {})
     annotations = meta.setdefault("annotations", {})
-    if annotations.get(L.HAMI_USE_GPUTYPE):
+    if annotations.get(L.HAMI_USE_GPUTYPE) or annotations.get(L.HAMI_NOUSE_GPUTYPE):
         annotations[L.HAMI_USE_GPUTYPE] = device_type
-    if annotations.get(L.HAMI_NOUSE_GPUTYPE):
-        annotations.pop(L.HAMI_NOUSE_GPUTYPE)
+        annotations.pop(L.HAMI_NOUSE_GPUTYPE, None)
     spec = pod_spec_of(template)
     if L.GPU_PRODUCT_LABEL in (spec.get("nodeSelector") or {}) and product:
         spec["nodeSelector"][L.GPU_PRODUCT_LABEL] = product
@@ -1302,7 +1303,8 @@ def place_fleet(workloads: list[dict], nodes: list[dict], pods: list[dict], *,
             suggestions += _suggestions(fleet, raw, prepared, names.index(w_name), first, args)
 
     result = {"fits": not unplaced, "rules": rules, "placements": placements, "unplaced": unplaced,
-              "nodes": node_reports, "table": rows, "table_text": render_table(rows), "suggestions": suggestions}
+              "nodes": node_reports, "table": rows, "table_text": render_table(rows), "suggestions": suggestions,
+              "notes": [f"{w['name']}: {w['note']}" for w in prepared if w["note"]]}
     result["msg"] = _fleet_message(result, prepared)
     return result
 
@@ -1314,8 +1316,7 @@ def _fleet_message(result: dict, prepared: list[dict]) -> str:
     models = [w for w in prepared if w["requests"]]
     replicas = sum(w["replicas"] for w in models)
     if result["fits"]:
-        return (f"{replicas} replicas of {len(models)} models placed on {len(gpus)} GPUs of {len(nodes)} nodes "
-                f"(HAMi {result['rules']} rules)")
+        return f"{replicas} replicas of {len(models)} models placed on {len(gpus)} GPUs of {len(nodes)} nodes"
     by_workload: dict[str, list[str]] = {}
     for u in result["unplaced"]:
         by_workload.setdefault(u["workload"], []).append(u["pod"])
@@ -1323,8 +1324,7 @@ def _fleet_message(result: dict, prepared: list[dict]) -> str:
     for name, pods in by_workload.items():
         shown = ", ".join(pods[:5]) + (f" and {len(pods) - 5} more" if len(pods) > 5 else "")
         parts.append(f"{name}: {shown}")
-    text = (f"{len(result['unplaced'])} of the fleet's pods do not fit (HAMi {result['rules']} rules): "
-            + "; ".join(parts))
+    text = f"{len(result['unplaced'])} of the fleet's pods do not fit: " + "; ".join(parts)
     real = [s["text"] for s in result["suggestions"] if s["to"] is not None]
     if real:
         text += ". The whole fleet fits with any one of: " + "; ".join(real)

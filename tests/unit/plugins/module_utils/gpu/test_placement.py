@@ -82,9 +82,10 @@ def test_pod_annotation_overrides_the_gpu_policy():
                              annotations={"hami.io/gpu-scheduler-policy": "binpack"})
     result = P.place_fleet([template_binpack], [gpu_node("n")], [])
     assert [gpus_of(result, f"chat-{i}")[1][0] for i in range(2)] == [7, 7]
-    with pytest.raises(ParameterError, match="mutex"):
-        P.place_fleet([fleet("chat", gpu_container(1), 1, annotations={"hami.io/gpu-scheduler-policy": "mutex"})],
-                      [gpu_node("n")], [])
+    # v2.10.0's mutex policy is not modelled: placed in spread's order, and said.
+    mutex = P.place_fleet([fleet("chat", gpu_container(1), 1, annotations={"hami.io/gpu-scheduler-policy": "mutex"})],
+                          [gpu_node("n")], [])
+    assert mutex["fits"] and mutex["notes"] and "'mutex' is not modelled" in mutex["notes"][0]
 
 
 # --- nodes: the node policy ------------------------------------------------------
@@ -219,7 +220,7 @@ def test_table_rows_and_text():
     assert result["table"] == [{"node": "n", "gpu": 7, "type": H100[0], "memory": f"12288/{H100_MIB} MiB",
                                 "cores": "30/100", "tasks": "chat-0 (8192 MiB, 30%), embed-0 (4096 MiB)"}]
     assert result["table_text"].splitlines()[0].split() == ["NODE", "GPU", "TYPE", "MEMORY", "CORES", "TASKS"]
-    assert result["msg"] == "2 replicas of 2 models placed on 1 GPUs of 1 nodes (HAMi 2.10.0 rules)"
+    assert result["msg"] == "2 replicas of 2 models placed on 1 GPUs of 1 nodes" and result["notes"] == []
     json.dumps(result)
 
 
@@ -281,6 +282,12 @@ def test_suggestion_another_gpu_type():
     kind = suggestion(result, "gpu_type")
     assert kind["to"] == A100[0] and A100[1] in kind["text"]
     assert fits_with(work, nodes, [], "chat", product=A100[1])
+    # The same through HAMi's annotation (CheckType: a case-insensitive substring of the GPU's type).
+    work = [fleet("chat", gpu_container(1), 4, annotations={"nvidia.com/use-gputype": "h100"})]
+    kind = suggestion(P.place_fleet(work, nodes, []), "gpu_type")
+    assert kind["to"] == A100[0] and kind["from"] == H100[0]
+    work[0]["template"]["metadata"]["annotations"]["nvidia.com/use-gputype"] = A100[0]
+    assert P.place_fleet(work, nodes, [])["fits"]
 
 
 def test_no_suggestion_for_a_later_workload_that_cannot_help():
