@@ -28,7 +28,7 @@ from _common import ROOT, Row  # noqa: E402
 
 # In the order they run: the playbook runs first (they read the roles as
 # they are when they start), the long label loop over 1,000 nodes last.
-BENCHMARKS = ("site_stages", "site_before_after", "site_scale", "serving_plan", "readiness", "model_download", "gpu_node_labels")
+BENCHMARKS = ("site_stages", "site_before_after", "site_scale", "serving_plan", "fleet_placement", "readiness", "model_download", "gpu_node_labels")
 RESULTS = ROOT / "bench" / "results"
 
 

@@ -24,7 +24,9 @@ description:
     fewer tasks than the GPU's split count. Nodes count only when Ready, not cordoned, matching the template's
     nodeSelector and required node affinity, and with every NoSchedule/NoExecute taint tolerated.
   - It lists the nodes once and the pods once, and reads the StatefulSet with one GET. It says whether the replicas
-    fit, not where HAMi will put them (see the collection's docs/gpu_capacity.md for what is not modelled).
+    fit, and where HAMi's scheduler would put them one after another by its default node and GPU policies (binpack,
+    spread) and the template's policy annotations (see the collection's docs/gpu_capacity.md, "Fleet placement",
+    for the rules and what is not modelled).
 options:
   name:
     description: Name of the StatefulSet to scale.
@@ -191,7 +193,8 @@ nodes:
       description: Replicas of this request it could take now.
       type: int
     new_replicas:
-      description: Of RV(needed), how many the greedy placement put there.
+      description: Of RV(needed), how many HAMi's scheduler would put there (its node and GPU policies, HAMi 2.10.0's
+        rules).
       type: int
   sample:
     - name: gpu-node-0
