@@ -86,7 +86,7 @@ placements:
   type: list
   elements: dict
 unplaced:
-  description: The replicas with no place, each with the reason per node.
+  description: The replicas with no place, each with the reason on the first eight nodes (by name) and how many more.
   returned: always
   type: list
   elements: dict
@@ -132,6 +132,8 @@ from ansible_collections.inferops.vllm.plugins.module_utils.serving._fleet impor
 
 # Pods that hold GPUs: every one not finished (HAMi's IsPodInTerminatedState).
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
+# Reasons kept for each pod that does not fit (the first nodes, in name order).
+REASONS_KEPT = 8
 
 
 def plan_fleet(module):
@@ -163,6 +165,13 @@ def plan_fleet(module):
     result = place_fleet(workloads, nodes, pods, node_policy=p["node_policy"], gpu_policy=p["gpu_policy"],
                          hami_version=p["hami_version"])
     msg = result.pop("msg")
+    for replica in result["unplaced"]:
+        # One reason a node for each pod left out grows as pods x nodes: keep the first few nodes' reasons.
+        reasons = replica.get("reasons") or {}
+        kept = dict(list(reasons.items())[:REASONS_KEPT])
+        if len(reasons) > REASONS_KEPT:
+            kept["..."] = f"{len(reasons) - REASONS_KEPT} more nodes"
+        replica["reasons"] = kept
     if unknown:
         msg += (f"; not placed: {', '.join(unknown)} (its GPUs are the serving plan's choice, made once the model's "
                 "config.json is downloaded; give vllm_serve_tensor_parallel_size to place it now)")
