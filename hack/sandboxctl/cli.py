@@ -18,7 +18,7 @@ from sandboxctl.processes import Launcher, process_alive, terminate
 from sandboxctl.state import LOOPBACK, STATE_DIR, SandboxError, load_state, reserve_ports, save_state
 
 PORTS = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "s3", "s3_console",
-         *(settings.vllm_port_key(p) for p in settings.VLLM_PODS))
+         *(settings.vllm_port_key(p) for p in settings.STANDIN_PODS))
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "minio", "vllm-standin",
               "job-runner")
 
@@ -129,6 +129,9 @@ def up(args: argparse.Namespace) -> int:
         )
         run.wait_ready("kube-apiserver", apiserver, 180)
 
+        # HAMi's resources that its scheduler keeps from kube-scheduler (nodes.scheduler_config).
+        scheduler_config = STATE_DIR / "kube-scheduler.json"
+        scheduler_config.write_text(nodes.scheduler_config(str(kubeconfig)))
         common = [
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
@@ -150,7 +153,8 @@ def up(args: argparse.Namespace) -> int:
                 f"--node-monitor-grace-period={state['heartbeat']['node_monitor_grace_s']}s",
             ]),
             "kube-scheduler": run.start("kube-scheduler", [
-                str(bins["kube-scheduler"]), *common, f"--secure-port={ports['scheduler']}"]),
+                str(bins["kube-scheduler"]), *common, f"--secure-port={ports['scheduler']}",
+                f"--config={scheduler_config}"]),
         }
         kwok_config = kwok.write_config(state, fixtures, images)
         started_procs["kwok"] = run.start("kwok", [
@@ -176,7 +180,7 @@ def up(args: argparse.Namespace) -> int:
         ], env=processes.minio_env(s3_creds))
         started_procs["vllm-standin"] = run.start("vllm-standin", [
             sys.executable, str(ROOT / "hack" / "openai_standin.py"), f"--kubeconfig={kubeconfig}",
-            *[f"--pod={p}={ports[settings.vllm_port_key(p)]}" for p in settings.VLLM_PODS]])
+            *[f"--pod={p}={ports[settings.vllm_port_key(p)]}" for p in settings.STANDIN_PODS]])
         # Started last, stopped first: what it runs goes before the cluster does.
         started_procs["job-runner"] = run.start("job-runner", [
             sys.executable, str(ROOT / "hack" / "sandboxctl"), "job-runner", f"--kubeconfig={kubeconfig}",

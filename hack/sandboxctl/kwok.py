@@ -6,7 +6,7 @@ Pods whose containers run one of the images the job runner runs locally are
 the job runner's: every pod stage gets a selector condition that leaves them
 alone (``.spec.containers.[].image NotIn [images]``: kwok's NotIn matches
 when none of the query's results is in the list). The vLLM stand-in's pods
-(settings.VLLM_PODS) are kwok's, but their deletion is the stand-in's, which
+(settings.STANDIN_PODS) are kwok's, but their deletion is the stand-in's, which
 stops them as a kubelet would (preStop, SIGTERM, the drain, the grace
 period) before it deletes them: kwok's deletion stage leaves them alone
 (``.metadata.name NotIn [names]``)."""
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sandboxctl import ROOT
 from sandboxctl.processes import go_module_dir
-from sandboxctl.settings import VLLM_PODS, vllm_port_key
+from sandboxctl.settings import STANDIN_PODS, vllm_port_key
 from sandboxctl.state import LOOPBACK
 
 STAGES_DIR = ROOT / "hack" / "cluster" / "stages"
@@ -68,7 +68,7 @@ def leave_deletion_to_standin(stage: dict) -> dict:
     stand-in's pods (hack/openai_standin.py, Kubelet, finishes their deletion)."""
     if stage["metadata"]["name"] == "pod-delete":
         stage["spec"].setdefault("selector", {}).setdefault("matchExpressions", []).append(
-            {"key": ".metadata.name", "operator": "NotIn", "values": list(VLLM_PODS)})
+            {"key": ".metadata.name", "operator": "NotIn", "values": list(STANDIN_PODS)})
     return stage
 
 
@@ -104,7 +104,7 @@ def extras(state: dict, fixtures: dict) -> list[dict]:
     """Port-forwards and logs: the vLLM stand-in's (always), then the
     fixtures' (tests)."""
     ports, state_dir = state["ports"], Path(state["state_dir"])
-    forwards = [{"name": p, "pods": [p], "port": vllm_port_key(p)} for p in VLLM_PODS] \
+    forwards = [{"name": p, "pods": [p], "port": vllm_port_key(p)} for p in STANDIN_PODS] \
         + fixtures.get("port_forwards", [])
     docs = [
         {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": f["name"]},

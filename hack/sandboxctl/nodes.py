@@ -28,6 +28,21 @@ SANDBOX_NODE_LABEL = "inferops.io/sandbox-node"
 # by node number: a mix, as a cluster has while HAMi is upgraded, so that a
 # verify is proved on both formats.
 REGISTER_FORMATS = ("2.10.0", "2.7.1")
+# HAMi's deviceSplitCount (chart value devicePlugin.deviceSplitCount, 10 by
+# default at v2.7.1 and v2.10.0): the tasks one GPU takes, written as each
+# GPU's `count` in the registration, and the device IDs the device plugin
+# advertises per GPU (pkg/device-plugin/nvidiadevice/nvinternal/rm/devices.go
+# GetPluginDevices: one "<uuid>-<i>" for i < count), so a node of 8 GPUs
+# advertises nvidia.com/gpu 80.
+SPLIT_COUNT = 10
+# What HAMi's scheduler leaves to its extender: every resource of its
+# managedResources is ignoredByScheduler (charts/hami/templates/scheduler/
+# configmapnew.yaml at v2.7.1, _helpers.tpl hami-vgpu.scheduler.managedResources
+# at v2.10.0). The sandbox has no HAMi extender: its kube-scheduler ignores
+# these (NodeResourcesFit ignoredResources) and still counts nvidia.com/gpu,
+# the node-level bound a kubelet applies when it admits the pod.
+HAMI_IGNORED_RESOURCES = ("nvidia.com/gpumem", "nvidia.com/gpucores", "nvidia.com/gpumem-percentage",
+                          "nvidia.com/priority")
 
 
 def gpu_register_annotation(node: str, gpus: int, mem_mib: int, product: str, hami: str = "2.10.0") -> str:
@@ -40,14 +55,14 @@ def gpu_register_annotation(node: str, gpus: int, mem_mib: int, product: str, ha
     nvml_name = product.replace("-", " ")  # GPU feature discovery's label of NVML's name
     rows = [(f"GPU-{node}-{i:02d}", i, 0 if i < gpus // 2 or gpus == 1 else 1) for i in range(gpus)]
     if hami == "2.7.1":
-        return "".join(f"{uuid},10,{mem_mib},100,NVIDIA-{nvml_name},{numa},true,{index},hami-core:"
+        return "".join(f"{uuid},{SPLIT_COUNT},{mem_mib},100,NVIDIA-{nvml_name},{numa},true,{index},hami-core:"
                        for uuid, index, numa in rows)
     devices = []
     for uuid, index, numa in rows:
         device = {"id": uuid}
         if index:
             device["index"] = index
-        device.update(count=10, devmem=mem_mib, devcore=100, type=nvml_name)
+        device.update(count=SPLIT_COUNT, devmem=mem_mib, devcore=100, type=nvml_name)
         if numa:
             device["numa"] = numa
         device.update(mode="hami-core", health=True)
@@ -87,25 +102,35 @@ def gpu_node_manifest(name: str, zone: str, gpus: int, mem_mib: int, product: st
         },
         "spec": {},
         "status": {
-            "capacity": gpu_resources(gpus, mem_mib),
-            "allocatable": gpu_resources(gpus, mem_mib),
+            "capacity": gpu_resources(gpus),
+            "allocatable": gpu_resources(gpus),
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
         },
     }
 
 
-def gpu_resources(gpus: int, mem_mib: int) -> dict:
-    # The default scheduler only sums extended resources per node, so the
-    # HAMi resources are given as node totals (per-GPU fit is HAMi's own
-    # scheduler's job, and serving_plan's check before deploying).
+def gpu_resources(gpus: int) -> dict:
+    """What a node with HAMi's device plugin advertises: nvidia.com/gpu, the
+    split count's device IDs per GPU, and nothing of gpumem or gpucores
+    (HAMi registers only its resourceName with the kubelet; memory and cores
+    are its scheduler's, read from the registration annotation)."""
     res = {"cpu": "192", "memory": "2Ti", "pods": "110", "ephemeral-storage": "4Ti"}
     if gpus:
-        res |= {
-            "nvidia.com/gpu": str(gpus),
-            "nvidia.com/gpumem": str(gpus * mem_mib),
-            "nvidia.com/gpucores": str(gpus * 100),
-        }
+        res["nvidia.com/gpu"] = str(gpus * SPLIT_COUNT)
     return res
+
+
+def scheduler_config(kubeconfig: str) -> str:
+    """The sandbox kube-scheduler's KubeSchedulerConfiguration: HAMi's
+    managed resources other than nvidia.com/gpu left out of NodeResourcesFit,
+    as HAMi's own kube-scheduler leaves them to its extender."""
+    return json.dumps({
+        "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": kubeconfig},
+        "leaderElection": {"leaderElect": False},
+        "profiles": [{"schedulerName": "default-scheduler", "pluginConfig": [
+            {"name": "NodeResourcesFit", "args": {"ignoredResources": list(HAMI_IGNORED_RESOURCES)}}]}],
+    }, indent=2)
 
 
 def cpu_node_manifest(name: str, zone: str) -> dict:
@@ -127,8 +152,8 @@ def cpu_node_manifest(name: str, zone: str) -> dict:
         },
         "spec": {},
         "status": {
-            "capacity": gpu_resources(0, 0),
-            "allocatable": gpu_resources(0, 0),
+            "capacity": gpu_resources(0),
+            "allocatable": gpu_resources(0),
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
         },
     }

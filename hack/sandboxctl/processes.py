@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from sandboxctl import ROOT
-from sandboxctl.settings import VLLM_PODS, vllm_port_key
+from sandboxctl.settings import STANDIN_PODS, vllm_port_key
 from sandboxctl.state import LOOPBACK, SandboxError, save_state
 
 BIN_CACHE = os.environ.get("SANDBOX_BIN_CACHE", str(ROOT / ".cache" / "sandbox-bin"))
@@ -219,7 +219,7 @@ def health_check(name: str, state: dict, proc: subprocess.Popen):
         "kube-scheduler": lambda: https_ok(f"https://{LOOPBACK}:{ports['scheduler']}/healthz", pki, verify=False),
         "kwok": lambda: tcp_listening(ports["kwok"]),
         "minio": lambda: http_ok(f"http://{LOOPBACK}:{ports['s3']}/minio/health/ready"),
-        "vllm-standin": lambda: all(tcp_listening(ports[vllm_port_key(p)]) for p in VLLM_PODS),
+        "vllm-standin": lambda: all(tcp_listening(ports[vllm_port_key(p)]) for p in STANDIN_PODS),
         # It says so once its watch of pods has listed them.
         "job-runner": lambda: jobs.ready(Path(state["state_dir"]), proc.pid),
     }

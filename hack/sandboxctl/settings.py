@@ -23,15 +23,23 @@ SANDBOX_INVENTORY_VARS = ROOT / "inventories" / "sandbox" / "group_vars" / "all.
 FALLBACK_RUN_IMAGE = "registry.invalid/inferops-model-fetch:0.1.0"
 
 # The vllm_serve role's pods in the sandbox inventory (vllm_serve_name: vllm)
-# go to the sandbox's own stand-in (hack/openai_standin.py), which configures
-# itself from their pod spec: a port of its own per pod, so that a check of
-# one pod (a rolling upgrade's) is answered as that pod's spec says.
+# and in its fleet (inventories/sandbox-fleet: chat-large, chat-small scaled
+# to 3, embed) go to the sandbox's own stand-in (hack/openai_standin.py),
+# which configures itself from their pod spec: a port of its own per pod, so
+# that a check of one pod (a rolling upgrade's) is answered as that pod's spec
+# says.
 VLLM_PODS = ("vllm-0", "vllm-1", "vllm-2", "vllm-3")
+FLEET_PODS = ("chat-large-0", "chat-small-0", "chat-small-1", "chat-small-2", "embed-0")
+STANDIN_PODS = VLLM_PODS + FLEET_PODS
 
 
 def vllm_port_key(pod: str) -> str:
     """The state.json port of the stand-in that answers for this pod."""
-    return "vllm_standin" if pod == VLLM_PODS[0] else f"vllm_standin_{pod.rpartition('-')[2]}"
+    if pod == VLLM_PODS[0]:
+        return "vllm_standin"
+    if pod in VLLM_PODS:
+        return f"vllm_standin_{pod.rpartition('-')[2]}"
+    return "vllm_standin_" + pod.replace("-", "_")
 
 
 # A kubelet's node lease lasts 40 s and is renewed every quarter of that;

@@ -1,7 +1,8 @@
 """Storage: a StorageClass whose claims bind to static hostPath volumes in
 the state folder (bound by the real controller-manager), and the small real
-model seeded into the S3 server for site.yml to fetch: tiny-chat, a tiny
-generative model (hack/test_models.py), as vLLM would serve for chat."""
+models seeded into the S3 server for site.yml to fetch: tiny-chat, a tiny
+generative model (hack/test_models.py), as vLLM would serve for chat, and
+all-MiniLM-L6-v2, an embedding model, for the sandbox's fleet."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ STORAGE_CLASS = "sandbox-local"
 SANDBOX_VOLUMES = 96  # Retain: a released volume is not bound again, so keep plenty for a whole suite
 SEED_MODEL = ROOT / ".cache" / "test-models" / "tiny-chat"
 SEED_BUCKET, SEED_PREFIX = "models", "tiny-chat"
+# The models seeded, by their prefix in SEED_BUCKET: tiny-chat (generative,
+# hack/test_models.py), and all-MiniLM-L6-v2 (sentence-transformers: an
+# embedding model as vLLM serves one; hack/setup-python unpacks it) for the
+# sandbox's fleet (inventories/sandbox-fleet).
+SEED_MODELS = {"tiny-chat": SEED_MODEL, "all-minilm-l6-v2": ROOT / ".cache" / "test-models" / "all-minilm-l6-v2"}
 
 
 def create_storage(state: dict) -> None:
@@ -47,10 +53,9 @@ def create_storage(state: dict) -> None:
 
 
 def seed_model(state: dict, creds: dict) -> None:
-    """Put the sandbox's test model into the S3 server (with a SHA256SUMS),
-    so site.yml on the sandbox has a model to fetch."""
-    if not SEED_MODEL.is_dir():
-        return
+    """Put the sandbox's test models into the S3 server (each with a
+    SHA256SUMS), so site.yml on the sandbox has models to fetch. The state
+    names each (s3.seed_models) and, as before, tiny-chat (s3.seed_model)."""
     import hashlib
 
     import boto3
@@ -59,12 +64,20 @@ def seed_model(state: dict, creds: dict) -> None:
     s3 = boto3.client("s3", endpoint_url=state["s3"]["endpoint"], aws_access_key_id=creds["access_key"],
                       aws_secret_access_key=creds["secret_key"], region_name="us-east-1",
                       config=Config(s3={"addressing_style": "path"}))
-    s3.create_bucket(Bucket=SEED_BUCKET)
-    sums = []
-    for path in sorted(p for p in SEED_MODEL.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        rel = path.relative_to(SEED_MODEL).as_posix()
-        s3.upload_file(str(path), SEED_BUCKET, f"{SEED_PREFIX}/{rel}")
-        sums.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {rel}\n")
-    s3.put_object(Bucket=SEED_BUCKET, Key=f"{SEED_PREFIX}/SHA256SUMS", Body="".join(sums).encode())
-    state["s3"]["seed_model"] = {"bucket": SEED_BUCKET, "prefix": SEED_PREFIX}
+    seeded = {}
+    for prefix, folder in SEED_MODELS.items():
+        if not folder.is_dir():
+            continue
+        if not seeded:
+            s3.create_bucket(Bucket=SEED_BUCKET)
+        sums = []
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            rel = path.relative_to(folder).as_posix()
+            s3.upload_file(str(path), SEED_BUCKET, f"{prefix}/{rel}")
+            sums.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {rel}\n")
+        s3.put_object(Bucket=SEED_BUCKET, Key=f"{prefix}/SHA256SUMS", Body="".join(sums).encode())
+        seeded[prefix] = {"bucket": SEED_BUCKET, "prefix": prefix}
+    if SEED_PREFIX in seeded:
+        state["s3"]["seed_model"] = seeded[SEED_PREFIX]
+    state["s3"]["seed_models"] = seeded
     save_state(state)

@@ -75,13 +75,13 @@ def test_a_fleet_of_three_models(sandbox, kube, tmp_path):
     assert limits_of(kube, "embed") == {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "4096",
                                         "nvidia.com/gpucores": "20"}
 
-    # tiny-chat fetched once, for both of its models; tiny-embed once.
+    # tiny-chat fetched once, for both of its models; all-minilm-l6-v2 once.
     jobs = sorted(j["metadata"]["name"] for j in kube.list("batch/v1", "Job", NAMESPACE))
-    assert len(jobs) == 2 and all(j.startswith(("fetch-tiny-chat", "fetch-tiny-embed")) for j in jobs), jobs
+    assert len(jobs) == 2 and all(j.startswith(("fetch-tiny-chat", "fetch-all-minilm-l6-v2")) for j in jobs), jobs
     claims = sorted(c["metadata"]["name"] for c in kube.list("v1", "PersistentVolumeClaim", NAMESPACE))
-    assert claims == ["models-tiny-chat", "models-tiny-embed"]
+    assert claims == ["models-all-minilm-l6-v2", "models-tiny-chat"]
     for claim, folder, weights in (("models-tiny-chat", "tiny-chat", "model.safetensors"),
-                                   ("models-tiny-embed", "tiny-embed", "model.safetensors")):
+                                   ("models-all-minilm-l6-v2", "all-minilm-l6-v2", "model.safetensors")):
         volume = kube.get("v1", "PersistentVolume", None,
                           kube.get("v1", "PersistentVolumeClaim", NAMESPACE, claim)["spec"]["volumeName"])
         marker = json.loads((Path(volume["spec"]["hostPath"]["path"]) / folder
@@ -144,10 +144,10 @@ def test_a_fleet_of_three_models(sandbox, kube, tmp_path):
 
     # Upgrade one model (new serving arguments, rolled pod by pod): the others' objects stay as they were.
     others = {m: objects_of(kube, m) for m in ("chat-large", "chat-small")}
-    upgraded = run(sandbox, "playbooks/upgrade.yml", "-e", "inferops_model=embed", "-e", "vllm_serve_max_model_len=256")
+    upgraded = run(sandbox, "playbooks/upgrade.yml", "-e", "inferops_model=embed", "-e", "vllm_serve_max_model_len=128")
     assert upgraded.rc == 0 and upgraded.failed() == 0, upgraded.failures()
     args = kube.get("apps/v1", "StatefulSet", NAMESPACE, "embed")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--max-model-len") + 1] == "256"
+    assert args[args.index("--max-model-len") + 1] == "128"
     assert {m: objects_of(kube, m) for m in others} == others
 
     # Tear one model down: its objects and its own download go; the others stay as they were.

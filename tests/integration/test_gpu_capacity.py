@@ -47,10 +47,16 @@ def idle_gpu_nodes(sandbox, kube, at_least: int) -> list[str]:
 def pod_template(nodes: list[str], gpus: int = GPUS_PER_REPLICA) -> dict:
     # The label the sandbox's GPU nodes carry (GPU feature discovery's), and,
     # so that what other tests left running does not change the numbers,
-    # only the nodes found idle.
+    # only the nodes found idle. The sandbox has no HAMi scheduler to keep a
+    # node's whole GPUs apart (its kube-scheduler counts 80 device IDs a
+    # node, HAMi's split count): the running replicas are spread one a node
+    # and at most two, as HAMi would place 4-GPU replicas on 8-GPU nodes.
     return {
         "metadata": {"labels": {"app": "cap"}},
         "spec": {
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                           "whenUnsatisfiable": "DoNotSchedule",
+                                           "labelSelector": {"matchLabels": {"app": "cap"}}}],
             "nodeSelector": {"nvidia.com/gpu.present": "true"},
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": nodes}]}]}}},

@@ -58,7 +58,8 @@ def test_inventory_reports_gpus_and_hami_registration(sandbox, two_nodes):
     assert result["changed"] is False
     for inv in result["nodes"]:
         assert inv["ready"] is True
-        assert inv["gpu_capacity"]["nvidia.com/gpu"] == "8"
+        # HAMi's device plugin advertises its split count's device IDs per GPU (8 x 10); the registration, 8 GPUs.
+        assert inv["gpu_capacity"]["nvidia.com/gpu"] == "80"
         assert inv["gpu_product"] == "NVIDIA-H100-80GB-HBM3"
         assert inv["hami"]["registered"] is True and inv["hami"]["healthy_devices"] == 8
 

@@ -9,6 +9,9 @@ from support.ansible import run_module
 
 pytestmark = pytest.mark.integration
 IMAGE = "registry.invalid/vllm-openai:v0.12.0"
+# More nvidia.com/gpu than a sandbox GPU node advertises (8 GPUs x HAMi's split count 10 device IDs):
+# kube-scheduler finds no node for it.
+TOO_MANY = "81"
 
 
 def statefulset(name: str, gpus: int = 1, replicas: int = 1, labels: dict | None = None, probe: bool = False) -> dict:
@@ -51,7 +54,7 @@ def test_statefulset_rolling_update_waits_for_new_revision(sandbox, namespace, k
 
 
 def test_unschedulable_fails_fast_with_scheduler_message(sandbox, namespace, kube):
-    kube.create(statefulset("toobig", gpus=9), namespace)
+    kube.create(statefulset("toobig", gpus=int(TOO_MANY)), namespace)
     result = wait(sandbox, "StatefulSet", "toobig", namespace, timeout=300, fail_fast_after=1)
     assert result["failed"] is True and result["rolled_out"] is False
     assert result["elapsed_s"] < 120  # it did not sit out the 300 s timeout
@@ -174,7 +177,7 @@ def test_wait_survives_an_api_server_restart(sandbox, namespace, kube):
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "survivor"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "survivor"}},
                  "template": {"metadata": {"labels": {"app": "survivor"}}, "spec": {"containers": [
-                     {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "9"}}}]}}},
+                     {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": TOO_MANY}}}]}}},
     }
     kube.create(deployment, namespace)
     waiter = RolloutWaiter(connect({"kubeconfig": sandbox.kubeconfig}), "Deployment", "survivor", namespace,
@@ -215,7 +218,7 @@ def test_wait_rides_out_a_15_second_api_server_outage(sandbox, namespace, kube):
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "outage"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "outage"}},
                  "template": {"metadata": {"labels": {"app": "outage"}}, "spec": {"containers": [
-                     {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "9"}}}]}}},
+                     {"name": "vllm", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": TOO_MANY}}}]}}},
     }, namespace)
     waiter = RolloutWaiter(connect({"kubeconfig": sandbox.kubeconfig}), "Deployment", "outage", namespace,
                            timeout=240, fail_fast=[], fail_fast_after=0)

@@ -6,6 +6,7 @@ preStop, SIGTERM and SIGKILL, termination.py)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_kwok_leaves_the_deletion_of_the_standins_pods_to_it():
         "matchExpressions": [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}]}}}
     ready = {"metadata": {"name": "pod-ready"}, "spec": {"resourceRef": {"kind": "Pod"}, "selector": {}}}
     assert kwok.leave_deletion_to_standin(delete)["spec"]["selector"]["matchExpressions"][-1] == {
-        "key": ".metadata.name", "operator": "NotIn", "values": list(settings.VLLM_PODS)}
+        "key": ".metadata.name", "operator": "NotIn", "values": list(settings.STANDIN_PODS)}
     assert kwok.leave_deletion_to_standin(ready) == {"metadata": {"name": "pod-ready"},
                                                      "spec": {"resourceRef": {"kind": "Pod"}, "selector": {}}}
 
@@ -294,3 +295,31 @@ def test_a_reservation_of_a_sandbox_that_is_gone_is_given_back(tmp_path):
     registry.write_text(json.dumps({str(d): {"ports": [20001], "at": 0} for d in (alive, gone, missing)}))
     state.reserve_ports(["y"], tmp_path / "new", registry)
     assert set(json.loads(registry.read_text())) == {str(alive), str(tmp_path / "new")}
+
+
+def test_gpu_nodes_advertise_what_hamis_device_plugin_does():
+    """nvidia.com/gpu is the GPUs times the split count written in the
+    registration; no gpumem or gpucores (HAMi registers only its resource
+    name); the kube-scheduler leaves HAMi's other resources alone, as HAMi's
+    scheduler configuration marks them ignoredByScheduler."""
+    from sandboxctl import nodes
+    from ansible_collections.inferops.vllm.plugins.module_utils.gpu._inventory import parse_hami_register
+
+    node = nodes.gpu_node_manifest("g", "sandbox-a", 8, 81559, "NVIDIA-H100-80GB-HBM3")
+    assert node["status"]["allocatable"]["nvidia.com/gpu"] == "80"
+    assert not {"nvidia.com/gpumem", "nvidia.com/gpucores"} & set(node["status"]["allocatable"])
+    devices = parse_hami_register(node["metadata"]["annotations"]["hami.io/node-nvidia-register"])
+    assert len(devices) * devices[0]["split_count"] == 80
+    config = json.loads(nodes.scheduler_config("/k/kubeconfig"))
+    (fit,) = config["profiles"][0]["pluginConfig"]
+    assert fit["name"] == "NodeResourcesFit" and "nvidia.com/gpu" not in fit["args"]["ignoredResources"]
+    assert set(fit["args"]["ignoredResources"]) == {"nvidia.com/gpumem", "nvidia.com/gpucores",
+                                                    "nvidia.com/gpumem-percentage", "nvidia.com/priority"}
+    assert config["clientConnection"]["kubeconfig"] == "/k/kubeconfig"
+
+
+def test_the_standin_answers_for_the_fleets_pods_on_ports_of_their_own():
+    keys = [settings.vllm_port_key(p) for p in settings.STANDIN_PODS]
+    assert len(set(keys)) == len(keys)
+    assert settings.vllm_port_key("vllm-0") == "vllm_standin" and settings.vllm_port_key("vllm-2") == "vllm_standin_2"
+    assert settings.vllm_port_key("chat-small-1") == "vllm_standin_chat_small_1"
