@@ -1,6 +1,8 @@
-"""The write-up's deployment (Qwen3-235B-A22B on 8 x H100), expressed as the
-example inventory's variables, deployed on the sandbox: the applied objects
-are read back and carry none of the write-up's mistakes."""
+"""The example inventory, a fleet: the write-up's deployment (Qwen3-235B-A22B
+on 8 x H100) with a 7B chat model and an embedding model in HAMi slices,
+each model's variables as the fleet play gives them, deployed on the
+sandbox: the applied objects are read back and carry none of the write-up's
+mistakes."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import sys
 import pytest
 import yaml
 
+from ansible_collections.inferops.vllm.plugins.filter.fleet_members import fleet_members
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._fleet import INVENTORY_KEYS
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._model_task import runner_type
 from support.ansible import ROOT, run_playbook
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -21,34 +26,76 @@ K8S_CONNECTION = {group: {"kubeconfig": "{{ inferops_kubeconfig }}"}
                   for group in ("group/inferops.vllm.k8s", "group/kubernetes.core.k8s")}
 
 
-def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace, kube, tmp_path):
+def example_fleet() -> tuple[dict, list[dict]]:
+    """The example inventory's variables for all models, and its members as
+    the fleet play makes them (fleet_members), each model's config.json read
+    from files/ (the inventory reads it with a lookup)."""
     example = yaml.safe_load((ROOT / "inventories" / "example" / "group_vars" / "all.yml").read_text())
-    # The model claim, as the model_store role makes it (of the sandbox's class).
-    kube.create({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models-qwen3-235b"},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": sandbox.state["storage_class"],
-                 "resources": {"requests": {"storage": "600Gi"}}}}, namespace)
+    shared = {k: v for k, v in example.items() if k.startswith(("vllm_serve_", "model_store_"))}
+    entries = []
+    for entry in example["inferops_models"]:
+        entry = dict(entry)
+        found = re.search(r"/files/([^']+\.json)", str(entry.get("vllm_serve_model_config", "")))
+        if found:
+            entry["vllm_serve_model_config"] = json.loads((ROOT / "inventories/example/files" / found.group(1)).read_text())
+        if "model_store_subpath" in entry:  # no revision given: the folder is the model's name
+            entry["model_store_subpath"] = entry["model_store_subpath"].split("{{")[0]
+        entries.append(entry)
+    members = fleet_members(entries, inventory={k: shared.get(k) for k in INVENTORY_KEYS})["members"]
+    return shared, members
+
+
+def test_example_fleet_has_none_of_the_writeup_mistakes(sandbox, namespace, kube, tmp_path):
+    shared, members = example_fleet()
+    assert [m["name"] for m in members] == ["vllm-qwen3-235b", "chat-7b", "embed-minilm"]
+    plays = []
+    for member in members:
+        claim = member["vars"]["vllm_serve_model_claim"]
+        if member["fetches"]:  # the model's claim, as the model_store role makes it (of the sandbox's class)
+            kube.create({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+                "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": sandbox.state["storage_class"],
+                         "resources": {"requests": {"storage": member["vars"].get("model_store_size", "1Gi")}}}},
+                namespace)
+        plays.append({
+            "name": f"deploy the example's {member['name']}", "hosts": "localhost", "gather_facts": False,
+            "module_defaults": K8S_CONNECTION,
+            "vars": shared | member["vars"] | {
+                "inferops_kubeconfig": sandbox.kubeconfig,
+                "vllm_serve_namespace": namespace,
+                # The sandbox's GPU nodes are not labelled in this test's namespace run; select them by GPU label.
+                "vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"},
+                # kwok runs no vLLM: the endpoint check is proved elsewhere (test_site, test_fleet).
+                "vllm_serve_check": False,
+                "vllm_serve_wait_timeout": 120,
+            },
+            "roles": [{"role": "inferops.vllm.vllm_serve"}],
+        })
     playbook = tmp_path / "deploy.yml"
-    playbook.write_text(yaml.safe_dump([{
-        "name": "deploy the example's vllm_serve", "hosts": "localhost", "gather_facts": False,
-        "module_defaults": K8S_CONNECTION,
-        # The model folder is one value for both roles (vllm_serve_model_subpath names model_store_subpath).
-        "vars": {k: v for k, v in example.items() if k.startswith(("vllm_serve_", "model_store_"))} | {
-            "inferops_kubeconfig": sandbox.kubeconfig,
-            "vllm_serve_namespace": namespace,
-            # The sandbox's GPU nodes are not labelled in this test's namespace run; select them by GPU label.
-            "vllm_serve_node_selector": {"nvidia.com/gpu.present": "true"},
-            "vllm_serve_model_config": yaml.safe_load(
-                (ROOT / "inventories/example/files/qwen3-235b-a22b-instruct-2507.config.json").read_text()),
-            # kwok runs no vLLM: the endpoint check is proved elsewhere (test_site).
-            "vllm_serve_check": False,
-            "vllm_serve_wait_timeout": 120,
-        },
-        "roles": [{"role": "inferops.vllm.vllm_serve"}],
-    }]))
+    playbook.write_text(yaml.safe_dump(plays))
     result = run_playbook(playbook, inventory="localhost,", extra_args=["-c", "local", "-e",
                           "ansible_python_interpreter=" + sys.executable])
     assert result.rc == 0, result.failures()
+
+    # The 7B and the embedding model in HAMi slices, each from its own download, with nothing of the large one's.
+    for name, claim, limits in (
+            ("chat-7b", "models-qwen2-5-7b-instruct",
+             {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "24576", "nvidia.com/gpucores": "40"}),
+            ("embed-minilm", "models-all-minilm-l6-v2",
+             {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "4096", "nvidia.com/gpucores": "10"})):
+        sts = kube.get("apps/v1", "StatefulSet", namespace, name)
+        container = sts["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["limits"] == limits
+        assert [v["persistentVolumeClaim"]["claimName"] for v in sts["spec"]["template"]["spec"]["volumes"]
+                if v.get("persistentVolumeClaim")] == [claim]
+        assert container["args"][container["args"].index("--served-model-name") + 1] == name
+        assert not any(a.startswith("--tool-call-parser") for a in container["args"])
+        assert not kube.list("networking.k8s.io/v1", "Ingress", namespace,
+                             label_selector=f"app.kubernetes.io/instance={name}")
+    assert kube.get("apps/v1", "StatefulSet", namespace, "chat-7b")["spec"]["replicas"] == 2
+    # vLLM serves the embedding model for embeddings (its config.json: BertModel), the 7B for chat.
+    assert runner_type(members[2]["vars"]["vllm_serve_model_config"]) == "pooling"
+    assert runner_type(members[1]["vars"]["vllm_serve_model_config"]) == "generate"
 
     sts = kube.get("apps/v1", "StatefulSet", namespace, "vllm-qwen3-235b")
     pod_spec = sts["spec"]["template"]["spec"]
@@ -78,7 +125,7 @@ def test_example_vllm_serve_has_none_of_the_writeup_mistakes(sandbox, namespace,
     labels = kube.get("v1", "Namespace", None, namespace)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
     assert labels["pod-security.kubernetes.io/warn"] == "restricted"
-    assert len(kube.list("v1", "Pod", namespace)) == 1
+    assert len(kube.list("v1", "Pod", namespace, label_selector="app.kubernetes.io/instance=vllm-qwen3-235b")) == 1
     shm = next(v for v in pod_spec["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"]["medium"] == "Memory" and shm["emptyDir"]["sizeLimit"] == "16Gi"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
