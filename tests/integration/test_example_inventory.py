@@ -52,11 +52,10 @@ def test_example_fleet_has_none_of_the_writeup_mistakes(sandbox, namespace, kube
     for member in members:
         claim = member["vars"]["vllm_serve_model_claim"]
         if member["fetches"]:  # the model's claim, as the model_store role makes it (of the sandbox's class)
-            kube.create({
-                "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
-                "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": sandbox.state["storage_class"],
-                         "resources": {"requests": {"storage": member["vars"].get("model_store_size", "1Gi")}}}},
-                namespace)
+            size = member["vars"].get("model_store_size", "1Gi")
+            kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+                         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": sandbox.state["storage_class"],
+                                  "resources": {"requests": {"storage": size}}}}, namespace)
         plays.append({
             "name": f"deploy the example's {member['name']}", "hosts": "localhost", "gather_facts": False,
             "module_defaults": K8S_CONNECTION,
