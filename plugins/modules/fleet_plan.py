@@ -125,13 +125,11 @@ msg:
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu._capacity import InsufficientCapacity
-from ansible_collections.inferops.vllm.plugins.module_utils.gpu._placement import place_fleet
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._placement import UNFINISHED_SELECTOR, place_fleet
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect, request_json
 from ansible_collections.inferops.vllm.plugins.module_utils.serving._fleet import workload
 
-# Pods that hold GPUs: every one not finished (HAMi's IsPodInTerminatedState).
-UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
 # Reasons kept for each pod that does not fit (the first nodes, in name order).
 REASONS_KEPT = 8
 
@@ -160,7 +158,7 @@ def plan_fleet(module):
     api = connect(p)
     timeout = p["request_timeout"]
     nodes = request_json(api, "GET", "/api/v1/nodes", timeout=timeout, action="listing nodes").get("items", [])
-    pods = request_json(api, "GET", "/api/v1/pods", query=[("fieldSelector", UNFINISHED)], timeout=timeout,
+    pods = request_json(api, "GET", "/api/v1/pods", query=[("fieldSelector", UNFINISHED_SELECTOR)], timeout=timeout,
                         action="listing pods").get("items", [])
     result = place_fleet(workloads, nodes, pods, node_policy=p["node_policy"], gpu_policy=p["gpu_policy"],
                          hami_version=p["hami_version"])

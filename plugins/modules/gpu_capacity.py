@@ -222,11 +222,10 @@ msg:
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, NotFoundError, ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu._capacity import InsufficientCapacity, check
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._placement import UNFINISHED_SELECTOR
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect, request_json
 
-# Pods that hold GPUs: every one not finished (HAMi's IsPodInTerminatedState).
-UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
 
 
 def read_statefulset(api, name: str, namespace: str, timeout) -> dict | None:
@@ -256,7 +255,7 @@ def capacity(module):
     if template is None:
         template = ((statefulset.get("spec") or {}).get("template")) or {}
     nodes = request_json(api, "GET", "/api/v1/nodes", timeout=timeout, action="listing nodes").get("items", [])
-    pods = request_json(api, "GET", "/api/v1/pods", query=[("fieldSelector", UNFINISHED)], timeout=timeout,
+    pods = request_json(api, "GET", "/api/v1/pods", query=[("fieldSelector", UNFINISHED_SELECTOR)], timeout=timeout,
                         action="listing pods").get("items", [])
     if p["group_size"] < 1:
         raise ParameterError(f"group_size: {p['group_size']} is below 1; give the pods one replica is made of (1, or "

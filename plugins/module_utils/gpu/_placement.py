@@ -25,6 +25,8 @@ from ansible_collections.inferops.vllm.plugins.module_utils.gpu._inventory impor
 # Pods in these phases hold no GPU (HAMi: util.IsPodInTerminatedState,
 # pkg/util/util.go, drops them from its usage cache).
 FINISHED_PHASES = ("Succeeded", "Failed")
+# The pods that hold GPUs, as a field selector: every one not finished.
+UNFINISHED_SELECTOR = ",".join(f"status.phase!={phase}" for phase in FINISHED_PHASES)
 # kube-scheduler's TaintToleration filter looks only at these effects
 # (pkg/scheduler/framework/plugins/tainttoleration/taint_toleration.go, Filter).
 SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
