@@ -151,3 +151,57 @@ def test_the_fleet_playbook_asks_the_inventory_for_exactly_what_the_rules_read()
     pattern = re.compile("^(" + "|".join(play["vars"]["fleet_inventory_patterns"]) + ")$")
     names = set(_fleet.INVENTORY_KEYS) | {"vllm_serve_replicas", "model_store_size", "vllm_serve_namespace"}
     assert {n for n in names if pattern.match(n)} == set(_fleet.INVENTORY_KEYS)
+
+
+def test_the_example_fleet_plans_and_its_slices_share_one_h100():
+    """inventories/example: each model passes its serving plan, and the 7B's
+    two slices and the embedding model's fit one H100 together beside the
+    large model's eight whole GPUs on another node (binpack for GPUs, as the
+    example sets HAMi)."""
+    import json
+    import re
+
+    import yaml
+    from support.ansible import ROOT
+    from support.fleet import gpu_node
+
+    from ansible_collections.inferops.vllm.plugins.module_utils.gpu._placement import place_fleet
+    from ansible_collections.inferops.vllm.plugins.module_utils.serving._plan import plan
+
+    example = yaml.safe_load((ROOT / "inventories" / "example" / "group_vars" / "all.yml").read_text())
+    shared = {k: v for k, v in example.items() if k.startswith(("vllm_serve_", "model_store_"))}
+    entries = []
+    for entry in example["inferops_models"]:
+        found = re.search(r"/files/([^']+\.json)", entry["vllm_serve_model_config"])
+        config = json.loads((ROOT / "inventories" / "example" / "files" / found.group(1)).read_text())
+        entries.append({**entry, "vllm_serve_model_config": config})
+    fleet = _fleet.members(entries, ALLOWED, {k: shared.get(k) for k in _fleet.INVENTORY_KEYS})
+    requests = []
+    for member in fleet["members"]:
+        v = {**shared, **member["vars"]}
+
+        def get(name, default=None, v=v):
+            return v.get(f"vllm_serve_{name}", default)
+
+        planned = plan({"model_config": get("model_config"), "served_model_name": get("served_model_name"),
+                        "vllm_version": get("version"), "gpu_memory_mib": get("gpu_memory_mib"),
+                        "gpu_memory_request_mib": get("gpu_memory_request_mib"),
+                        "gpu_cores_percent": get("gpu_cores_percent"), "gpu_types": get("gpu_types"),
+                        "tensor_parallel_size": get("tensor_parallel_size"), "max_model_len": get("max_model_len"),
+                        "max_num_seqs": get("max_num_seqs", 256), "extra_args": get("extra_args", []),
+                        "env": get("env", {}), "gpu_memory_utilization": get("gpu_memory_utilization"),
+                        "image_glibc": get("image_glibc"), "network_policy": True,
+                        "model_path": f"/models/{member['vars']['vllm_serve_model_subpath']}"})
+        assert planned["problems"] == [], (member["name"], planned["problems"])
+        assert not [w for w in planned["warnings"] if "outside vLLM's budget" in w], member["name"]
+        requests.append({"name": member["name"], "namespace": "ai-serving", "replicas": get("replicas", 1),
+                         "plan": {k: planned[k] for k in ("resources", "annotations", "group", "memory",
+                                                          "max_model_len")},
+                         "selector": {"app.kubernetes.io/instance": member["name"]}, "node_selector": {"gpu": "on"}})
+    assert [r["plan"]["resources"]["limits"].get("nvidia.com/gpumem") for r in requests] == [None, "24576", "4096"]
+    placed = place_fleet([_fleet.workload(r) for r in requests], [gpu_node("gpu-a"), gpu_node("gpu-b")], [],
+                         node_policy=example.get("hami_node_scheduler_policy", "binpack"),
+                         gpu_policy=example["hami_gpu_scheduler_policy"])
+    assert placed["fits"], placed["msg"]
+    slices = {(p["node"], p["gpus"][0]["id"]) for p in placed["placements"] if p["workload"] != "vllm-qwen3-235b"}
+    assert len(slices) == 1, placed["table_text"]
