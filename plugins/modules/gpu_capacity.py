@@ -227,7 +227,6 @@ from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect, request_json
 
 
-
 def read_statefulset(api, name: str, namespace: str, timeout) -> dict | None:
     try:
         return request_json(api, "GET", f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}", timeout=timeout,
