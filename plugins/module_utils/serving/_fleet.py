@@ -26,7 +26,7 @@ import difflib
 import re
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.serving._plan import hami_resources
+from ansible_collections.inferops.vllm.plugins.module_utils.serving._plan import PLAN_FLAGS, hami_resources, parse_args
 
 # What makes two entries the same download.
 STORE_IDENTITY = ("model_store_source", "model_store_model_id", "model_store_revision", "model_store_endpoint_url",
@@ -191,15 +191,12 @@ def one_model(selected: str = "", name: str = "") -> dict:
 
 # --- what each model asks of the GPUs, for the placement -------------------
 
-def _pipeline_parallel(extra_args: list) -> int:
-    args = [str(a) for a in extra_args or []]
-    for i, arg in enumerate(args):
-        for flag in ("--pipeline-parallel-size", "-pp"):
-            if arg.startswith(flag + "="):
-                return int(arg.split("=", 1)[1])
-            if arg == flag and i + 1 < len(args):
-                return int(args[i + 1])
-    return 1
+def _pipeline_parallel(extra_args) -> int:
+    """--pipeline-parallel-size (or -pp) among the extra args, read by the
+    serving plan's own parser; 1 when not given."""
+    sizes = [value for flag, value in parse_args(extra_args)
+             if PLAN_FLAGS.get(flag) == "pipeline_parallel_size" and value is not None]
+    return int(sizes[-1]) if sizes else 1
 
 
 def workload(request: dict) -> dict:
