@@ -125,9 +125,10 @@ msg:
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu._capacity import InsufficientCapacity
-from ansible_collections.inferops.vllm.plugins.module_utils.gpu._placement import UNFINISHED_SELECTOR, place_fleet
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._cluster import nodes_and_pods
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._placement import place_fleet
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect, request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect
 from ansible_collections.inferops.vllm.plugins.module_utils.serving._fleet import workload
 
 # Reasons kept for each pod that does not fit (the first nodes, in name order).
@@ -155,11 +156,7 @@ def plan_fleet(module):
             problems.append(f"{request['name']}: {exc}")
     if problems:
         raise ParameterError("; ".join(problems))
-    api = connect(p)
-    timeout = p["request_timeout"]
-    nodes = request_json(api, "GET", "/api/v1/nodes", timeout=timeout, action="listing nodes").get("items", [])
-    pods = request_json(api, "GET", "/api/v1/pods", query=[("fieldSelector", UNFINISHED_SELECTOR)], timeout=timeout,
-                        action="listing pods").get("items", [])
+    nodes, pods = nodes_and_pods(connect(p), p["request_timeout"])
     result = place_fleet(workloads, nodes, pods, node_policy=p["node_policy"], gpu_policy=p["gpu_policy"],
                          hami_version=p["hami_version"])
     msg = result.pop("msg")

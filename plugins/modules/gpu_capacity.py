@@ -222,7 +222,7 @@ msg:
 from ansible_collections.inferops.vllm.plugins.module_utils import _runner
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError, NotFoundError, ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu._capacity import InsufficientCapacity, check
-from ansible_collections.inferops.vllm.plugins.module_utils.gpu._placement import UNFINISHED_SELECTOR
+from ansible_collections.inferops.vllm.plugins.module_utils.gpu._cluster import nodes_and_pods
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._args import K8S_AUTH_ARG_SPEC, K8sModule
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect, request_json
 
@@ -253,9 +253,7 @@ def capacity(module):
     current = int(((statefulset or {}).get("spec") or {}).get("replicas", 1)) if statefulset else 0
     if template is None:
         template = ((statefulset.get("spec") or {}).get("template")) or {}
-    nodes = request_json(api, "GET", "/api/v1/nodes", timeout=timeout, action="listing nodes").get("items", [])
-    pods = request_json(api, "GET", "/api/v1/pods", query=[("fieldSelector", UNFINISHED_SELECTOR)], timeout=timeout,
-                        action="listing pods").get("items", [])
+    nodes, pods = nodes_and_pods(api, timeout)
     if p["group_size"] < 1:
         raise ParameterError(f"group_size: {p['group_size']} is below 1; give the pods one replica is made of (1, or "
                              "the nodes of a replica larger than a node)")
