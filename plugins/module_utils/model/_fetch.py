@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -170,66 +171,91 @@ def s3_checksum_supported(name: str) -> bool:
     return True
 
 
-def source_digest(path: str, checksum: dict) -> tuple[str, str]:
-    """Read path once; return (its sha256, its value in the source's own
-    checksum ``checksum``), so that the two can be compared.
+class StreamDigest:
+    """The sha256 of a file and its value in the source's own checksum,
+    computed in one pass over bytes given in order (``update``), so that a
+    download is hashed as it is written rather than read back.
 
     Algorithms: sha256, md5 (an S3 single-part ETag), git-sha1 (a hub's
-    non-LFS file: git's blob id), s3-etag (a multipart ETag: the MD5 of the
-    parts' MD5s, '-N'), s3-<NAME> (an S3 additional checksum, base64; a
-    COMPOSITE one is the checksum of the parts' checksums, '-N')."""
-    algo = checksum["algorithm"]
-    whole = hashlib.sha256()
-    parts = checksum.get("part_sizes")
-    if algo == "sha256":
-        other, part_new = None, None
-    elif algo == "md5":
-        other, part_new = hashlib.md5(), None  # noqa: S324 - S3's ETag, not security
-    elif algo == "git-sha1":
-        other, part_new = hashlib.sha1(b"blob %d\0" % os.path.getsize(path)), None  # noqa: S324 - git's id
-    elif algo == "s3-etag":
-        other, part_new = hashlib.md5(), hashlib.md5  # noqa: S324
-    elif algo.startswith("s3-") and algo[3:] in S3_CHECKSUMS:
-        factory = S3_CHECKSUMS[algo[3:]]
-        other, part_new = (factory(), factory) if checksum.get("type") == "COMPOSITE" else (factory(), None)
-    else:
-        raise ValueError(f"unknown checksum algorithm {algo!r}")
-    composite = part_new is not None
-    if composite and not parts:
-        raise ValueError(f"{algo}: a multipart checksum needs the part sizes")
-    boundaries = []
-    if composite:
-        end = 0
-        for size in parts:
-            end += size
-            boundaries.append(end)
-    offset, index, part = 0, 0, part_new() if composite else None
+    non-LFS file: git's blob id, which needs the size first), s3-etag (a
+    multipart ETag: the MD5 of the parts' MD5s, '-N'), s3-<NAME> (an S3
+    additional checksum, base64; a COMPOSITE one is the checksum of the
+    parts' checksums, '-N')."""
+
+    def __init__(self, checksum: dict | None, size: int | None = None):
+        self.checksum = checksum
+        self.whole = hashlib.sha256()
+        self.other, self.part_new, self.boundaries = None, None, []
+        self.offset, self.index, self.part = 0, 0, None
+        if not checksum:
+            return
+        algo = checksum["algorithm"]
+        if algo == "sha256":
+            pass
+        elif algo == "md5":
+            self.other = hashlib.md5()  # noqa: S324 - S3's ETag, not security
+        elif algo == "git-sha1":
+            if size is None:
+                raise ValueError("git-sha1: git's blob id needs the size first")
+            self.other = hashlib.sha1(b"blob %d\0" % size)  # noqa: S324 - git's id
+        elif algo == "s3-etag":
+            self.other, self.part_new = hashlib.md5(), hashlib.md5  # noqa: S324
+        elif algo.startswith("s3-") and algo[3:] in S3_CHECKSUMS:
+            factory = S3_CHECKSUMS[algo[3:]]
+            self.other = factory()
+            if checksum.get("type") == "COMPOSITE":
+                self.part_new = factory
+        else:
+            raise ValueError(f"unknown checksum algorithm {algo!r}")
+        if self.part_new is not None:
+            if not checksum.get("part_sizes"):
+                raise ValueError(f"{algo}: a multipart checksum needs the part sizes")
+            end = 0
+            for part_size in checksum["part_sizes"]:
+                end += part_size
+                self.boundaries.append(end)
+            self.part = self.part_new()
+
+    def update(self, chunk) -> None:
+        self.whole.update(chunk)
+        if self.part_new is None:
+            if self.other is not None:
+                self.other.update(chunk)
+            return
+        view, boundaries = memoryview(chunk), self.boundaries
+        while view:
+            room = boundaries[self.index] - self.offset if self.index < len(boundaries) else len(view)
+            take = view[:room]
+            self.part.update(take)
+            self.offset += len(take)
+            view = view[len(take):]
+            if self.index < len(boundaries) and self.offset == boundaries[self.index]:
+                self.other.update(self.part.digest())
+                self.index, self.part = self.index + 1, self.part_new()
+
+    def result(self) -> tuple[str, str | None]:
+        """(sha256 hex, the value in the source's checksum; None without one)."""
+        sha = self.whole.hexdigest()
+        if not self.checksum:
+            return sha, None
+        algo = self.checksum["algorithm"]
+        if self.part_new is not None:
+            if self.offset != self.boundaries[-1]:
+                self.other.update(self.part.digest())  # more bytes than the parts: the value will not match
+            return sha, _encode(algo, self.other.digest()) + f"-{len(self.boundaries)}"
+        if algo == "sha256":
+            return sha, sha
+        return sha, _encode(algo, self.other.digest())
+
+
+def source_digest(path: str, checksum: dict) -> tuple[str, str]:
+    """Read path once; return (its sha256, its value in the source's own
+    checksum ``checksum``), so that the two can be compared."""
+    digest = StreamDigest(checksum, os.path.getsize(path))
     with open(path, "rb") as f:
         while chunk := f.read(HASH_CHUNK):
-            whole.update(chunk)
-            if not composite:
-                if other is not None:
-                    other.update(chunk)
-                continue
-            view = memoryview(chunk)
-            while view:
-                room = boundaries[index] - offset if index < len(boundaries) else len(view)
-                take = view[:room]
-                part.update(take)
-                offset += len(take)
-                view = view[len(take):]
-                if index < len(boundaries) and offset == boundaries[index]:
-                    other.update(part.digest())
-                    index, part = index + 1, part_new()
-    if composite:
-        if offset != (boundaries[-1] if boundaries else 0):
-            other.update(part.digest())  # more bytes than the parts: the value will not match
-        value = _encode(algo, other.digest()) + f"-{len(parts)}"
-    elif algo == "sha256":
-        value = whole.hexdigest()
-    else:
-        value = _encode(algo, other.digest())
-    return whole.hexdigest(), value
+            digest.update(chunk)
+    return digest.result()
 
 
 def _encode(algo: str, raw: bytes) -> str:
@@ -254,11 +280,17 @@ def verify_file(path: str, spec: FileSpec) -> str:
     checksum = spec.source_checksum()
     if not checksum:
         return sha256_file(path)
-    digest, value = source_digest(path, checksum)
-    if value != checksum["value"]:
+    return check_digest(spec, *source_digest(path, checksum))
+
+
+def check_digest(spec: FileSpec, sha256: str, value: str | None) -> str:
+    """Compare what a StreamDigest gave with the source's checksum; return
+    the sha256, or raise VerifyFailed naming what differs."""
+    checksum = spec.source_checksum()
+    if checksum and value != checksum["value"]:
         raise VerifyFailed(f"{spec.path}: its content does not match the source's {checksum_name(checksum)} "
                            f"{checksum['value']} (the copy gives {value})", file=spec.path)
-    return digest
+    return sha256
 
 
 def read_marker(dest: str) -> dict | None:
@@ -333,34 +365,78 @@ def check_model_config(dest: str) -> dict:
 
 
 class Progress:
-    """Bytes done out of total, and the rate; written to a JSON file (for a
-    long task polled with async) and/or handed to a callback (the CLI prints).
-    It also carries what a source reports on the way (``problems``) and the
-    check that this run still holds the folder (``guard``, called before
-    each write)."""
+    """Bytes done out of total, the rate and the time left; written to a
+    JSON file (for a long task polled with async) and/or handed to a
+    callback (the CLI prints a line a person can read). Sources call it
+    from many threads at once. It also carries what a source reports on
+    the way (``problems``) and the check that this run still holds the
+    folder (``guard``, called before each write).
+
+    ``bytes_total`` is what this run has to download: parts a resumed
+    download already holds are taken off it (``resumed``), so that a resume
+    still ends at 100%."""
+
+    WINDOW = 10.0  # seconds of history behind the rate shown and the time left
 
     def __init__(self, total: int, path: str | None = None, callback=None, clock=time.monotonic, every: float = 1.0,
-                 guard=None):
+                 guard=None, files: int = 0, name: str = ""):
         self.total, self.done, self.path, self.callback = total, 0, path, callback
+        self.files_total, self.files_done, self.resumed, self.name = files, 0, 0, name
         self.problems: list[str] = []
         self.guard = guard or (lambda: None)
         self.clock, self.every = clock, every
         self.started = self.clock()
         self.last = 0.0
+        self._history: list[tuple[float, int]] = [(self.started, 0)]
+        self._lock = threading.Lock()
 
     def add(self, n: int) -> None:
-        self.done += n
+        with self._lock:
+            self.done += n
+            self._tick()
+
+    def skip(self, n: int) -> None:
+        """n bytes of the total were on disk already (resumed parts)."""
+        with self._lock:
+            self.total -= n
+            self.resumed += n
+
+    def grow(self, n: int) -> None:
+        """n more bytes to download (a file fetched once more)."""
+        with self._lock:
+            self.total += n
+
+    def file_done(self) -> None:
+        with self._lock:
+            self.files_done += 1
+            self._tick()
+
+    def _tick(self) -> None:
         now = self.clock()
-        if now - self.last >= self.every or self.done >= self.total:
+        if now - self.last >= self.every or (self.done >= self.total and self.files_done >= self.files_total):
             self.last = now
-            self.report()
+            self._history.append((now, self.done))
+            while len(self._history) > 2 and now - self._history[1][0] >= self.WINDOW:
+                self._history.pop(0)
+            self._report()
 
     def snapshot(self) -> dict:
-        elapsed = max(self.clock() - self.started, 1e-9)
+        now = self.clock()
+        elapsed = max(now - self.started, 1e-9)
+        then, done_then = self._history[0]
+        recent = (self.done - done_then) / (now - then) if now - then > 1e-9 else 0.0
+        left = max(self.total - self.done, 0)
+        eta = round(left / recent, 1) if recent > 0 else (0.0 if not left else None)
         return {"bytes_done": self.done, "bytes_total": self.total, "rate_bytes_s": round(self.done / elapsed),
-                "elapsed_s": round(elapsed, 3)}
+                "recent_rate_bytes_s": round(recent), "eta_s": eta, "elapsed_s": round(elapsed, 3),
+                "files_done": self.files_done, "files_total": self.files_total, "bytes_resumed": self.resumed,
+                "model": self.name}
 
     def report(self) -> None:
+        with self._lock:
+            self._report()
+
+    def _report(self) -> None:
         snap = self.snapshot()
         if self.path:
             tmp = self.path + ".tmp"
@@ -369,6 +445,38 @@ class Progress:
             os.replace(tmp, self.path)
         if self.callback:
             self.callback(snap)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_seconds(s: float | None) -> str:
+    if s is None:
+        return "unknown"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_line(snap: dict) -> str:
+    """One progress line a person can read on a long download, e.g.
+    ``qwen3: 118.2 GiB of 438.1 GiB (27.0%), 912.4 MiB/s, 6m00s left, 31 of 118 files``."""
+    total = snap["bytes_total"]
+    percent = 100.0 * snap["bytes_done"] / total if total else 100.0
+    line = (f"{snap['model'] + ': ' if snap.get('model') else ''}{human_bytes(snap['bytes_done'])} of "
+            f"{human_bytes(total)} ({percent:.1f}%), {human_bytes(snap['recent_rate_bytes_s'])}/s, "
+            f"{human_seconds(snap['eta_s'])} left, {snap['files_done']} of {snap['files_total']} files")
+    if snap.get("bytes_resumed"):
+        line += f" ({human_bytes(snap['bytes_resumed'])} resumed from an earlier run)"
+    return line
 
 
 def _unchanged(dest: str, identity: dict, verify: str, refresh: bool, started: float) -> tuple[dict | None, dict | None, list]:
@@ -439,6 +547,12 @@ def fetch_model(source, dest: str, verify: str = "quick", check_mode: bool = Fal
         raise
 
 
+def _model_name(identity: dict) -> str:
+    """How the progress line names the model: the hub id, or the last folder of the prefix or path."""
+    name = identity.get("model_id") or identity.get("prefix") or identity.get("path") or identity.get("bucket") or ""
+    return name if identity.get("model_id") else os.path.basename(str(name).rstrip("/")) or str(name)
+
+
 def _first_missing(path: str) -> str | None:
     """The top-most folder of path that does not exist yet (None: all do)."""
     missing = None
@@ -497,7 +611,8 @@ def _download(source, dest, identity, verify, marker, problems, started, lock, r
         os.unlink(os.path.join(dest, MARKER))
     except FileNotFoundError:
         pass
-    progress = Progress(sum(s.size or 0 for s in todo), progress_file, progress_callback, guard=lock.held)
+    progress = Progress(sum(s.size or 0 for s in todo), progress_file, progress_callback, guard=lock.held,
+                        files=len(todo), name=_model_name(identity))
     fetched = source.fetch(todo, dest, progress)
     problems.extend(progress.problems)
     files = [_entry(dest, spec, digest) for spec, digest in keep]
@@ -522,4 +637,5 @@ def _download(source, dest, identity, verify, marker, problems, started, lock, r
         "architectures": config.get("architectures", []),
         "elapsed_s": round(elapsed, 3),
         "rate_bytes_s": round(progress.done / elapsed) if elapsed > 0 else None,
+        "transfer": dict(getattr(source, "stats", None) or {}),
     }

@@ -8,6 +8,7 @@ destination; model_fetch does the rest."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -20,16 +21,21 @@ from ansible_collections.inferops.vllm.plugins.module_utils._errors import (
     EndpointError, InferopsError, MissingDependency, ParameterError,
 )
 from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import (
-    MARKER, PRIVATE_DIRS, FileSpec, UnsafePath, VerifyFailed, check_relative_path, match_patterns,
+    MARKER, PRIVATE_DIRS, FileSpec, StreamDigest, UnsafePath, VerifyFailed, check_digest, check_relative_path, match_patterns,
     s3_checksum_supported, target_path, verify_file,
 )
+from ansible_collections.inferops.vllm.plugins.module_utils.model._inorder import BufferBudget, InOrderHasher
 from ansible_collections.inferops.vllm.plugins.module_utils.model._lock import LOCK
 
 # How a download is tuned, in one place: the module's defaults, the command's
 # and the sources' own come from here.
 FETCH_DEFAULTS = {
     "part_size": 16 * 1024 * 1024,  # bytes per ranged S3 request
-    "max_concurrency": 8,  # parts (S3) or files (hubs) in flight
+    # Transfers in flight, all files together: S3 ranged GETs (a large file's parts and small
+    # files alike), the hubs' download workers, local files placed. AWS's S3 performance design
+    # patterns scale throughput by concurrent connections and byte-range fetches of 8 or 16 MB;
+    # memory for S3 is up to about twice this times part_size.
+    "max_concurrency": 16,
     "connect_timeout": 10.0,  # seconds to connect, per try
     "read_timeout": 60.0,  # seconds without a byte before a try fails
     "max_attempts": 5,  # tries of each request, with backoff
@@ -52,24 +58,94 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
     return min(cap, base * 2 ** attempt)
 
 
-def _place(src: str, dst: str, hardlink: bool) -> None:
-    """Put a copy (or a hard link) of src at dst atomically: through a
-    temporary name in the destination's own folder, then rename."""
+COPY_CHUNK = 8 * 1024 * 1024  # bytes per read when a file is copied through this process
+
+
+def _place(src: str, dst: str, hardlink: bool, spec: FileSpec) -> tuple[str, str]:
+    """Put src at dst atomically (through a temporary name in the
+    destination's own folder, then rename) and check it against spec:
+    its sha256, or VerifyFailed.
+
+    Cheapest first: a hard link (no bytes move); on the same filesystem,
+    copy_file_range(2), which lets the filesystem copy without the bytes
+    passing through this process (a reflink on XFS or Btrfs, a server-side
+    copy on NFS 4.2), then one read to hash; across filesystems, one pass
+    that hashes what it reads as it writes it."""
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     # Hub caches hold symlinks into their blob store: link the blob itself.
     src = os.path.realpath(src)
     tmp = f"{dst}.inferops-tmp"
     if os.path.lexists(tmp):
         os.unlink(tmp)
+    how = "copied"
     if hardlink:
         try:
             os.link(src, tmp)
-            os.replace(tmp, dst)
-            return
+            how = "linked"
         except OSError:
             pass  # another filesystem, or links not allowed: copy
-    shutil.copyfile(src, tmp)
+    if how == "copied" and os.stat(src).st_dev == os.stat(os.path.dirname(dst)).st_dev and _copy_range(src, tmp):
+        how = "range-copied"
+    if how == "copied":
+        digest = _copy_hashing(src, tmp, spec)
+    else:
+        try:
+            digest = verify_file(tmp, spec)
+        except VerifyFailed:
+            os.unlink(tmp)
+            raise
     os.replace(tmp, dst)
+    return digest, how
+
+
+def _copy_range(src: str, dst: str) -> bool:
+    """copy_file_range(2) from src to a new dst; False (and no dst) where
+    the kernel or the filesystem does not offer it."""
+    if not hasattr(os, "copy_file_range"):
+        return False
+    size = os.path.getsize(src)
+    fd_in = os.open(src, os.O_RDONLY)
+    try:
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            done = 0
+            while done < size:
+                n = os.copy_file_range(fd_in, fd_out, size - done, done, done)
+                if n == 0:
+                    break
+                done += n
+        except OSError:
+            done = -1
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)
+    if done != size:
+        os.unlink(dst)
+        return False
+    return True
+
+
+def _copy_hashing(src: str, tmp: str, spec: FileSpec) -> str:
+    """Copy src to tmp in one pass, hashing the bytes as they go through."""
+    digest = StreamDigest(spec.source_checksum(), spec.size)
+    buf = bytearray(COPY_CHUNK)
+    view = memoryview(buf)
+    size = 0
+    try:
+        with open(src, "rb", buffering=0) as fin, open(tmp, "wb", buffering=0) as fout:
+            while n := fin.readinto(buf):
+                digest.update(view[:n])
+                written = 0
+                while written < n:
+                    written += fout.write(view[written:n])
+                size += n
+        if spec.size is not None and size != spec.size:
+            raise VerifyFailed(f"{spec.path}: size {size} bytes, the source says {spec.size}", file=spec.path)
+        return check_digest(spec, *digest.result())
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 class DirectorySource:
@@ -80,8 +156,9 @@ class DirectorySource:
     kind = "local"
 
     def __init__(self, path: str, allow: list[str] | None = None, ignore: list[str] | None = None,
-                 hardlink: bool = True):
-        self.path, self.allow, self.ignore, self.hardlink = path, allow, ignore, hardlink
+                 hardlink: bool = True, workers: int = FETCH_DEFAULTS["max_concurrency"]):
+        self.path, self.allow, self.ignore, self.hardlink, self.workers = path, allow, ignore, hardlink, workers
+        self.stats: dict = {}
 
     def identity(self) -> dict:
         return {"type": self.kind, "path": self.path, "allow_patterns": self.allow, "ignore_patterns": self.ignore}
@@ -117,14 +194,25 @@ class DirectorySource:
         return specs
 
     def fetch(self, specs: list[FileSpec], dest: str, progress) -> dict[str, str]:
-        digests = {}
+        """Place and check every file, ``workers`` at a time (hashing is
+        most of the work, and hashlib lets other threads run meanwhile)."""
         root = self.root()
-        for spec in specs:
+        placed = {"linked": 0, "range-copied": 0, "copied": 0}
+
+        def one(spec: FileSpec) -> tuple[str, str]:
             target = target_path(dest, spec.path)
             progress.guard()
-            _place(os.path.join(root, spec.path), target, self.hardlink)
-            digests[spec.path] = verify_file(target, spec)
+            digest, how = _place(os.path.join(root, spec.path), target, self.hardlink, spec)
             progress.add(spec.size or 0)
+            progress.file_done()
+            return digest, how
+
+        digests = {}
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(specs) or 1))) as pool:
+            for spec, (digest, how) in zip(specs, pool.map(one, specs)):
+                digests[spec.path] = digest
+                placed[how] += 1
+        self.stats = {"files_" + how.replace("-", "_"): n for how, n in placed.items()}
         return digests
 
 
@@ -141,7 +229,7 @@ class HubSource(DirectorySource):
                  endpoint: str | None = None, allow: list[str] | None = None, ignore: list[str] | None = None,
                  offline: bool = False, max_attempts: int = FETCH_DEFAULTS["max_attempts"],
                  timeout: float = FETCH_DEFAULTS["read_timeout"], max_workers: int = FETCH_DEFAULTS["max_concurrency"]):
-        super().__init__(path="", allow=allow, ignore=ignore, hardlink=True)
+        super().__init__(path="", allow=allow, ignore=ignore, hardlink=True, workers=max_workers)
         if kind not in ("huggingface", "modelscope"):
             raise ParameterError(f"source: {kind!r} is not a hub")
         # The hubs' own rule (huggingface_hub validate_repo_id): owner/name of
@@ -280,6 +368,8 @@ class S3Source:
         self.part_size, self.max_concurrency = part_size, max_concurrency
         self.connect_timeout, self.read_timeout, self.max_attempts = connect_timeout, read_timeout, max_attempts
         self.on_part_done = on_part_done
+        self.stopping = threading.Event()
+        self.stats: dict = {}
         self._client = None
         self._local = threading.local()
 
@@ -407,9 +497,12 @@ class S3Source:
         return [self._call(f"reading part {n} of {path}", self._client.head_object, Bucket=self.bucket, Key=key,
                            PartNumber=n)["ContentLength"] for n in range(1, count + 1)]
 
-    def _verify(self, path: str, spec: FileSpec) -> str:
+    def _verify(self, transfer: "_Transfer") -> str:
+        """The file's sha256 once its streamed digest matches the source's
+        checksum; raises VerifyFailed otherwise."""
+        spec = transfer.spec
         try:
-            return verify_file(path, spec)
+            return check_digest(spec, *transfer.hasher.result())
         except VerifyFailed:
             checksum = spec.checksum or {}
             if "part_sizes" not in checksum or checksum.get("part_sizes_exact"):
@@ -419,131 +512,291 @@ class S3Source:
             spec.checksum = {**checksum, "part_sizes": exact, "part_sizes_exact": True}
             if exact == checksum["part_sizes"]:
                 raise
-            return verify_file(path, spec)
+            return verify_file(transfer.partial, spec)  # the one case that reads a file back
 
     def fetch(self, specs: list[FileSpec], dest: str, progress) -> dict[str, str]:
-        digests = {}
-        for spec in specs:
-            digests[spec.path] = self._fetch_one(spec, dest, progress)
-        return digests
-
-    def _fetch_one(self, spec: FileSpec, dest: str, progress) -> str:
-        """Download (or resume) one file and check it against the object's
-        checksum. A copy that does not match is removed and fetched once
-        more from the start (a resumed part may have been damaged at rest,
-        or a byte changed in transit); a second mismatch fails the run."""
-        for attempt in (1, 2):
-            partial, state_path, resumed = self._download(spec, dest, progress)
-            try:
-                digest = self._verify(partial, spec)
-            except VerifyFailed as exc:
-                for path in (partial, state_path):
-                    if os.path.exists(path):
-                        os.unlink(path)
-                if attempt == 2:
-                    raise VerifyFailed(f"{exc.msg}. Fetched twice from {self.describe()} and the copy differed "
-                                       "both times: it was removed and the folder is not marked complete. Check "
-                                       "the network path (a proxy that rewrites bodies) or the object itself",
-                                       file=spec.path) from exc
-                progress.problems.append(f"{exc.msg} ({'resumed download' if resumed else 'download'}): "
-                                         "removed and fetched again")
-                continue
-            progress.guard()
-            target = target_path(dest, spec.path)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.replace(partial, target)
-            os.unlink(state_path)
-            return digest
-        raise AssertionError("unreachable")
-
-    def _download(self, spec: FileSpec, dest: str, progress) -> tuple[str, str, bool]:
-        """Fill the partial file of spec (resuming its recorded parts):
-        (partial file, its state file, whether parts were resumed). Runs
-        under the folder's lock (fetch_model), so it is the only writer."""
-        key = self._key(spec.path)
-        etag = self._etags.get(spec.path, "")
+        """Download (or resume) every file: ``max_concurrency`` ranged GETs in
+        flight at once, over all files together (a large file's parts and
+        small files alike), each file hashed in order as its bytes arrive
+        (_inorder.py) and checked against the source's checksum once its
+        last part is in. Returns {path: sha256}."""
         partial_dir = os.path.join(dest, PARTIAL_DIR)
         os.makedirs(partial_dir, exist_ok=True)
         if os.path.islink(partial_dir):
             raise UnsafePath(f"{partial_dir} is a symbolic link; the partial files must stay inside the "
                              "destination: remove the link")
+        self.budget = BufferBudget(self.max_concurrency * self.part_size)
+        self.stopping = threading.Event()
+        queue = _PartQueue(self, specs, dest, progress)
+        workers = [threading.Thread(target=queue.work, name=f"s3-fetch-{n}", daemon=True)
+                   for n in range(min(self.max_concurrency, max(1, queue.parts_left())))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if queue.error is not None:
+            raise queue.error
+        # Bytes hashed from the partial files rather than as they arrived: parts an
+        # earlier run left, and parts that found the memory budget spent.
+        self.stats = {"bytes_hashed_from_disk": queue.bytes_read_back, "buffer_peak_bytes": self.budget.peak}
+        return queue.digests
+
+    def _open(self, spec: FileSpec, dest: str, progress, fresh: bool) -> "_Transfer":
+        """The partial file of spec and what of it an earlier run finished
+        (its state file records the parts done; they count only while the
+        object's ETag, size and part size are the same). ``fresh``: start
+        from nothing (a copy that did not verify)."""
+        partial_dir = os.path.join(dest, PARTIAL_DIR)
         safe = spec.path.replace("/", "__")
         partial, state_path = os.path.join(partial_dir, safe), os.path.join(partial_dir, safe + ".json")
+        etag = self._etags.get(spec.path, "")
         size = spec.size or 0
-        parts = max(1, -(-size // self.part_size))
+        count = max(1, -(-size // self.part_size))
+        ranges = [(i * self.part_size, min(self.part_size, size - i * self.part_size) if size else 0)
+                  for i in range(count)]
         state = {"etag": etag, "size": size, "part_size": self.part_size, "done": []}
-        try:
-            with open(state_path, encoding="utf-8") as f:
-                saved = json.load(f)
-            if (saved.get("etag"), saved.get("size"), saved.get("part_size")) == (etag, size, self.part_size) \
-                    and os.path.exists(partial):
-                state = saved
-        except (OSError, ValueError):
-            pass
-        done = set(state["done"])
-        resumed = bool(done)
+        if not fresh:
+            try:
+                with open(state_path, encoding="utf-8") as f:
+                    saved = json.load(f)
+                if (saved.get("etag"), saved.get("size"), saved.get("part_size")) == (etag, size, self.part_size) \
+                        and os.path.exists(partial):
+                    state = saved
+            except (OSError, ValueError):
+                pass
+        done = {i for i in state["done"] if 0 <= i < count}
         if not done:
             progress.guard()
             with open(partial, "wb") as f:
                 f.truncate(size)
-        lock = threading.Lock()
+        progress.skip(sum(ranges[i][1] for i in done))
+        hasher = InOrderHasher(spec, partial, ranges, done, self.budget)
+        return _Transfer(spec, partial, state_path, etag, ranges, done, state, hasher, resumed=bool(done))
 
-        def save_state() -> None:
-            tmp = state_path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({**state, "done": sorted(done)}, f)
-            os.replace(tmp, state_path)
-
-        fd = os.open(partial, os.O_WRONLY)
+    def _get_part(self, t: "_Transfer", index: int, progress) -> None:
+        """One ranged GET into its place in the partial file, each chunk
+        hashed or kept as it arrives. A try that breaks off mid-body is
+        continued from the byte it reached (the object may not change
+        meanwhile: If-Match), so no byte is fetched or hashed twice."""
+        key = self._key(t.spec.path)
+        start, length = t.ranges[index]
+        size = t.spec.size or 0
+        received, last = 0, None
+        fd = os.open(t.partial, os.O_WRONLY)
         try:
-            def get_part(index: int) -> None:
-                start = index * self.part_size
-                end = min(size, start + self.part_size) - 1
-                last = None
-                for attempt in range(self.max_attempts):
-                    try:
-                        kwargs = {"Bucket": self.bucket, "Key": key}
-                        if size:
-                            kwargs["Range"] = f"bytes={start}-{end}"
-                        if etag:
-                            kwargs["IfMatch"] = etag  # the object must not change under a resumed download
-                        body = self._client.get_object(**kwargs)["Body"]
-                        offset, received = start, 0
-                        while chunk := body.read(1024 * 1024):
-                            progress.guard()  # stop at once if another fetcher took the folder over
-                            os.pwrite(fd, chunk, offset)
-                            offset += len(chunk)
-                            received += len(chunk)
-                        if size and received != end - start + 1:
-                            raise OSError(f"part {index}: got {received} bytes, expected {end - start + 1}")
-                        break
-                    except InferopsError:
-                        raise  # the lock was lost: not a network error
-                    except Exception as exc:  # noqa: BLE001 - network errors mid-body are retried here
-                        last = exc
-                        if _s3_status(exc) in (403, 404, 412):
-                            raise _s3_error(f"downloading {spec.path}", self, exc) from exc
-                        time.sleep(backoff(attempt))
-                else:
-                    raise _s3_error(f"downloading {spec.path} (part {index + 1} of {parts}, "
-                                    f"{self.max_attempts} tries)", self, last)
-                with lock:
-                    done.add(index)
-                    save_state()
-                    progress.add(end - start + 1 if size else 0)
-                if self.on_part_done:
-                    self.on_part_done(spec.path, index, len(done), parts)
-
-            todo = [i for i in range(parts) if i not in done]
-            pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
-            try:
-                for future in [pool.submit(get_part, i) for i in todo]:
-                    future.result()
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)  # one part failed: the rest stop
+            for attempt in range(self.max_attempts):
+                if self.stopping.is_set():
+                    raise _Stopped()  # another part failed: the run is over
+                try:
+                    kwargs = {"Bucket": self.bucket, "Key": key}
+                    if size:
+                        kwargs["Range"] = f"bytes={start + received}-{start + length - 1}"
+                    if t.etag:
+                        kwargs["IfMatch"] = t.etag  # the object must not change under a resumed download
+                    body = self._client.get_object(**kwargs)["Body"]
+                    for chunk in body_chunks(body, self._buffer()):
+                        progress.guard()  # stop at once if another fetcher took the folder over
+                        if size and received + len(chunk) > length:
+                            raise OSError(f"part {index}: more than the {length} bytes asked for")
+                        with t.write_lock:  # one writer per file: threads queue here rather than spin on the inode
+                            write_at(fd, chunk, start + received)
+                        t.hasher.feed(index, chunk)
+                        received += len(chunk)
+                        progress.add(len(chunk))
+                    if size and received != length:
+                        raise OSError(f"part {index}: the body ended at {received} of {length} bytes")
+                    return
+                except InferopsError:
+                    raise  # the lock was lost: not a network error
+                except Exception as exc:  # noqa: BLE001 - network errors mid-body are retried here
+                    last = exc
+                    if _s3_status(exc) in (403, 404, 412):
+                        raise _s3_error(f"downloading {t.spec.path}", self, exc) from exc
+                    time.sleep(backoff(attempt))
+            raise _s3_error(f"downloading {t.spec.path} (part {index + 1} of {len(t.ranges)}, "
+                            f"{self.max_attempts} tries)", self, last)
         finally:
             os.close(fd)
-        return partial, state_path, resumed
+
+    def _buffer(self) -> bytearray:
+        """This worker thread's read buffer, reused for every part it fetches."""
+        buf = getattr(self._local, "buffer", None)
+        if buf is None:
+            buf = self._local.buffer = bytearray(READ_CHUNK)
+        return buf
+
+    def _part_done(self, t: "_Transfer", index: int) -> bool:
+        """Record a finished part (so a later run resumes after it); True
+        once the whole file is in and hashed."""
+        with t.lock:
+            t.done.add(index)
+            tmp = t.state_path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({**t.state, "done": sorted(t.done)}, f)
+            os.replace(tmp, t.state_path)
+            count = len(t.done)
+        if self.on_part_done:
+            self.on_part_done(t.spec.path, index, count, len(t.ranges))
+        return t.hasher.part_done(index)
+
+    def _finish(self, t: "_Transfer", dest: str, progress) -> str | None:
+        """Check the whole file and move it into place: its sha256, or None
+        when it did not match and is to be fetched once more (raises on
+        the second mismatch)."""
+        try:
+            digest = self._verify(t)
+        except VerifyFailed as exc:
+            for path in (t.partial, t.state_path):
+                if os.path.exists(path):
+                    os.unlink(path)
+            if t.attempt == 2:
+                raise VerifyFailed(f"{exc.msg}. Fetched twice from {self.describe()} and the copy differed "
+                                   "both times: it was removed and the folder is not marked complete. Check "
+                                   "the network path (a proxy that rewrites bodies) or the object itself",
+                                   file=t.spec.path) from exc
+            progress.problems.append(f"{exc.msg} ({'resumed download' if t.resumed else 'download'}): "
+                                     "removed and fetched again")
+            return None
+        progress.guard()
+        target = target_path(dest, t.spec.path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(t.partial, target)
+        os.unlink(t.state_path)
+        progress.file_done()
+        return digest
+
+
+READ_CHUNK = 1024 * 1024  # bytes per read of a response body
+
+
+def body_chunks(body, buf: bytearray):
+    """The bytes of a GetObject response body, as views of ``buf``, which
+    is reused: each view is valid until the next one is asked for.
+
+    botocore's StreamingBody.read() goes through urllib3 and http.client,
+    which allocate and copy every chunk twice; with the data read straight
+    from the connection into one buffer per worker, a download costs about
+    half the CPU (bench/model_download.py), which is what bounds it when
+    hashing shares the cores. That takes the two libraries' inner objects
+    (StreamingBody._raw_stream, urllib3's HTTPResponse._fp, http.client's
+    HTTPResponse), whose public readinto() then reads without a copy;
+    botocore hands urllib3 decode_content=False, so the bytes are the same
+    either way. Where they are not there (another botocore or urllib3 than
+    the pinned ones, or a checksum-validating body), read() is used."""
+    raw = getattr(body, "_raw_stream", None)
+    fp = getattr(raw, "_fp", None)
+    if type(body).__name__ != "StreamingBody" or not isinstance(fp, http.client.HTTPResponse):
+        while chunk := body.read(len(buf)):
+            yield chunk
+        return
+    view = memoryview(buf)
+    while n := fp.readinto(buf):
+        yield view[:n]
+    raw.release_conn()  # read to its end: the connection goes back to the pool
+
+
+def write_at(fd: int, data, offset: int) -> None:
+    """pwrite all of data (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+class _Stopped(Exception):
+    """A worker stopped because another one failed first."""
+
+
+class _Transfer:
+    """One file on its way down: its partial file, its parts and their state, its digest."""
+
+    def __init__(self, spec, partial, state_path, etag, ranges, done, state, hasher, resumed):
+        self.spec, self.partial, self.state_path, self.etag = spec, partial, state_path, etag
+        self.ranges, self.done, self.state, self.hasher, self.resumed = ranges, done, state, hasher, resumed
+        self.todo = [i for i in range(len(ranges)) if i not in done]
+        self.attempt = 1
+        self.lock = threading.Lock()
+        self.write_lock = threading.Lock()
+
+
+class _PartQueue:
+    """Who fetches which part. Each worker takes a file of its own and
+    fetches its parts in order, so that each part arrives at its file's
+    hashing frontier and nothing waits in memory; with more workers than
+    files left, a worker without a file helps the file with the most parts
+    left, taking its next part (which then waits its turn, within the
+    budget). A file is opened when its first part is taken; one that did not
+    verify goes back to the front to be fetched once more. The first error
+    stops every worker before its next part."""
+
+    def __init__(self, source: S3Source, specs: list[FileSpec], dest: str, progress):
+        self.source, self.dest, self.progress = source, dest, progress
+        self.specs = list(specs)
+        self.again: list[FileSpec] = []
+        self.digests: dict[str, str] = {}
+        self.error: BaseException | None = None
+        self.bytes_read_back = 0
+        self.open_transfers: list[_Transfer] = []
+        self._lock = threading.Lock()
+
+    def parts_left(self) -> int:
+        size = self.source.part_size
+        return sum(max(1, -(-(s.size or 0) // size)) for s in self.specs)
+
+    def _next(self, mine: "_Transfer | None"):
+        """("part", transfer, index), ("finish", transfer, None) for a file
+        an earlier run left whole on disk, or None when there is no more."""
+        with self._lock:
+            while self.error is None:
+                if mine is not None and mine.todo:
+                    return "part", mine, mine.todo.pop(0)
+                if self.again:
+                    spec, fresh = self.again.pop(0), True
+                elif self.specs:
+                    spec, fresh = self.specs.pop(0), False
+                else:
+                    busiest = max(self.open_transfers, key=lambda t: len(t.todo), default=None)
+                    if busiest is None or not busiest.todo:
+                        return None
+                    return "part", busiest, busiest.todo.pop(0)
+                mine = self.source._open(spec, self.dest, self.progress, fresh)
+                mine.attempt = 2 if fresh else 1
+                self.open_transfers.append(mine)
+                if not mine.todo:
+                    return "finish", mine, None
+            return None
+
+    def work(self) -> None:
+        mine = None
+        try:
+            while (item := self._next(mine)) is not None:
+                kind, transfer, index = item
+                mine = transfer
+                if kind == "part":
+                    self.source._get_part(transfer, index, self.progress)
+                    whole = self.source._part_done(transfer, index)
+                else:
+                    whole = transfer.hasher.start()
+                if whole:
+                    self._close(transfer)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
+            with self._lock:
+                if self.error is None:
+                    self.error = exc
+                self.source.stopping.set()
+                for transfer in self.open_transfers:
+                    transfer.hasher.release()
+
+    def _close(self, transfer: _Transfer) -> None:
+        digest = self.source._finish(transfer, self.dest, self.progress)
+        with self._lock:
+            self.bytes_read_back += transfer.hasher.bytes_read_back
+            self.open_transfers.remove(transfer)
+            if digest is None:
+                self.again.append(transfer.spec)
+                self.progress.grow(transfer.spec.size or 0)
+            else:
+                self.digests[transfer.spec.path] = digest
 
 
 def _s3_status(exc) -> int | None:
@@ -585,7 +838,8 @@ def build_source(p: dict, on_part_done=None):
     if kind == "local":
         if not p.get("local_path"):
             raise ParameterError("local_path: required with source: local")
-        return DirectorySource(p["local_path"], allow, ignore, hardlink=p.get("hardlink", True))
+        return DirectorySource(p["local_path"], allow, ignore, hardlink=p.get("hardlink", True),
+                               workers=tuning["max_concurrency"])
     if kind == "s3":
         if not p.get("bucket"):
             raise ParameterError("bucket: required with source: s3")

@@ -20,7 +20,7 @@ import os
 import sys
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError, ParameterError
-from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
+from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model, progress_line
 from ansible_collections.inferops.vllm.plugins.module_utils.model._lock import LOCK_DEFAULTS
 from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import SOURCES, build_source
 
@@ -63,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     params = parse(argv)
 
     def show(snap: dict) -> None:
-        total = snap["bytes_total"] or 1
-        sys.stderr.write(f"progress {snap['bytes_done']}/{snap['bytes_total']} bytes "
-                         f"({100 * snap['bytes_done'] / total:.1f}%) {snap['rate_bytes_s'] / 1048576:.1f} MiB/s\n")
+        sys.stderr.write(f"progress {progress_line(snap)}\n")
         sys.stderr.flush()
 
     def say(line: str) -> None:
