@@ -59,6 +59,13 @@ def refusals(settings: dict) -> list[str]:
     if not s.get("fetch_image"):
         out.append("model_store_fetch_image: empty; name an image that holds the collection's model_fetch code "
                    "(images/model-fetch/Containerfile).")
+    try:
+        concurrency = int(s.get("fetch_concurrency") or 0)
+    except (TypeError, ValueError):
+        concurrency = -1
+    if concurrency < 0:
+        out.append(f"model_store_fetch_concurrency: {_text(s.get('fetch_concurrency'))!r} must be a whole number, "
+                   "0 or more (0: the fetcher's default).")
     if s.get("storage") != "claim" and s.get("download") != "init_container":
         out.append(f"model_store: storage {s.get('storage')} gives each pod a volume of its own, which one Job cannot "
                    "fill; set model_store_download: init_container.")
@@ -124,6 +131,9 @@ def fetch_args(s: dict) -> list[str]:
         args += ["--bucket", _text(s.get("s3_bucket")), "--prefix", _text(s.get("s3_prefix"))]
     if s["source"] == "local":
         args += ["--local-path", _text(s.get("local_path"))]
+    concurrency = int(s.get("fetch_concurrency") or 0)
+    if concurrency > 0:  # left out at 0, so that a Job made before this setting keeps its name
+        args += ["--max-concurrency", str(concurrency)]
     args += [f"--allow-pattern={p}" for p in s.get("allow_patterns") or []]
     args += [f"--ignore-pattern={p}" for p in s.get("ignore_patterns") or []]
     return args

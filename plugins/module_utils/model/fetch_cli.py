@@ -18,11 +18,15 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import InferopsError, ParameterError
 from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model, progress_line
 from ansible_collections.inferops.vllm.plugins.module_utils.model._lock import LOCK_DEFAULTS
 from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import SOURCES, build_source
+
+
+PRINT_EVERY = 10.0  # seconds between progress lines on stderr (the progress file is kept current every second)
 
 
 def parse(argv: list[str] | None) -> dict:
@@ -62,7 +66,14 @@ def parse(argv: list[str] | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     params = parse(argv)
 
+    shown = [float("-inf")]
+
     def show(snap: dict) -> None:
+        # A line every PRINT_EVERY seconds and the last one: a long download's log stays readable.
+        now = time.monotonic()
+        if now - shown[0] < PRINT_EVERY and snap["bytes_done"] < snap["bytes_total"]:
+            return
+        shown[0] = now
         sys.stderr.write(f"progress {progress_line(snap)}\n")
         sys.stderr.flush()
 

@@ -65,6 +65,14 @@ def test_the_download_arguments_hold_no_secret_and_follow_the_source():
     assert local[-2:] == ["--local-path", "/srv/models/q"]
 
 
+def test_fetch_concurrency_is_passed_only_when_set_so_existing_jobs_keep_their_names():
+    assert "--max-concurrency" not in fetch_args(settings(fetch_concurrency=0))
+    assert plan(settings(fetch_concurrency=0))["job_name"] == plan(settings())["job_name"]
+    args = fetch_args(settings(fetch_concurrency=32))
+    assert args[args.index("--max-concurrency") + 1] == "32"
+    assert DEFAULTS["model_store_fetch_concurrency"] == 0
+
+
 def test_the_job_says_where_the_model_goes_and_which_revision():
     planned = plan(settings(subpath="qwen@abc123", source="huggingface", model_id="Qwen/Qwen3-8B",
                             revision="abc123"))
@@ -114,6 +122,8 @@ def test_the_defaults_are_refused_for_what_they_lack_only():
     ({"source": "local", "local_path": ""}, "model_store_local_path"),
     ({"fetch_image": ""}, "model_store_fetch_image"),
     ({"storage": "per_replica", "download": "job"}, "model_store_download: init_container"),
+    ({"fetch_concurrency": -2}, "model_store_fetch_concurrency"),
+    ({"fetch_concurrency": "many"}, "model_store_fetch_concurrency"),
 ])
 def test_each_refusal_names_the_variable(change, named):
     said = refusals(settings(**change))
