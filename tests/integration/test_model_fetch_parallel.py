@@ -207,3 +207,84 @@ def test_progress_file_and_lines_a_person_can_read(sandbox, s3, tmp_path):
     assert lines[-1] == (f"progress qwen-tiny: {total / MIB:.1f} MiB of {total / MIB:.1f} MiB (100.0%), "
                          f"{lines[-1].split(', ')[1]}, 0s left, {len(files)} of {len(files)} files")
     assert creds["secret_key"] not in proc.stderr + proc.stdout
+
+
+def test_the_pinned_libraries_give_the_one_buffer_read(sandbox, s3):
+    """body_chunks reads a response straight into the worker's buffer when
+    botocore's and urllib3's response objects are as the pinned versions
+    make them; if an upgrade changes them it falls back to read(), which is
+    correct but slower: this test says so before a benchmark does."""
+    import http.client
+
+    from ansible_collections.inferops.vllm.plugins.module_utils.model._sources import READ_CHUNK, body_chunks
+
+    bucket = f"models-{uuid.uuid4().hex[:8]}"
+    data = os.urandom(3 * READ_CHUNK + 99)
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="blob", Body=data)
+    body = s3.get_object(Bucket=bucket, Key="blob", Range=f"bytes=5-{len(data) - 1}")["Body"]
+    assert type(body).__name__ == "StreamingBody"
+    assert isinstance(body._raw_stream._fp, http.client.HTTPResponse)
+    buf = bytearray(READ_CHUNK)
+    kinds, chunks = set(), []
+    for chunk in body_chunks(body, buf):
+        kinds.add(type(chunk))
+        chunks.append(bytes(chunk))  # a view of buf: copied before the next one overwrites it
+    assert b"".join(chunks) == data[5:]
+    assert kinds == {memoryview} and len(chunks) >= 4  # views of the one buffer, not read()'s bytes
+
+
+def test_a_short_partial_file_recorded_as_complete_is_refetched(sandbox, s3, tmp_path):
+    """A state file that says every part is done beside a partial file that
+    is shorter (a disk that lost the tail, an edited state file): the size
+    check refuses it, it is fetched again from nothing, and the folder holds
+    the object."""
+    from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
+
+    bucket = f"models-{uuid.uuid4().hex[:8]}"
+    big = os.urandom(12 * MIB)
+    files = {"config.json": CONFIG, "large.safetensors": big}
+    upload(s3, bucket, "m", files, manifest=False)
+    etag = s3.head_object(Bucket=bucket, Key="m/large.safetensors")["ETag"]
+    partial = tmp_path / "m" / ".inferops-partial"
+    partial.mkdir(parents=True)
+    (partial / "large.safetensors").write_bytes(big[:7 * MIB])
+    (partial / "large.safetensors.json").write_text(json.dumps(
+        {"etag": etag, "size": len(big), "part_size": 5 * MIB, "done": [0, 1, 2]}))
+    result = fetch_model(source(sandbox, bucket, "m"), str(tmp_path / "m"))
+    exact_copy(tmp_path / "m", files)
+    assert any("large.safetensors: size" in p and "fetched again" in p for p in result["problems"]), result["problems"]
+
+
+def test_a_disk_that_refuses_a_write_fails_at_once_and_is_not_blamed_on_the_network(sandbox, s3, tmp_path, monkeypatch):
+    from ansible_collections.inferops.vllm.plugins.module_utils.model import _sources
+    from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import fetch_model
+
+    bucket = f"models-{uuid.uuid4().hex[:8]}"
+    upload(s3, bucket, "m", {"config.json": CONFIG, "w.safetensors": os.urandom(11 * MIB)}, manifest=False)
+
+    def full_disk(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_sources, "write_at", full_disk)
+    src = source(sandbox, bucket, "m", max_concurrency=1)
+    gets = []
+    real_get = None
+
+    def counting_get(**kwargs):
+        gets.append(kwargs["Key"])
+        return real_get(**kwargs)
+
+    real_prepare = src.prepare
+
+    def prepare(check_mode=False):
+        nonlocal real_get
+        real_prepare(check_mode)
+        real_get = src._client.get_object
+        src._client.get_object = counting_get
+
+    src.prepare = prepare
+    with pytest.raises(_sources.LocalWriteFailed, match="No space left on device") as failure:
+        fetch_model(src, str(tmp_path / "m"))
+    assert "endpoint" not in failure.value.msg
+    assert len(gets) == 1  # not retried max_attempts times as a network error

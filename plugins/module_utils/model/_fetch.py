@@ -401,6 +401,11 @@ class Progress:
             self.total -= n
             self.resumed += n
 
+    def forget_resumed(self, n: int) -> None:
+        """n resumed bytes were thrown away (their file did not verify)."""
+        with self._lock:
+            self.resumed -= n
+
     def grow(self, n: int) -> None:
         """n more bytes to download (a file fetched once more)."""
         with self._lock:

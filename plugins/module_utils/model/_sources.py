@@ -144,7 +144,8 @@ def _copy_hashing(src: str, tmp: str, spec: FileSpec) -> str:
             raise VerifyFailed(f"{spec.path}: size {size} bytes, the source says {spec.size}", file=spec.path)
         return check_digest(spec, *digest.result())
     except BaseException:
-        os.unlink(tmp)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
         raise
 
 
@@ -208,10 +209,26 @@ class DirectorySource:
             return digest, how
 
         digests = {}
+        stop = threading.Event()
+
+        def guarded(spec: FileSpec) -> tuple[str, str]:
+            if stop.is_set():
+                raise _Stopped()
+            try:
+                return one(spec)
+            except BaseException:
+                stop.set()  # the first file that fails stops the rest
+                raise
+
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(specs) or 1))) as pool:
-            for spec, (digest, how) in zip(specs, pool.map(one, specs)):
-                digests[spec.path] = digest
-                placed[how] += 1
+            futures = [pool.submit(guarded, spec) for spec in specs]
+        failed = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+        if failed:  # the error that stopped the others, not a _Stopped
+            raise next((e for e in failed if not isinstance(e, _Stopped)), failed[0])
+        for spec, future in zip(specs, futures):
+            digest, how = future.result()
+            digests[spec.path] = digest
+            placed[how] += 1
         self.stats = {"files_" + how.replace("-", "_"): n for how, n in placed.items()}
         return digests
 
@@ -501,6 +518,9 @@ class S3Source:
         """The file's sha256 once its streamed digest matches the source's
         checksum; raises VerifyFailed otherwise."""
         spec = transfer.spec
+        size = os.path.getsize(transfer.partial)
+        if spec.size is not None and size != spec.size:
+            raise VerifyFailed(f"{spec.path}: size {size} bytes, the source says {spec.size}", file=spec.path)
         try:
             return check_digest(spec, *transfer.hasher.result())
         except VerifyFailed:
@@ -569,9 +589,12 @@ class S3Source:
             progress.guard()
             with open(partial, "wb") as f:
                 f.truncate(size)
-        progress.skip(sum(ranges[i][1] for i in done))
+        resumed = sum(ranges[i][1] for i in done)
+        progress.skip(resumed)
         hasher = InOrderHasher(spec, partial, ranges, done, self.budget)
-        return _Transfer(spec, partial, state_path, etag, ranges, done, state, hasher, resumed=bool(done))
+        transfer = _Transfer(spec, partial, state_path, etag, ranges, done, state, hasher, resumed=bool(done))
+        transfer.resumed_bytes = resumed
+        return transfer
 
     def _get_part(self, t: "_Transfer", index: int, progress) -> None:
         """One ranged GET into its place in the partial file, each chunk
@@ -587,6 +610,8 @@ class S3Source:
             for attempt in range(self.max_attempts):
                 if self.stopping.is_set():
                     raise _Stopped()  # another part failed: the run is over
+                if size and received == length:
+                    return  # the body broke off after its last byte
                 try:
                     kwargs = {"Bucket": self.bucket, "Key": key}
                     if size:
@@ -598,11 +623,15 @@ class S3Source:
                         progress.guard()  # stop at once if another fetcher took the folder over
                         if size and received + len(chunk) > length:
                             raise OSError(f"part {index}: more than the {length} bytes asked for")
-                        with t.write_lock:  # one writer per file: threads queue here rather than spin on the inode
-                            write_at(fd, chunk, start + received)
-                        t.hasher.feed(index, chunk)
+                        try:
+                            with t.write_lock:  # one writer per file: threads queue here rather than spin on the inode
+                                write_at(fd, chunk, start + received)
+                            t.hasher.feed(index, chunk)
+                            progress.add(len(chunk))
+                        except OSError as exc:  # the disk, not the network: not retried
+                            raise LocalWriteFailed(f"writing {t.spec.path} into {t.partial}: {exc}",
+                                                   file=t.spec.path) from exc
                         received += len(chunk)
-                        progress.add(len(chunk))
                     if size and received != length:
                         raise OSError(f"part {index}: the body ended at {received} of {length} bytes")
                     return
@@ -625,11 +654,12 @@ class S3Source:
             buf = self._local.buffer = bytearray(READ_CHUNK)
         return buf
 
-    def _part_done(self, t: "_Transfer", index: int) -> bool:
+    def _part_done(self, t: "_Transfer", index: int, progress) -> bool:
         """Record a finished part (so a later run resumes after it); True
         once the whole file is in and hashed."""
         with t.lock:
             t.done.add(index)
+            progress.guard()
             tmp = t.state_path + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump({**t.state, "done": sorted(t.done)}, f)
@@ -646,6 +676,7 @@ class S3Source:
         try:
             digest = self._verify(t)
         except VerifyFailed as exc:
+            progress.guard()
             for path in (t.partial, t.state_path):
                 if os.path.exists(path):
                     os.unlink(path)
@@ -690,8 +721,12 @@ def body_chunks(body, buf: bytearray):
             yield chunk
         return
     view = memoryview(buf)
-    while n := fp.readinto(buf):
-        yield view[:n]
+    try:
+        while n := fp.readinto(buf):
+            yield view[:n]
+    except BaseException:
+        raw.close()  # broken off: this connection is not reused
+        raise
     raw.release_conn()  # read to its end: the connection goes back to the pool
 
 
@@ -707,6 +742,10 @@ class _Stopped(Exception):
     """A worker stopped because another one failed first."""
 
 
+class LocalWriteFailed(InferopsError):
+    """Writing into the destination failed (a full disk, a read-only volume): not retried as a network error."""
+
+
 class _Transfer:
     """One file on its way down: its partial file, its parts and their state, its digest."""
 
@@ -715,6 +754,7 @@ class _Transfer:
         self.ranges, self.done, self.state, self.hasher, self.resumed = ranges, done, state, hasher, resumed
         self.todo = [i for i in range(len(ranges)) if i not in done]
         self.attempt = 1
+        self.resumed_bytes = 0
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
 
@@ -726,8 +766,9 @@ class _PartQueue:
     files left, a worker without a file helps the file with the most parts
     left, taking its next part (which then waits its turn, within the
     budget). A file is opened when its first part is taken; one that did not
-    verify goes back to the front to be fetched once more. The first error
-    stops every worker before its next part."""
+    verify goes back to the front to be fetched once more, by every worker
+    that has nothing else to do (they wait for that until the last file is
+    closed). The first error stops every worker before its next part."""
 
     def __init__(self, source: S3Source, specs: list[FileSpec], dest: str, progress):
         self.source, self.dest, self.progress = source, dest, progress
@@ -738,45 +779,54 @@ class _PartQueue:
         self.bytes_read_back = 0
         self.open_transfers: list[_Transfer] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
 
     def parts_left(self) -> int:
         size = self.source.part_size
         return sum(max(1, -(-(s.size or 0) // size)) for s in self.specs)
 
     def _next(self, mine: "_Transfer | None"):
-        """("part", transfer, index), ("finish", transfer, None) for a file
-        an earlier run left whole on disk, or None when there is no more."""
+        """("part", transfer, index, opened), ("finish", transfer, None,
+        True) for a file an earlier run left whole on disk, or None when
+        there is no more. ``opened``: the file was opened for this part."""
         with self._lock:
             while self.error is None:
                 if mine is not None and mine.todo:
-                    return "part", mine, mine.todo.pop(0)
+                    return "part", mine, mine.todo.pop(0), False
                 if self.again:
                     spec, fresh = self.again.pop(0), True
                 elif self.specs:
                     spec, fresh = self.specs.pop(0), False
                 else:
                     busiest = max(self.open_transfers, key=lambda t: len(t.todo), default=None)
-                    if busiest is None or not busiest.todo:
+                    if busiest is not None and busiest.todo:
+                        return "part", busiest, busiest.todo.pop(0), False
+                    if not self.open_transfers:
                         return None
-                    return "part", busiest, busiest.todo.pop(0)
+                    # Files are still coming down: one of them may not verify and be fetched again.
+                    self._changed.wait()
+                    mine = None
+                    continue
                 mine = self.source._open(spec, self.dest, self.progress, fresh)
                 mine.attempt = 2 if fresh else 1
                 self.open_transfers.append(mine)
                 if not mine.todo:
-                    return "finish", mine, None
+                    return "finish", mine, None, True
+                return "part", mine, mine.todo.pop(0), True
             return None
 
     def work(self) -> None:
         mine = None
         try:
             while (item := self._next(mine)) is not None:
-                kind, transfer, index = item
+                kind, transfer, index, opened = item
                 mine = transfer
+                # Parts an earlier run left at the front are hashed from disk first, so
+                # that this worker's parts arrive at the frontier rather than wait in memory.
+                whole = transfer.hasher.start() if opened else False
                 if kind == "part":
                     self.source._get_part(transfer, index, self.progress)
-                    whole = self.source._part_done(transfer, index)
-                else:
-                    whole = transfer.hasher.start()
+                    whole = self.source._part_done(transfer, index, self.progress)
                 if whole:
                     self._close(transfer)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
@@ -786,6 +836,7 @@ class _PartQueue:
                 self.source.stopping.set()
                 for transfer in self.open_transfers:
                     transfer.hasher.release()
+                self._changed.notify_all()
 
     def _close(self, transfer: _Transfer) -> None:
         digest = self.source._finish(transfer, self.dest, self.progress)
@@ -795,8 +846,10 @@ class _PartQueue:
             if digest is None:
                 self.again.append(transfer.spec)
                 self.progress.grow(transfer.spec.size or 0)
+                self.progress.forget_resumed(transfer.resumed_bytes)
             else:
                 self.digests[transfer.spec.path] = digest
+            self._changed.notify_all()
 
 
 def _s3_status(exc) -> int | None:

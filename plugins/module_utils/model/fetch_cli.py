@@ -66,14 +66,14 @@ def parse(argv: list[str] | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     params = parse(argv)
 
-    shown = [float("-inf")]
+    shown = {"at": float("-inf"), "what": None}
 
     def show(snap: dict) -> None:
-        # A line every PRINT_EVERY seconds and the last one: a long download's log stays readable.
-        now = time.monotonic()
-        if now - shown[0] < PRINT_EVERY and snap["bytes_done"] < snap["bytes_total"]:
+        # A line every PRINT_EVERY seconds and the last one (once): a long download's log stays readable.
+        now, what = time.monotonic(), (snap["bytes_done"], snap["files_done"])
+        if what == shown["what"] or (now - shown["at"] < PRINT_EVERY and snap["bytes_done"] < snap["bytes_total"]):
             return
-        shown[0] = now
+        shown.update(at=now, what=what)
         sys.stderr.write(f"progress {progress_line(snap)}\n")
         sys.stderr.flush()
 

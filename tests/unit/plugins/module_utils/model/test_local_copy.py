@@ -74,3 +74,14 @@ def test_a_file_that_does_not_match_its_sum_leaves_nothing(tmp_path, folder, mon
         fetch_model(DirectorySource(str(src), hardlink=False), str(dest))
     assert not (dest / "model.safetensors").exists()
     assert not list(dest.rglob("*.inferops-tmp")) and not (dest / MARKER).exists()
+
+
+def test_the_first_file_that_fails_stops_the_rest(tmp_path, folder):
+    src, files = folder
+    (src / "a-first.bin").write_bytes(b"x" * 1000)
+    with open(src / "SHA256SUMS", "a") as f:
+        f.write(f"{'0' * 64}  a-first.bin\n")  # a sum this file does not have
+    dest = tmp_path / "dest"
+    with pytest.raises(VerifyFailed, match="a-first.bin"):  # the real error, not the others' stop
+        fetch_model(DirectorySource(str(src), hardlink=False, workers=1), str(dest))
+    assert not [p for p in dest.rglob("*") if p.is_file() and p.name in {"model.safetensors", "tokenizer.json"}]
