@@ -235,7 +235,7 @@ def hash_rate() -> float:
     """This machine's sha256 through hashlib, in bytes a second on one core."""
     block = os.urandom(64 * MIB)
     start = time.perf_counter()
-    for _ in range(8):
+    for _round in range(8):
         hashlib.sha256(block).digest()
     return 8 * len(block) / (time.perf_counter() - start)
 

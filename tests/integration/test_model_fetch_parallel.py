@@ -81,7 +81,7 @@ class Watched:
             with self.lock:
                 self.active[(transfer.spec.path, index)] = 1
                 self.most = max(self.most, len(self.active))
-                self.most_files = max(self.most_files, len({path for path, _ in self.active}))
+                self.most_files = max(self.most_files, len({path for path, _index in self.active}))
             try:
                 return original(transfer, index, progress)
             finally:

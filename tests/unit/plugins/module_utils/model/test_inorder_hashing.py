@@ -41,8 +41,8 @@ def ranges_of(size: int) -> list[tuple[int, int]]:
 def spec_for(data: bytes) -> FileSpec:
     # Uploaded in 5 MiB parts: the ETag's parts are not the download's parts.
     sizes = [5 * MIB] * (len(data) // (5 * MIB)) + [len(data) % (5 * MIB)]
-    return FileSpec("w.safetensors", len(data), checksum={"algorithm": "s3-etag", "value": multipart_etag(data, 5 * MIB),
-                                                         "part_sizes": sizes})
+    checksum = {"algorithm": "s3-etag", "value": multipart_etag(data, 5 * MIB), "part_sizes": sizes}
+    return FileSpec("w.safetensors", len(data), checksum=checksum)
 
 
 def deliver(hasher: InOrderHasher, path, data: bytes, order: list[int], threads: int = 1) -> bool:
@@ -68,7 +68,7 @@ def deliver(hasher: InOrderHasher, path, data: bytes, order: list[int], threads:
             if hasher.part_done(index):
                 whole.append(index)
 
-    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    workers = [threading.Thread(target=worker) for _n in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
@@ -151,7 +151,7 @@ def test_progress_line_and_time_left():
     seen = []
     progress = Progress(1000 * MIB, callback=seen.append, clock=lambda: now[0], files=4, name="Qwen/Qwen3-8B")
     progress.skip(200 * MIB)  # resumed from an earlier run: off the total
-    for _ in range(4):
+    for _step in range(4):
         now[0] += 2.0
         progress.add(100 * MIB)
     snap = progress.snapshot()
