@@ -705,9 +705,9 @@ def body_chunks(body, buf: bytearray):
 
     botocore's StreamingBody.read() goes through urllib3 and http.client,
     which allocate and copy every chunk twice; with the data read straight
-    from the connection into one buffer per worker, a download costs about
-    half the CPU (bench/model_download.py), which is what bounds it when
-    hashing shares the cores. That takes the two libraries' inner objects
+    from the connection into one buffer per worker, a download saves a copy
+    and an allocation of every chunk (docs/model_fetch.md), which counts
+    when hashing shares the cores. That takes the two libraries' inner objects
     (StreamingBody._raw_stream, urllib3's HTTPResponse._fp, http.client's
     HTTPResponse), whose public readinto() then reads without a copy;
     botocore hands urllib3 decode_content=False, so the bytes are the same
