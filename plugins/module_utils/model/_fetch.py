@@ -274,13 +274,17 @@ def checksum_name(checksum: dict) -> str:
 def verify_file(path: str, spec: FileSpec) -> str:
     """Check size and the source's own checksum, if it publishes one;
     return the file's sha256. Raises VerifyFailed naming what differs."""
-    size = os.path.getsize(path)
-    if spec.size is not None and size != spec.size:
-        raise VerifyFailed(f"{spec.path}: size {size} bytes, the source says {spec.size}", file=spec.path)
+    check_size(spec, os.path.getsize(path))
     checksum = spec.source_checksum()
     if not checksum:
         return sha256_file(path)
     return check_digest(spec, *source_digest(path, checksum))
+
+
+def check_size(spec: FileSpec, size: int) -> None:
+    """Raise VerifyFailed when a copy of ``size`` bytes is not the source's size."""
+    if spec.size is not None and size != spec.size:
+        raise VerifyFailed(f"{spec.path}: size {size} bytes, the source says {spec.size}", file=spec.path)
 
 
 def check_digest(spec: FileSpec, sha256: str, value: str | None) -> str:

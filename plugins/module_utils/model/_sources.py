@@ -20,7 +20,8 @@ from ansible_collections.inferops.vllm.plugins.module_utils._errors import (
     EndpointError, InferopsError, MissingDependency, ParameterError,
 )
 from ansible_collections.inferops.vllm.plugins.module_utils.model._fetch import (
-    MARKER, PRIVATE_DIRS, FileSpec, StreamDigest, UnsafePath, VerifyFailed, check_digest, check_relative_path, match_patterns,
+    MARKER, PRIVATE_DIRS, FileSpec, StreamDigest, UnsafePath, VerifyFailed, check_digest, check_relative_path, check_size,
+    match_patterns,
     s3_checksum_supported, target_path, verify_file,
 )
 from ansible_collections.inferops.vllm.plugins.module_utils.model._inorder import BufferBudget, InOrderHasher
@@ -135,12 +136,9 @@ def _copy_hashing(src: str, tmp: str, spec: FileSpec) -> str:
         with open(src, "rb", buffering=0) as fin, open(tmp, "wb", buffering=0) as fout:
             while n := fin.readinto(buf):
                 digest.update(view[:n])
-                written = 0
-                while written < n:
-                    written += fout.write(view[written:n])
+                write_at(fout.fileno(), view[:n], size)
                 size += n
-        if spec.size is not None and size != spec.size:
-            raise VerifyFailed(f"{spec.path}: size {size} bytes, the source says {spec.size}", file=spec.path)
+        check_size(spec, size)
         return check_digest(spec, *digest.result())
     except BaseException:
         if os.path.lexists(tmp):
@@ -199,28 +197,25 @@ class DirectorySource:
         root = self.root()
         placed = {"linked": 0, "range-copied": 0, "copied": 0}
 
+        digests = {}
+        stop = threading.Event()
+
         def one(spec: FileSpec) -> tuple[str, str]:
-            target = target_path(dest, spec.path)
-            progress.guard()
-            digest, how = _place(os.path.join(root, spec.path), target, self.hardlink, spec)
+            if stop.is_set():
+                raise _Stopped()
+            try:
+                target = target_path(dest, spec.path)
+                progress.guard()
+                digest, how = _place(os.path.join(root, spec.path), target, self.hardlink, spec)
+            except BaseException:
+                stop.set()  # the first file that fails stops the rest
+                raise
             progress.add(spec.size or 0)
             progress.file_done()
             return digest, how
 
-        digests = {}
-        stop = threading.Event()
-
-        def guarded(spec: FileSpec) -> tuple[str, str]:
-            if stop.is_set():
-                raise _Stopped()
-            try:
-                return one(spec)
-            except BaseException:
-                stop.set()  # the first file that fails stops the rest
-                raise
-
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(specs) or 1))) as pool:
-            futures = [pool.submit(guarded, spec) for spec in specs]
+            futures = [pool.submit(one, spec) for spec in specs]
         failed = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
         if failed:  # the error that stopped the others, not a _Stopped
             raise next((e for e in failed if not isinstance(e, _Stopped)), failed[0])
@@ -517,9 +512,7 @@ class S3Source:
         """The file's sha256 once its streamed digest matches the source's
         checksum; raises VerifyFailed otherwise."""
         spec = transfer.spec
-        size = os.path.getsize(transfer.partial)
-        if spec.size is not None and size != spec.size:
-            raise VerifyFailed(f"{spec.path}: size {size} bytes, the source says {spec.size}", file=spec.path)
+        check_size(spec, os.path.getsize(transfer.partial))
         try:
             return check_digest(spec, *transfer.hasher.result())
         except VerifyFailed:
@@ -560,6 +553,10 @@ class S3Source:
         self.stats = {"bytes_hashed_from_disk": queue.bytes_read_back, "buffer_peak_bytes": self.budget.peak}
         return queue.digests
 
+    def part_count(self, size: int) -> int:
+        """Ranged GETs for a file of size bytes (one, for an empty file)."""
+        return max(1, -(-size // self.part_size))
+
     def _open(self, spec: FileSpec, dest: str, progress, fresh: bool) -> "_Transfer":
         """The partial file of spec and what of it an earlier run finished
         (its state file records the parts done; they count only while the
@@ -570,7 +567,7 @@ class S3Source:
         partial, state_path = os.path.join(partial_dir, safe), os.path.join(partial_dir, safe + ".json")
         etag = self._etags.get(spec.path, "")
         size = spec.size or 0
-        count = max(1, -(-size // self.part_size))
+        count = self.part_count(size)
         ranges = [(i * self.part_size, min(self.part_size, size - i * self.part_size) if size else 0)
                   for i in range(count)]
         state = {"etag": etag, "size": size, "part_size": self.part_size, "done": []}
@@ -588,12 +585,10 @@ class S3Source:
             progress.guard()
             with open(partial, "wb") as f:
                 f.truncate(size)
-        resumed = sum(ranges[i][1] for i in done)
-        progress.skip(resumed)
+        resumed_bytes = sum(ranges[i][1] for i in done)
+        progress.skip(resumed_bytes)
         hasher = InOrderHasher(spec, partial, ranges, done, self.budget)
-        transfer = _Transfer(spec, partial, state_path, etag, ranges, done, state, hasher, resumed=bool(done))
-        transfer.resumed_bytes = resumed
-        return transfer
+        return _Transfer(spec, partial, state_path, etag, ranges, done, state, hasher, resumed_bytes)
 
     def _get_part(self, t: "_Transfer", index: int, progress) -> None:
         """One ranged GET into its place in the partial file, each chunk
@@ -748,12 +743,12 @@ class LocalWriteFailed(InferopsError):
 class _Transfer:
     """One file on its way down: its partial file, its parts and their state, its digest."""
 
-    def __init__(self, spec, partial, state_path, etag, ranges, done, state, hasher, resumed):
+    def __init__(self, spec, partial, state_path, etag, ranges, done, state, hasher, resumed_bytes):
         self.spec, self.partial, self.state_path, self.etag = spec, partial, state_path, etag
-        self.ranges, self.done, self.state, self.hasher, self.resumed = ranges, done, state, hasher, resumed
+        self.ranges, self.done, self.state, self.hasher = ranges, done, state, hasher
+        self.resumed, self.resumed_bytes = bool(done), resumed_bytes  # parts an earlier run left
         self.todo = [i for i in range(len(ranges)) if i not in done]
         self.attempt = 1
-        self.resumed_bytes = 0
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
 
@@ -781,8 +776,7 @@ class _PartQueue:
         self._changed = threading.Condition(self._lock)
 
     def parts_left(self) -> int:
-        size = self.source.part_size
-        return sum(max(1, -(-(s.size or 0) // size)) for s in self.specs)
+        return sum(self.source.part_count(s.size or 0) for s in self.specs)
 
     def _next(self, mine: "_Transfer | None"):
         """("part", transfer, index, opened), ("finish", transfer, None,
