@@ -1,0 +1,305 @@
+# -*- coding: utf-8 -*-
+# Copyright: inferops.vllm contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The fleet's router, as the command of its pod:
+
+    python -m ansible_collections.inferops.vllm.plugins.module_utils.router.router_cli \\
+        --config /etc/inferops-router/router.json --port 8000
+
+One OpenAI-compatible endpoint for every model of the fleet: a request goes
+to a ready replica of the model its ``model`` names (or of the model whose
+replicas list that name: a LoRA adapter), by session or prompt-prefix
+affinity within a load bound (_routes.py); ``/v1/models`` lists every model
+and adapter; an unknown model gets vLLM's own 404; responses, streams
+included, pass through byte for byte. The router's key and each model's key
+are files of mounted Secrets (--api-key-file, the entries' key_file), read
+again when they change, so a rotated key takes effect without a restart;
+never flags or env. Needs aiohttp, no Ansible."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import sys
+import time
+
+from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
+from ansible_collections.inferops.vllm.plugins.module_utils.router import _endpoints, _routes
+from ansible_collections.inferops.vllm.plugins.module_utils.router._metrics import Metrics
+
+try:
+    import aiohttp
+    from aiohttp import web
+except ImportError:  # the collection's controller side never imports this file; the router's image has aiohttp
+    aiohttp = web = None
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "content-length", "authorization"}
+MAX_BODY = 64 * 1024 * 1024  # a long prompt or a batch of embedding inputs, never a model's weights
+ATTEMPTS = 3  # replicas tried for one request when they cannot be reached
+
+
+def _log(text: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} router: {text}", file=sys.stderr, flush=True)
+
+
+class KeyFile:
+    """A key kept in a file of a mounted Secret: read again when the file
+    changes (the kubelet replaces a Secret volume's files when the Secret
+    changes), so a rotated key is taken without a restart."""
+
+    def __init__(self, path: str):
+        self.path, self.seen, self.value = path, None, ""
+
+    def read(self) -> str:
+        stat = os.stat(self.path)
+        if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != self.seen:
+            with open(self.path, encoding="utf-8") as f:
+                self.value = f.read().strip()
+            self.seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if not self.value:
+            raise ParameterError(f"{self.path} is empty: the Secret behind it has no key")
+        return self.value
+
+
+class Router:
+    def __init__(self, config: dict, api_key: KeyFile, backend_keys: dict[str, KeyFile], cluster, log=_log):
+        self.config, self.api_key, self.backend_keys = config, api_key, backend_keys
+        self.cluster, self.log = cluster, log
+        self.table = _routes.Table(config["models"])
+        self.in_flight: dict[str, int] = {}
+        self.metrics = Metrics()
+        self.created = int(time.time())
+        self.session = None
+        self.stop = None
+        self.refresh_now = None
+        self.last_refresh = -1e9
+        self.tasks: list = []
+
+    # --- the app ----------------------------------------------------------------------------
+
+    def app(self):
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics_page)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/{tail:.*}", self.proxy)
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        app.on_startup.append(self.start)
+        app.on_cleanup.append(self.cleanup)
+        return app
+
+    async def start(self, _app) -> None:
+        # No overall timeout: a generation may stream for many minutes. auto_decompress off: bytes pass unchanged.
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                                             auto_decompress=False)
+        self.stop, self.refresh_now = asyncio.Event(), asyncio.Event()
+        services = sorted({m["service"] for m in self.config["models"]})
+        if self.cluster is not None:
+            self.tasks.append(asyncio.create_task(_endpoints.watch_slices(
+                self.session, self.cluster, self.config["namespace"], services, self.endpoints_changed, self.log,
+                self.stop)))
+        self.tasks.append(asyncio.create_task(self.refresh_models_loop()))
+
+    async def cleanup(self, _app) -> None:
+        self.stop.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.session.close()
+
+    def endpoints_changed(self, by_service: dict[str, list[dict]]) -> None:
+        for model in self.config["models"]:
+            addresses = _endpoints.ready_addresses(by_service.get(model["service"], []), model["port_name"])
+            if addresses != self.table.replicas[model["name"]]:
+                self.log(f"{model['name']}: {len(addresses)} ready replica(s): {', '.join(addresses) or 'none'}")
+            self.table.set_replicas(model["name"], addresses)
+            self.metrics.set("inferops_router_replicas", len(addresses), model=model["name"])
+        self.refresh_now.set()
+
+    # --- what each replica serves -----------------------------------------------------------
+
+    async def refresh_models_loop(self) -> None:
+        while not self.stop.is_set():
+            await self.refresh_models()
+            self.refresh_now.clear()
+            try:
+                await asyncio.wait_for(self.refresh_now.wait(), self.config["models_refresh_s"])
+            except asyncio.TimeoutError:
+                pass
+
+    async def refresh_if_older(self, seconds: float) -> None:
+        """What the replicas list, asked again unless asked within ``seconds``
+        (a listing or an unknown name asks at most once a second)."""
+        if time.monotonic() - self.last_refresh > seconds:
+            await self.refresh_models()
+
+    async def refresh_models(self) -> None:
+        """Ask every ready replica what it lists (its model and adapters)."""
+        self.last_refresh = time.monotonic()
+        jobs = [(m, a) for m in self.config["models"] for a in self.table.replicas[m["name"]]]
+        answers = await asyncio.gather(*(self.listed_by(m, a) for m, a in jobs), return_exceptions=True)
+        for (model, address), answer in zip(jobs, answers):
+            if isinstance(answer, list):
+                self.table.served[address] = answer
+            elif address in self.table.replicas[model["name"]]:
+                self.log(f"{model['name']}: {address} did not list its models: {answer}")
+
+    async def listed_by(self, model: dict, address: str) -> list:
+        headers = {"Authorization": f"Bearer {self.backend_keys[model['name']].read()}"}
+        async with self.session.get(f"http://{address}/v1/models", headers=headers,
+                                    timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}")
+            body = json.loads(await resp.read())
+        return [e for e in body.get("data") or [] if isinstance(e, dict) and e.get("id")]
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    def authorized(self, request) -> bool:
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.api_key.read()}".encode())
+
+    @staticmethod
+    def answer(body: dict, status: int):
+        # Compact, as FastAPI's JSONResponse writes it (vLLM's 404 is 115 bytes: chat_wrong_model.json).
+        return web.json_response(body, status=status, dumps=lambda obj: json.dumps(obj, separators=(",", ":")))
+
+    async def health(self, _request):
+        return web.Response(status=200)
+
+    async def metrics_page(self, _request):
+        return web.Response(text=self.metrics.text(), content_type="text/plain", charset="utf-8")
+
+    async def not_found(self, _request):
+        return self.answer(_routes.NOT_FOUND_PATH, 404)
+
+    async def models(self, request):
+        if not self.authorized(request):
+            return self.answer(_routes.UNAUTHORIZED, 401)
+        await self.refresh_if_older(1.0)
+        return self.answer(self.table.listing(self.created), 200)
+
+    async def proxy(self, request):
+        if not self.authorized(request):
+            return self.answer(_routes.UNAUTHORIZED, 401)
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return self.answer(_routes.error("The request body is not a JSON object.", 400, "BadRequestError"), 400)
+        name = body.get("model")
+        if name is None and len(self.table.models) == 1:
+            name = next(iter(self.table.models))  # vLLM's own rule: no model means the one it serves
+        if not isinstance(name, str) or not name:
+            names = ", ".join(sorted(self.table.models))
+            return self.answer(_routes.error(f"The request has no model: name one of {names} (GET /v1/models "
+                                             "lists every model and adapter).", 400, "BadRequestError"), 400)
+        if self.table.base_of(name) is None:
+            await self.refresh_if_older(1.0)  # perhaps an adapter loaded since the last refresh
+        model = self.table.base_of(name)
+        if model is None:
+            self.metrics.inc("inferops_router_requests_total", model="", replica="", code="404")
+            return self.answer(_routes.not_found(name), 404)
+        candidates = self.table.candidates(name, time.monotonic())
+        if not candidates:
+            self.metrics.inc("inferops_router_requests_total", model=model, replica="", code="503")
+            return self.answer(_routes.error(f"No replica of model `{model}` is ready.", 503,
+                                             "ServiceUnavailableError"), 503)
+        affinity = self.config["affinity"]
+        key = _routes.affinity_key(body, {k.lower(): v for k, v in request.headers.items()}, affinity) \
+            if affinity["policy"] == "affinity" else ""
+        tried = _routes.order(candidates, key, self.in_flight, affinity["load_factor"])[:ATTEMPTS]
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers["Authorization"] = f"Bearer {self.backend_keys[model].read()}"
+        started = time.monotonic()
+        for attempt, address in enumerate(tried):
+            self.in_flight[address] = self.in_flight.get(address, 0) + 1
+            self.metrics.set("inferops_router_in_flight", self.in_flight[address], model=model, replica=address)
+            try:
+                return await self.forward(request, model, address, raw, headers, started)
+            except _Unreachable as exc:
+                self.table.unhealthy[address] = time.monotonic() + self.config["unhealthy_s"]
+                self.log(f"{model}: {address} could not be reached ({exc}); "
+                         + ("trying another replica" if attempt + 1 < len(tried) else "no replica left to try"))
+                if attempt + 1 < len(tried):
+                    self.metrics.inc("inferops_router_retries_total", model=model)
+            finally:
+                self.in_flight[address] -= 1
+                self.metrics.set("inferops_router_in_flight", self.in_flight[address], model=model, replica=address)
+        self.metrics.inc("inferops_router_requests_total", model=model, replica="", code="503")
+        return self.answer(_routes.error(f"No replica of model `{model}` could be reached (tried {len(tried)}).",
+                                         503, "ServiceUnavailableError"), 503)
+
+    async def forward(self, request, model: str, address: str, raw: bytes, headers: dict, started: float):
+        """The request to one replica, its answer back unchanged. Raises
+        _Unreachable when nothing was received, so another replica can be
+        tried; once the answer has begun, a failure ends it here."""
+        try:
+            upstream = await self.session.request(request.method, f"http://{address}{request.path_qs}", data=raw,
+                                                  headers=headers)
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            raise _Unreachable(str(exc) or type(exc).__name__) from exc
+        try:
+            self.metrics.observe(time.monotonic() - started, model=model)
+            self.metrics.inc("inferops_router_requests_total", model=model, replica=address, code=str(upstream.status))
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream.headers.items():
+                if name.lower() not in HOP_BY_HOP or name.lower() == "content-length":
+                    response.headers.add(name, value)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            upstream.release()
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="inferops-router", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="the router's JSON configuration (the role's ConfigMap)")
+    ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--api-key-file", required=True, help="the router's key: a file of its mounted Secret")
+    ap.add_argument("--service-account-dir", default=_endpoints.SERVICE_ACCOUNT_DIR)
+    ap.add_argument("--drain-seconds", type=float, default=30.0,
+                    help="on SIGTERM, how long requests in flight (streams) may go on")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        with open(args.config, encoding="utf-8") as f:
+            config = _routes.load_config(f.read())
+        api_key = KeyFile(args.api_key_file)
+        api_key.read()
+        backend_keys = {m["name"]: KeyFile(m["key_file"]) for m in config["models"]}
+        for key in backend_keys.values():
+            key.read()
+        cluster = _endpoints.Cluster(args.service_account_dir)
+    except (OSError, RuntimeError, ParameterError) as exc:
+        _log(f"cannot start: {exc}")
+        return 2
+    router = Router(config, api_key, backend_keys, cluster)
+    _log(f"listening on {args.host}:{args.port} for {', '.join(m['name'] for m in config['models'])} "
+         f"(policy {config['affinity']['policy']})")
+    # reuse_port: an old and a new pod of a rollout may share the address where pods share a host (the sandbox).
+    web.run_app(router.app(), host=args.host, port=args.port, reuse_port=True, shutdown_timeout=args.drain_seconds,
+                print=None, access_log=None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""The router's HTTP behaviour on real sockets, without a cluster: the
+router's app in front of the vLLM stand-ins (hack/openai_standin.py, which
+answers in real vLLM's recorded shapes), its replicas set as its
+EndpointSlice watch would set them. What the sandbox test
+(test_router.py) shows through Kubernetes, this shows case by case: a
+stream passes byte for byte, a replica that refuses connections is skipped
+for another, the keys are files read again when they change."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from support.openai_standin import StandIn
+
+from ansible_collections.inferops.vllm.plugins.module_utils.router import _routes, router_cli
+
+pytestmark = [pytest.mark.integration]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningRouter:
+    """The router's app on a port of this machine, in a thread of its own."""
+
+    def __init__(self, tmp_path, models: dict[str, list[StandIn]], keys: dict[str, str]):
+        from aiohttp import web
+
+        (tmp_path / "router-key").write_text("router-key\n")
+        routes = []
+        for name, key in keys.items():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "api-key").write_text(key)
+            routes.append({"name": name, "service": name, "namespace": "ai", "port_name": "http",
+                           "key_secret": f"{name}-api-key"})
+        built = _routes.config_from_routes(routes, {"policy": "affinity", "session_header": "x-session-id",
+                                                    "prefix_chars": 1024, "load_factor": 1.25, "unhealthy_s": 10,
+                                                    "models_refresh_s": 60}, str(tmp_path))
+        assert built["problems"] == []
+        self.config = _routes.load_config(json.dumps(built["config"]))
+        self.key_dir = tmp_path
+        self.logs: list[str] = []
+        self.router = router_cli.Router(
+            self.config, router_cli.KeyFile(str(tmp_path / "router-key")),
+            {m["name"]: router_cli.KeyFile(m["key_file"]) for m in self.config["models"]}, None, log=self.logs.append)
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(self.router.app())
+        started = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.runner.setup())
+            self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        started.wait(10)
+        self.set_replicas({name: [f"127.0.0.1:{s.port}" for s in servers] for name, servers in models.items()})
+
+    def set_replicas(self, replicas: dict[str, list[str]]) -> None:
+        """What the EndpointSlice watch does when the slices change."""
+        def change():
+            for name, addresses in replicas.items():
+                self.router.table.set_replicas(name, addresses)
+            return self.router.refresh_models()
+        asyncio.run_coroutine_threadsafe(change(), self.loop).result(10)
+
+    def call(self, path: str, body: dict | None = None, key: str | None = "router-key", headers: dict | None = None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", **(headers or {}),
+                                              **({"Authorization": f"Bearer {key}"} if key else {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc.read()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    chat = [StandIn(model="chat", api_key="chat-key", port=0) for _ in range(2)]
+    embed = [StandIn(model="embed", api_key="embed-key", port=0, runner="pooling")]
+    for server in chat + embed:
+        server.thread.start()
+    router = RunningRouter(tmp_path, {"chat": chat, "embed": embed}, {"chat": "chat-key", "embed": "embed-key"})
+    yield router, chat, embed
+    router.close()
+    for server in chat + embed:
+        server.__exit__(None, None, None)
+
+
+CHAT = {"model": "chat", "messages": [{"role": "user", "content": "Reply with the single word: ready"}],
+        "max_tokens": 4}
+
+
+def test_routes_by_model_with_each_models_own_key(fleet):
+    router, chat, embed = fleet
+    status, _h, body = router.call("/v1/chat/completions", CHAT)
+    assert status == 200 and json.loads(body)["model"] == "chat"
+    status, _h, body = router.call("/v1/embeddings", {"model": "embed", "input": "hello"})
+    assert status == 200 and json.loads(body)["model"] == "embed"
+    # Each backend got its own key, never the router's.
+    sent = [r["authorization"] for s in chat for r in s.requests if r["method"] == "POST"]
+    assert sent == ["Bearer chat-key"]
+    assert [r["authorization"] for r in embed[0].requests if r["method"] == "POST"] == ["Bearer embed-key"]
+    status, _h, body = router.call("/v1/models")
+    assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["chat", "embed"]
+
+
+def test_the_key_unknown_models_and_paths_answer_as_vllm(fleet):
+    router, _chat, _embed = fleet
+    recorded = json.load(open("tests/data/real-vllm/http/chat_wrong_model.json", encoding="utf-8"))
+    status, headers, body = router.call("/v1/chat/completions", dict(CHAT, model="no-such-model"))
+    assert status == 404 and json.loads(body) == recorded["json"]
+    assert headers["Content-Length"] == dict(recorded["headers"])["content-length"]
+    for key in (None, "chat-key", "wrong"):
+        status, _h, body = router.call("/v1/models", key=key)
+        assert (status, json.loads(body)) == (401, {"error": "Unauthorized"})
+        status, _h, body = router.call("/v1/chat/completions", CHAT, key=key)
+        assert status == 401
+    assert router.call("/nothing")[0] == 404
+    assert router.call("/health", key=None)[0] == 200
+
+
+def test_a_stream_passes_byte_for_byte(fleet):
+    router, chat, _embed = fleet
+    body = dict(CHAT, stream=True, stream_options={"include_usage": True})
+    status, headers, through_router = router.call("/v1/chat/completions", body, headers={"x-session-id": "a"})
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    served = next(s for s in chat if any(r["method"] == "POST" for r in s.requests))
+    req = urllib.request.Request(f"http://127.0.0.1:{served.port}/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer chat-key", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        direct = resp.read()
+
+    def shape(raw: bytes) -> list:
+        # The same events, ids and timestamps aside.
+        events = [e[len(b"data: "):] for e in raw.split(b"\n\n") if e]
+        return [e if e == b"[DONE]" else {k: v for k, v in json.loads(e).items() if k not in ("id", "created")}
+                for e in events]
+    assert through_router.endswith(b"data: [DONE]\n\n") and shape(through_router) == shape(direct)
+
+
+def test_a_session_stays_on_its_replica_and_sessions_spread(fleet):
+    router, chat, _embed = fleet
+
+    def served_by() -> list[int]:
+        return [sum(1 for r in s.requests if r["method"] == "POST") for s in chat]
+
+    for _ in range(6):
+        assert router.call("/v1/chat/completions", CHAT, headers={"x-session-id": "one"})[0] == 200
+    assert sorted(served_by()) == [0, 6]
+    for n in range(20):
+        assert router.call("/v1/chat/completions", CHAT, headers={"x-session-id": f"s{n}"})[0] == 200
+    assert min(served_by()) > 0
+
+
+def test_a_replica_that_refuses_connections_is_skipped(fleet):
+    router, chat, _embed = fleet
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there: connections are refused
+    router.set_replicas({"chat": [dead, f"127.0.0.1:{chat[0].port}"]})
+    # Sessions whose first choice is the dead replica: each answered by the other, the dead one then tried last.
+    sessions = [f"s{n}" for n in range(40)
+                if _routes.order([dead, f"127.0.0.1:{chat[0].port}"], f"session:s{n}", {}, 1.25)[0] == dead][:3]
+    assert sessions
+    for session in sessions:
+        assert router.call("/v1/chat/completions", CHAT, headers={"x-session-id": session})[0] == 200
+    assert any("could not be reached" in line and dead in line for line in router.logs)
+    metrics = router.call("/metrics", key=None)[2].decode()
+    assert 'inferops_router_retries_total{model="chat"} 1.0' in metrics
+    # No replica left: the router says so in the OpenAI shape.
+    router.set_replicas({"chat": [dead]})
+    status, _h, body = router.call("/v1/chat/completions", CHAT)
+    assert status == 503 and json.loads(body)["error"]["type"] == "ServiceUnavailableError"
+    router.set_replicas({"chat": []})
+    status, _h, body = router.call("/v1/chat/completions", CHAT)
+    assert status == 503 and "No replica of model `chat` is ready" in json.loads(body)["error"]["message"]
+
+
+def test_a_rotated_key_is_taken_without_a_restart(fleet):
+    router, chat, _embed = fleet
+    (router.key_dir / "router-key").write_text("new-router-key")
+    assert router.call("/v1/models")[0] == 401
+    assert router.call("/v1/models", key="new-router-key")[0] == 200
+    for server in chat:
+        server.api_key = "new-chat-key"
+    assert router.call("/v1/chat/completions", CHAT, key="new-router-key")[0] == 401  # the backend refuses the old key
+    (router.key_dir / "chat" / "api-key").write_text("new-chat-key")
+    assert router.call("/v1/chat/completions", CHAT, key="new-router-key")[0] == 200
+
+
+def test_an_adapter_is_routed_to_the_replica_that_lists_it(fleet):
+    router, chat, _embed = fleet
+    # vLLM lists a loaded LoRA adapter in /v1/models with the base model as its parent.
+    original = chat[1].models_body
+
+    def with_adapter():
+        body = original()
+        body["data"].append(dict(body["data"][0], id="sql-lora", root="/adapters/sql-lora", parent="chat"))
+        return body
+    chat[1].models_body = with_adapter
+    router.router.last_refresh = -1e9  # the fixture's listing is over a second old (a listing asks at most once a second)
+    status, _h, body = router.call("/v1/models")
+    assert status == 200 and "sql-lora" in [m["id"] for m in json.loads(body)["data"]]
+    chat[1].model = "sql-lora"  # the stand-in answers for the adapter's name as vLLM does
+    for n in range(5):
+        status, _h, body = router.call("/v1/chat/completions", dict(CHAT, model="sql-lora"), headers={"x-session-id": f"{n}"})
+        assert status == 200 and json.loads(body)["model"] == "sql-lora"
+    assert not [r for r in chat[0].requests if r["method"] == "POST"]
