@@ -203,6 +203,19 @@ def _flag(args: list[str], name: str) -> str | None:
     return value
 
 
+def lora_modules(args: list[str]) -> list[tuple[str, str]]:
+    """(name, path) of --lora-modules' values (name=path each, until the next flag), as vLLM parses them."""
+    if "--lora-modules" not in args:
+        return []
+    found = []
+    for value in args[args.index("--lora-modules") + 1:]:
+        if value.startswith("--"):
+            break
+        name, _sep, path = value.partition("=")
+        found.append((name, path))
+    return found
+
+
 def _close(conn, reset: bool = False) -> None:
     """Close a client's connection now (reset: with a TCP reset, as a killed
     process's connections end)."""
@@ -221,6 +234,9 @@ class StandIn:
                  root: str | None = None, version: str = "0.20.0", embedding_dims: int = 8,
                  token_delay_s: float = 0.0, shutdown_timeout: int = 0, log=None):
         self.model, self.api_key, self.reply = model, api_key, reply
+        # LoRA adapters (--lora-modules name=path): listed in /v1/models and served by their names, as vLLM
+        # 0.20.0 did (tests/data/real-vllm/lora/http-0.20.0-h200.json).
+        self.adapters: list[tuple[str, str]] = []
         self.runner, self.max_model_len, self.root, self.version = runner, max_model_len, root, version
         self.embedding_dims = embedding_dims
         self.token_delay_s = token_delay_s
@@ -328,7 +344,7 @@ class StandIn:
                 route = {GENERATE: "/v1/chat/completions", POOLING: "/v1/embeddings"}[outer.runner]
                 if self.path != route:
                     return self._send(404, NOT_FOUND)
-                if body.get("model") != outer.model:
+                if body.get("model") != outer.model and body.get("model") not in dict(outer.adapters):
                     return self._send(404, {"error": {
                         "message": f"The model `{body.get('model')}` does not exist.",
                         "type": "NotFoundError", "param": "model", "code": 404}})
@@ -409,14 +425,17 @@ class StandIn:
     # --- bodies, in vLLM 0.20.0's shapes -------------------------------------------------
 
     def models_body(self) -> dict:
-        return {"object": "list", "data": [{
-            "id": self.model, "object": "model", "created": self.created, "owned_by": "vllm",
-            "root": self.root or self.model, "parent": None, "max_model_len": self.max_model_len,
-            "permission": [{
-                "id": _request_id("modelperm"), "object": "model_permission", "created": self.created,
-                "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
-                "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
-                "organization": "*", "group": None, "is_blocking": False}]}]}
+        def card(name: str, root: str, parent, max_model_len) -> dict:
+            return {"id": name, "object": "model", "created": self.created, "owned_by": "vllm", "root": root,
+                    "parent": parent, "max_model_len": max_model_len,
+                    "permission": [{
+                        "id": _request_id("modelperm"), "object": "model_permission", "created": self.created,
+                        "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                        "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
+                        "organization": "*", "group": None, "is_blocking": False}]}
+        # An adapter: its path as root, the base model's served name as parent, no max_model_len.
+        return {"object": "list", "data": [card(self.model, self.root or self.model, None, self.max_model_len)]
+                + [card(name, path, self.model, None) for name, path in self.adapters]}
 
     @staticmethod
     def _prompt_tokens(body: dict) -> int:
@@ -442,13 +461,17 @@ class StandIn:
         self.counts["generation"] += generated
         self.counts["success"] += 1
 
+    def answering(self, body: dict) -> str:
+        """The name an answer carries: the adapter's when one was asked for (vLLM's model_name(lora_request))."""
+        return body.get("model") if body.get("model") in dict(self.adapters) else self.model
+
     def chat_body(self, body: dict) -> dict:
         pieces, finish = self._completion(body)
         prompt = self._prompt_tokens(body)
         self._count(prompt, len(pieces))
         return {
             "id": _request_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()),
-            "model": self.model,
+            "model": self.answering(body),
             "choices": [{"index": 0, "message": {
                 "role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": None,
                 "audio": None, "function_call": None, "tool_calls": [], "reasoning": None},
@@ -467,7 +490,7 @@ class StandIn:
         prompt = self._prompt_tokens(body)
         self._count(prompt, len(pieces))
         head = {"id": _request_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": self.model}
+                "model": self.answering(body)}
 
         def dump(obj: dict) -> str:
             return json.dumps(obj, separators=(",", ":"))
@@ -576,7 +599,11 @@ class ClusterBackedStandIn(StandIn):
     has had SIGTERM, a new connection is refused (closed at once with a
     reset: the port stays open here, since it stands for the pod name in
     every namespace). Before any pod of the name exists it answers as the
-    last pod it read said."""
+    last pod it read said.
+
+    Each pod is also served on its own IP (PodListener, opened and closed by
+    the Kubelet): there a connection reaches that very pod, as a connection
+    to a pod's IP does, whatever other pod has its name."""
 
     def __init__(self, kubeconfig: str, pod_names: tuple[str, ...], port: int, log=None):
         super().__init__(model="", api_key=None, port=port, log=log)
@@ -619,6 +646,11 @@ class ClusterBackedStandIn(StandIn):
             stopping = [p for p in pods if (self.containers.get(p["metadata"]["uid"]) is None
                                             or self.containers[p["metadata"]["uid"]].running)]
         return newest(stopping) if stopping else False
+
+    def bind(self, request, uid: str) -> bool:
+        """A connection to the pod's own IP: it reaches the pod of that uid."""
+        self.bound[request] = uid
+        return True
 
     def admit_connection(self, request, client_address) -> bool:  # pylint: disable=unused-argument
         uid = self.admit()
@@ -666,6 +698,7 @@ class ClusterBackedStandIn(StandIn):
                 self.model = args[args.index("--served-model-name") + 1]
             if "--max-model-len" in args:
                 self.max_model_len = int(args[args.index("--max-model-len") + 1])
+            self.adapters = lora_modules(args)
             delay_ms = (pod["metadata"].get("labels") or {}).get(TOKEN_DELAY_LABEL)
             self.token_delay_s = int(delay_ms) / 1000 if delay_ms and delay_ms.isdigit() else 0.0
             tag = container.get("image", "").rpartition(":")[2]
@@ -735,6 +768,34 @@ class ClusterBackedStandIn(StandIn):
         return None
 
 
+class PodListener:
+    """A pod's own address, (pod IP, container port): the same handler as
+    the pod name's port, every connection bound to this pod (its uid), so
+    that a pod's status.podIP (kwok's, of the sandbox's pod_cidr) answers as
+    on a cluster's pod network, where that network is local to this machine
+    (docs/sandbox.md, Pod IPs)."""
+
+    def __init__(self, server: ClusterBackedStandIn, uid: str, ip: str, port: int):
+        self.address = (ip, port)
+        self.httpd = ThreadingHTTPServer(self.address, server.server.RequestHandlerClass)
+        self.httpd.daemon_threads = True
+        self.httpd.verify_request = lambda request, _client: server.bind(request, uid)
+        self.lock = threading.Lock()
+        self.closed = False
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop listening now: a new connection is refused, as at a gone pod's IP."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            # The serving loop ends first: a socket closed under its poll would spin it.
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
 class Kubelet:
     """The kubelet's part for the stand-in's pods: kwok leaves their
     deletion to this (hack/sandboxctl/kwok.py), which stops each pod as a
@@ -746,7 +807,12 @@ class Kubelet:
     counted from the start of preStop; once its process has exited the pod
     is deleted for good (grace 0), as the kubelet finishes a deletion. A
     pod gone from the API (deleted with grace 0) has its process killed.
-    Waiting is watching: one informer on the pods bound to a node."""
+    Waiting is watching: one informer on the pods bound to a node.
+
+    It also gives each pod its network: once the pod has an IP (kwok's),
+    a PodListener on that IP and each port of its first container; closed
+    at SIGTERM (vLLM closes its socket then), or when the pod is deleted or
+    gone, so that a new connection to the IP is refused."""
 
     def __init__(self, kubeconfig: str, servers: dict[str, ClusterBackedStandIn], log=_log):
         import queue
@@ -759,6 +825,10 @@ class Kubelet:
         self.stop_event = threading.Event()
         self.stopping: set[str] = set()  # uids whose deletion is under way here
         self.informer = None
+        self.listeners: dict[str, list[PodListener]] = {}  # pod uid -> its listeners
+        self.stopped: set[str] = set()  # uids whose listeners were closed for good (SIGTERM, deletion)
+        self.unbindable: set = set()  # addresses (or "not local") already reported unbindable
+        self.listeners_lock = threading.Lock()
 
     def start(self) -> None:
         from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
@@ -789,15 +859,80 @@ class Kubelet:
             gone = set(server.pods) - set(by_name[name])
             server.pods = by_name[name]
             for uid in gone:
+                self.close_listeners(uid)
+                with self.listeners_lock:
+                    self.stopped.discard(uid)
                 with server.lock:
                     container = server.containers.pop(uid, None)
                 if container is not None and not container.exited.is_set():
                     container.kill()
                 self.stopping.discard(uid)
             for uid, pod in by_name[name].items():
+                self.open_listeners(server, pod)
                 if pod["metadata"].get("deletionTimestamp") and uid not in self.stopping:
                     self.stopping.add(uid)
                     threading.Thread(target=self.stop, args=(server, pod), daemon=True).start()
+
+    def open_listeners(self, server: ClusterBackedStandIn, pod: dict) -> None:
+        """The pod's IP, listened on at each port of its first container
+        (vllm_serve's: 8000, named http), once kwok has given it one."""
+        import errno
+
+        uid, ip = pod["metadata"]["uid"], (pod.get("status") or {}).get("podIP")
+        with self.listeners_lock:
+            if not ip or uid in self.listeners or uid in self.stopped:
+                return
+        with server.lock:
+            container = server.containers.get(uid)
+        if container is not None and not container.running:
+            return
+        ports = [p["containerPort"] for p in pod["spec"]["containers"][0].get("ports") or []
+                 if (p.get("protocol") or "TCP") == "TCP"]
+        opened, retry = [], False
+        for port in ports:
+            try:
+                opened.append(PodListener(server, uid, ip, port))
+            except OSError as exc:
+                # Another pod's listener on a reused IP is still closing: tried again shortly.
+                retry = retry or exc.errno == errno.EADDRINUSE
+                # Pod IPs that are not this machine's are said once, not for every pod.
+                said = "not local" if exc.errno == errno.EADDRNOTAVAIL else (ip, port)
+                if said not in self.unbindable:
+                    self.unbindable.add(said)
+                    self.log(f"{pod['metadata']['namespace']}/{pod['metadata']['name']}: cannot listen on "
+                             f"{ip}:{port}: {exc.strerror}")
+        if retry:
+            for listener in opened:
+                listener.close()
+            threading.Timer(1.0, self.changes.put, args=(None,)).start()
+            return
+        with self.listeners_lock:
+            late = uid in self.stopped  # stopped while these were opened
+            if not late:
+                self.listeners[uid] = opened
+        if late:
+            for listener in opened:
+                listener.close()
+            return
+        self.unbindable -= {(ip, p) for p in ports}
+        if opened:
+            self.log(f"{pod['metadata']['namespace']}/{pod['metadata']['name']}: listening on "
+                     + ", ".join(f"{ip}:{p}" for p in ports))
+
+    def close_listeners(self, uid: str) -> None:
+        """The pod's IP no longer answers (closed for good: its SIGTERM, its deletion)."""
+        with self.listeners_lock:
+            listeners = self.listeners.pop(uid, [])
+            self.stopped.add(uid)
+        for listener in listeners:
+            listener.close()
+
+    def signal(self, uid: str, container: Container, sig: int) -> None:
+        if sig == signal.SIGTERM:
+            self.close_listeners(uid)  # vLLM closes its listening socket at SIGTERM
+            container.sigterm()
+        else:
+            container.kill()
 
     def stop(self, server: ClusterBackedStandIn, pod: dict) -> None:
         from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError
@@ -815,7 +950,7 @@ class Kubelet:
             try:
                 outcome = termination.stop_container(
                     main, termination.grace_period(pod), lambda handler, cancel: self.run_hook(server, handler, cancel, hooks),
-                    lambda sig: container.sigterm() if sig == signal.SIGTERM else container.kill(), container.exited.wait,
+                    lambda sig: self.signal(meta["uid"], container, sig), container.exited.wait,
                     log=lambda text: self.log(f"{ref}: {text}"))
                 self.log(f"{ref}: stopped (preStop {outcome['prestop_s']}s, then SIGTERM with {outcome['stop_grace_s']}s "
                          f"left of the grace period, drain {container.shutdown_timeout}s"
@@ -829,6 +964,7 @@ class Kubelet:
                         os.killpg(hook.pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
+        self.close_listeners(meta["uid"])  # not running, or stopped: its IP is closed before the pod goes
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
         try:
             request_json(self.api, "DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body=body,
@@ -879,6 +1015,7 @@ def serve_one(argv: list[str]) -> int:
     parser.add_argument("--shutdown-timeout", type=int, default=0)
     parser.add_argument("--api-key")
     parser.add_argument("--runner", default=GENERATE)
+    parser.add_argument("--lora-modules", nargs="*", default=[])
     parser.add_argument("--token-delay-s", type=float, default=0.0,
                         help="the stand-in's own: seconds between two tokens of a stream")
     parser.add_argument("--standin-version", default="0.20.0", help="the stand-in's own: the version it says it is")
@@ -887,6 +1024,7 @@ def serve_one(argv: list[str]) -> int:
                      port=args.port, runner=GENERATE if args.runner in ("auto", "generate") else POOLING,
                      max_model_len=args.max_model_len, root=args.model, version=args.standin_version,
                      token_delay_s=args.token_delay_s, shutdown_timeout=args.shutdown_timeout, log=_log)
+    server.adapters = lora_modules(["--lora-modules", *args.lora_modules])
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.sigterm())
     server.thread.start()

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import secrets
+import subprocess
 import sys
 import time
 
@@ -67,6 +68,7 @@ def up(args: argparse.Namespace) -> int:
         "binaries": {k: str(v) for k, v in bins.items()},
         "s3": {"endpoint": f"http://{LOOPBACK}:{ports['s3']}", "credentials_file": str(creds_file)},
         "job_runner": {"images": images},
+        "pod_cidr": settings.pick_pod_cidr(),
         "fixtures": fixtures.get("file"),
         # Sized for the nodes asked for at up (`nodes` adds to them later).
         "heartbeat": settings.heartbeat(args.gpu_nodes + args.cpu_nodes),
@@ -74,6 +76,7 @@ def up(args: argparse.Namespace) -> int:
         "cpu_nodes": [],
         "processes": [],
     }
+    state["pod_route"] = add_pod_route(state["pod_cidr"])
     save_state(state)
     run = Launcher(state)
     try:
@@ -167,7 +170,9 @@ def up(args: argparse.Namespace) -> int:
             f"--server-address={LOOPBACK}:{ports['kwok']}",
             f"--tls-cert-file={pki / 'kwok.crt'}",
             f"--tls-private-key-file={pki / 'kwok.key'}",
-            "--cidr=10.244.0.1/16",
+            # Pod IPs from the sandbox's own network (settings.pick_pod_cidr), from its second address up:
+            # kwok v0.8.0 starts its pool after the address given (pkg/kwok/controllers/utils.go).
+            f"--cidr={first_pod_address(state['pod_cidr'])}",
             f"--node-lease-duration-seconds={state['heartbeat']['node_lease_s']}",
         ])
         started_procs["minio"] = run.start("minio", [
@@ -249,12 +254,37 @@ def restart(args: argparse.Namespace) -> int:
     return start_component(args)
 
 
+def first_pod_address(cidr: str) -> str:
+    import ipaddress
+
+    network = ipaddress.ip_network(cidr)
+    return f"{network.network_address + 1}/{network.prefixlen}"
+
+
+def add_pod_route(cidr: str):
+    """Make the pod network local to this machine, as 127.0.0.0/8 is, so
+    that a pod's IP answers here (the stand-in listens on its pods' IPs) and
+    the router reaches the replicas by the IPs in their EndpointSlices. True,
+    or why not (it needs CAP_NET_ADMIN: root; `make test` as root, as CI
+    runs it, has it)."""
+    proc = subprocess.run(["ip", "route", "add", "local", cidr, "dev", "lo", "table", "local"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    return True if proc.returncode == 0 else f"ip route add local {cidr}: {proc.stderr.strip() or proc.returncode}"
+
+
+def delete_pod_route(cidr: str) -> None:
+    subprocess.run(["ip", "route", "del", "local", cidr, "dev", "lo", "table", "local"], capture_output=True,
+                   timeout=30, check=False)
+
+
 def down(args: argparse.Namespace) -> int:
     state = load_state()
     if not state:
         print("no sandbox state; nothing to stop")
         return 0
     processes.stop_all(state, keep_data=args.keep)
+    if state.get("pod_route") is True:
+        delete_pod_route(state["pod_cidr"])
     print("sandbox down" + (f"; state kept in {STATE_DIR}" if args.keep else ""))
     return 0
 
@@ -271,6 +301,9 @@ def status(args: argparse.Namespace) -> int:
     print(f"kubernetes: {k8s['version']} (line {k8s['line']})")
     print(f"api server: {state['api_server']}")
     print(f"s3 endpoint: {state['s3']['endpoint']}")
+    if state.get("pod_cidr"):
+        routed = state.get("pod_route") is True
+        print(f"pod network: {state['pod_cidr']}" + ("" if routed else f" (not local here: {state.get('pod_route')})"))
     print(f"nodes: {len(state['gpu_nodes'])} GPU, {len(state['cpu_nodes'])} CPU")
     print(f"job runner images: {', '.join((state.get('job_runner') or {}).get('images') or []) or '(none)'}")
     if state.get("fixtures"):

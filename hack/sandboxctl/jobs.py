@@ -21,6 +21,14 @@ on this machine:
   rewriting: an argument (or the value after ``NAME=``), an env value or the
   workingDir that starts with a mountPath gets the folder's path instead. A
   path inside a longer string (a shell script) is not rewritten;
+- API access as a kubelet gives it (v1.37.2): projected volumes (the
+  ServiceAccount admission plugin's kube-api-access-*: a serviceAccountToken
+  from a TokenRequest bound to the pod, kube-root-ca.crt's ca.crt, the
+  namespace from the downward API; secret and configMap sources too), the
+  token written again at 80% of its lifetime while the pod runs; and the
+  `kubernetes` Service's variables (KUBERNETES_SERVICE_HOST, ..._PORT, ...)
+  naming the API server's loopback address and port, where kube-proxy would
+  take its ClusterIP;
 - reports what a kubelet reports: Running with the container running, then
   the container terminated with its exit code and its termination message as
   the kubelet of v1.37.2 makes it (pkg/kubelet/kuberuntime/
@@ -52,6 +60,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import json
 import os
 import queue
 import re
@@ -60,6 +69,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from sandboxctl import COLLECTIONS, termination
@@ -78,6 +88,47 @@ BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
 MESSAGE_LINES, MESSAGE_BYTES, MESSAGE_FILE_BYTES = 80, 2048, 4096
 TERMINATION_PATH = "/dev/termination-log"  # the API's default terminationMessagePath
 NODE_IP = "127.0.0.1"  # the simulated nodes' InternalIP; the processes run on this machine's network
+# A projected serviceAccountToken's default lifetime (the API's default for expirationSeconds), and how much of
+# it passes before the kubelet asks for a new one: pkg/kubelet/token/token_manager.go requiresRefresh (v1.37.2)
+# refreshes within 20% of the TTL of expiry.
+TOKEN_TTL_S, TOKEN_REFRESH_AT = 3600, 0.8
+PROJECTED_MODE = 0o644  # the API's default defaultMode of a projected volume
+
+
+def api_address(kubeconfig: str) -> tuple[str, int]:
+    """Host and port of the API server in the kubeconfig's current context."""
+    import urllib.parse
+
+    import yaml
+
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
+    server = next(c["cluster"]["server"] for c in config["clusters"] if c["name"] == context["cluster"])
+    url = urllib.parse.urlsplit(server)
+    return url.hostname, url.port or 443
+
+
+def service_env(host: str, port: int) -> dict[str, str]:
+    """The variables of the `kubernetes` Service (port 443, named https), as
+    the kubelet gives every pod (v1.37.2 pkg/kubelet/kubelet_pods.go
+    getServiceEnvVarMap: the default namespace's `kubernetes` Service always;
+    pkg/kubelet/envvars/envvars.go FromServices, makeLinkVariables), with the
+    address kube-proxy would take the Service's ClusterIP to: the API
+    server's own, on loopback (no ClusterIP is routed here)."""
+    tcp = f"tcp://{host}:{port}"
+    return {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(port), "KUBERNETES_PORT": tcp,
+            f"KUBERNETES_PORT_{port}_TCP": tcp, f"KUBERNETES_PORT_{port}_TCP_PROTO": "tcp",
+            f"KUBERNETES_PORT_{port}_TCP_PORT": str(port), f"KUBERNETES_PORT_{port}_TCP_ADDR": host}
+
+
+def write_file(path: Path, data: str, mode: int) -> None:
+    """Written whole or not at all: a reader (a client reading its token again) never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(data)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
 
 
 def condition(obj: dict, kind: str) -> str | None:
@@ -170,6 +221,7 @@ def termination_message(container: dict, code: int, message_file: Path, output: 
 class Runner:
     def __init__(self, kubeconfig: str, state_dir: Path, images: list[str]):
         self.api = connect({"kubeconfig": kubeconfig})
+        self.service_env = service_env(*api_address(kubeconfig))
         self.state_dir = state_dir
         self.images = set(images)
         self.workers: dict[str, PodWorker] = {}
@@ -291,6 +343,8 @@ class PodWorker(threading.Thread):
         # container name -> (env, cwd, mounts, its own env) it was started with: what its preStop hook runs with
         self.contexts: dict[str, tuple[dict, Path, list, dict]] = {}
         self.start_time = now()
+        self.tokens: dict[Path, tuple[dict, float]] = {}  # token file -> (its source, when to ask again)
+        self.token_refresher: threading.Thread | None = None
         self.phase = "Pending"
         self.initialized = not pod["spec"].get("initContainers")
         old = {cs["name"]: cs for cs in ((pod.get("status") or {}).get("containerStatuses") or [])
@@ -394,10 +448,96 @@ class PodWorker(threading.Thread):
                 for key, value in self.data_of(kind, ref_name, ref.get("optional", False)).items():
                     (own / key).write_text(value)
                 dirs[name] = own
-            else:  # emptyDir, projected (the service account token's), anything else: a folder of the pod's
+            elif "projected" in v:
+                self.project(v["projected"], own)
+                dirs[name] = own
+            else:  # emptyDir, anything else: a folder of the pod's
                 dirs[name] = own
             dirs[name].mkdir(parents=True, exist_ok=True)
         return dirs
+
+    def project(self, volume: dict, folder: Path) -> None:
+        """A projected volume's files, as the kubelet writes them (v1.37.2
+        pkg/volume/projected/projected.go collectData): each source's files
+        in the one folder."""
+        default_mode = volume.get("defaultMode", PROJECTED_MODE)
+        for source in volume.get("sources") or []:
+            if "serviceAccountToken" in source:
+                tp = source["serviceAccountToken"]
+                self.write_token(tp, folder / tp["path"], default_mode)
+            elif "configMap" in source or "secret" in source:
+                kind, ref = (("configmap", source["configMap"]) if "configMap" in source
+                             else ("secret", source["secret"]))
+                optional = ref.get("optional", False)
+                try:
+                    data = self.data_of(kind, ref["name"], optional)
+                except ConfigError as exc:  # the kubelet's mount waits, retried: ContainerCreating
+                    raise ConfigError(f"MountVolume.SetUp failed: {exc}", "ContainerCreating") from None
+                items = ref.get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    if item["key"] not in data:
+                        if optional:
+                            continue
+                        raise ConfigError(f'MountVolume.SetUp failed: {kind} "{ref["name"]}" has no key '
+                                          f'{item["key"]!r}', "ContainerCreating")
+                    write_file(folder / item["path"], data[item["key"]], item.get("mode", default_mode))
+            elif "downwardAPI" in source:
+                for item in source["downwardAPI"].get("items") or []:
+                    path = (item.get("fieldRef") or {}).get("fieldPath")
+                    if path in ("metadata.labels", "metadata.annotations"):
+                        # The kubelet's format of a whole map (pkg/fieldpath/fieldpath.go FormatMap).
+                        values = self.pod["metadata"].get(path.split(".")[1]) or {}
+                        value = "\n".join(f"{k}={json.dumps(v)}" for k, v in sorted(values.items()))
+                    elif path:
+                        value = self.field(path)
+                    else:
+                        raise ConfigError(f"downwardAPI item {item.get('path')!r}: only fieldRef is done here",
+                                          "CreateContainerConfigError")
+                    write_file(folder / item["path"], value, item.get("mode", default_mode))
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write_token(self, source: dict, path: Path, mode: int) -> None:
+        """A TokenRequest for the pod's ServiceAccount, bound to the pod, as
+        the kubelet makes it (projected.go above: the source's audience if
+        any, its expirationSeconds, boundObjectRef the pod), written to the
+        file; asked again at 80% of its lifetime by the pod's refresher."""
+        spec = {"boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid},
+                "expirationSeconds": source.get("expirationSeconds", TOKEN_TTL_S)}
+        if source.get("audience"):
+            spec["audiences"] = [source["audience"]]
+        account = self.pod["spec"].get("serviceAccountName") or "default"
+        try:
+            answer = request_json(self.runner.api, "POST",
+                                  f"/api/v1/namespaces/{self.ns}/serviceaccounts/{account}/token", body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+                                  action=f"requesting a token of ServiceAccount {self.ns}/{account}")
+        except ClusterError as exc:
+            raise ConfigError(f"MountVolume.SetUp failed: {exc}", "ContainerCreating") from None
+        write_file(path, answer["status"]["token"], mode)
+        ttl = (answer.get("spec") or {}).get("expirationSeconds") or spec["expirationSeconds"]
+        with self.lock:
+            self.tokens[path] = ({**source, "mode": mode}, time.monotonic() + TOKEN_REFRESH_AT * ttl)
+            if self.token_refresher is None:
+                self.token_refresher = threading.Thread(target=self.refresh_tokens, daemon=True)
+                self.token_refresher.start()
+
+    def refresh_tokens(self) -> None:
+        """The pod's token files, asked for again before they expire, until
+        the pod is deleted or the runner stops (a thread per pod)."""
+        while not self.runner.stop.is_set():
+            with self.lock:
+                due = min((at for _path, at in self.tokens.values()), default=None)
+            if due is None or self.deleting.wait(max(0.0, due - time.monotonic())):
+                return
+            with self.lock:
+                files = [(path, source) for path, (source, at) in self.tokens.items() if at <= time.monotonic()]
+            for path, source in files:
+                try:
+                    self.write_token(source, path, source["mode"])
+                    log(f"{self.ref}: token {path.name} refreshed")
+                except ConfigError as exc:
+                    log(f"{self.ref}: token {path.name} not refreshed: {exc}")
+                    with self.lock:  # tried again shortly, as the kubelet's next sync would
+                        self.tokens[path] = (source, time.monotonic() + BACKOFF_MAX)
 
     def data_of(self, kind: str, name: str, optional: bool) -> dict[str, str]:
         plural = "secrets" if kind == "secret" else "configmaps"
@@ -429,7 +569,7 @@ class PodWorker(threading.Thread):
         for e in c.get("env") or []:
             source = e.get("valueFrom")
             if source is None:
-                env[e["name"]] = expand(e.get("value", ""), env)
+                env[e["name"]] = expand(e.get("value", ""), {**self.runner.service_env, **env})
             elif "secretKeyRef" in source or "configMapKeyRef" in source:
                 kind, ref = (("secret", source["secretKeyRef"]) if "secretKeyRef" in source
                              else ("configmap", source["configMapKeyRef"]))
@@ -456,7 +596,8 @@ class PodWorker(threading.Thread):
         message_file.unlink(missing_ok=True)
         mounts.append((c.get("terminationMessagePath") or TERMINATION_PATH, message_file))
         mounts.sort(key=lambda m: len(m[0]), reverse=True)
-        container_env = self.environment(c)
+        # The `kubernetes` Service's variables; the container's own win (kubelet_pods.go makeEnvironmentVariables).
+        container_env = {**self.runner.service_env, **self.environment(c)}
         command = [expand(x, container_env) for x in c.get("command") or []]
         args = [expand(x, container_env) for x in c.get("args") or []]
         if not command:

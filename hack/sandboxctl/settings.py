@@ -68,17 +68,67 @@ FIXTURE_KEYS = {"ports", "port_forwards", "logs", "run_images"}
 
 
 def default_run_images() -> list[str]:
-    """The image the sandbox inventory gives model_store (model_store_fetch_image):
-    its download Job's pod is one the job runner runs here."""
+    """The images of the sandbox inventory whose pods the job runner runs
+    here: model_store's (model_store_fetch_image: its download Job's pod),
+    and the router's (vllm_router_image) when the inventory gives one."""
     import yaml
 
     try:
-        value = (yaml.safe_load(SANDBOX_INVENTORY_VARS.read_text()) or {}).get("model_store_fetch_image")
+        inventory = yaml.safe_load(SANDBOX_INVENTORY_VARS.read_text()) or {}
     except OSError:
-        value = None
-    if not isinstance(value, str) or not value or "{{" in value:
-        value = FALLBACK_RUN_IMAGE
-    return [value]
+        inventory = {}
+
+    def image(key: str) -> str | None:
+        value = inventory.get(key)
+        # A template can't be resolved here.
+        return value if isinstance(value, str) and value and "{{" not in value else None
+
+    router = image("vllm_router_image")
+    return [image("model_store_fetch_image") or FALLBACK_RUN_IMAGE] + ([router] if router else [])
+
+
+# Pod IPs: a /20 of its own for each sandbox, drawn at `up` from
+# 198.18.0.0/15 (RFC 2544's benchmarking range: routed on no network, so a
+# route for it here shadows nothing), one not routed here yet (another
+# sandbox's). Not of 127.0.0.0/8, though all of it is loopback on Linux: the
+# API server refuses loopback addresses in EndpointSlices (docs/sandbox.md,
+# Pod IPs). `up` makes the /20 local to this machine (pod_route).
+POD_NETWORK = "198.18.0.0/15"
+POD_PREFIX = 20
+
+
+def routed_networks() -> list:
+    """The IPv4 networks this machine routes now, every table (`ip route`)."""
+    import ipaddress
+    import subprocess
+
+    try:
+        text = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True,
+                              timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        dest = words[1] if words and words[0] in ("local", "broadcast", "unicast", "blackhole") else (words or [""])[0]
+        try:
+            found.append(ipaddress.ip_network(dest, strict=False))
+        except ValueError:
+            continue  # "default" and the like
+    return found
+
+
+def pick_pod_cidr(routed: list | None = None) -> str:
+    """A sandbox's pod network: a /20 of POD_NETWORK that nothing here routes yet."""
+    import ipaddress
+    import random
+
+    routed = routed_networks() if routed is None else routed
+    free = [n for n in ipaddress.ip_network(POD_NETWORK).subnets(new_prefix=POD_PREFIX)
+            if not any(n.overlaps(r) for r in routed)]
+    if not free:
+        raise SandboxError(f"no /{POD_PREFIX} of {POD_NETWORK} is free for the pod network: stop a sandbox")
+    return str(random.SystemRandom().choice(free))
 
 
 def check_line(line: str) -> str:

@@ -175,12 +175,13 @@ def test_the_default_run_image_is_the_sandbox_inventorys():
     import yaml
 
     inventory = yaml.safe_load(settings.SANDBOX_INVENTORY_VARS.read_text())
-    assert settings.default_run_images() == [inventory["model_store_fetch_image"]]
+    # The download Job's image and the fleet router's: the job runner runs both here.
+    assert settings.default_run_images() == [inventory["model_store_fetch_image"], inventory["vllm_router_image"]]
 
 
 def test_the_tests_fixtures_file_is_valid_and_others_are_refused(tmp_path):
     fixtures = settings.load_fixtures(str(ROOT / "tests" / "fixtures" / "sandbox.yml"))
-    assert fixtures["ports"] == ["standin"]
+    assert fixtures["ports"] == ["standin", "router"]
     assert {"crasher-0"} <= {p for log in fixtures["logs"] for p in log["pods"]}
     assert settings.load_fixtures(None) == {}
     bad = tmp_path / "bad.yml"
