@@ -189,6 +189,25 @@ options:
         vLLM's engine to exit (RV(shutdown)); a shorter one is a problem, since the kubelet would kill running
         requests.
     type: int
+  lora_adapters:
+    description:
+      - LoRA adapters to serve beside the model, each C(name) (what clients ask for) and C(rank) (C(r) in its
+        adapter_config.json). The plan renders C(--enable-lora), C(--max-loras), C(--max-lora-rank) and
+        C(--lora-modules name=<lora_root>/name), and counts the adapter slots' GPU memory out of the KV cache.
+    type: list
+    elements: dict
+    default: []
+  lora_max_loras:
+    description: Adapters on the GPU at once (vLLM's C(--max-loras)). Left out or 0, as many as O(lora_adapters).
+    type: int
+  lora_max_rank:
+    description:
+      - The largest adapter rank vLLM makes room for (C(--max-lora-rank)). Left out or 0, the smallest value vLLM
+        accepts that holds every adapter's rank.
+    type: int
+  lora_root:
+    description: The folder in the pod that holds one folder per adapter. Left out, O(model_path) followed by C(-lora).
+    type: str
   fail_on_problems:
     description: Fail when there are problems. With V(false) they are only returned.
     type: bool
@@ -232,6 +251,12 @@ plan_warnings:
   returned: always
   type: list
   elements: str
+lora:
+  description:
+    - With O(lora_adapters), the adapters' names, C(max_loras) and C(max_lora_rank) as rendered, and
+      C(memory_per_gpu_gib), the GPU memory of the adapter slots (counted out of the KV cache); empty without.
+  returned: success
+  type: dict
 runner:
   description:
     - What vLLM will serve the model for, by its own rule (vLLM 0.20.0 C(vllm/config/model.py)) - V(generate) (chat
@@ -378,6 +403,10 @@ def main():
         prestop_drain_s=dict(type="int", default=15),
         drain_timeout_s=dict(type="int"),
         termination_grace_period_s=dict(type="int"),
+        lora_adapters=dict(type="list", elements="dict", default=[]),
+        lora_max_loras=dict(type="int"),
+        lora_max_rank=dict(type="int"),
+        lora_root=dict(type="str"),
         fail_on_problems=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,

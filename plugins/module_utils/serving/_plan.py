@@ -31,6 +31,7 @@ from ansible_collections.inferops.vllm.plugins.module_utils.gpu import _labels a
 from ansible_collections.inferops.vllm.plugins.module_utils.gpu._preflight import min_driver_branch
 from ansible_collections.inferops.vllm.plugins.module_utils.serving import _vllm_releases as releases
 from ansible_collections.inferops.vllm.plugins.module_utils.serving import _model_task as model_task
+from ansible_collections.inferops.vllm.plugins.module_utils.serving import _lora as lora_
 from ansible_collections.inferops.vllm.plugins.module_utils.serving._vllm_flags_data import VERSIONS, flags_for
 
 # The vLLM release the collection plans for when none is named (the newest
@@ -57,6 +58,9 @@ PLAN_FLAGS = {
     "--max-num-seqs": "max_num_seqs", "--dtype": "dtype", "--quantization": "quantization", "-q": "quantization",
     "--kv-cache-dtype": "kv_cache_dtype", "--shutdown-timeout": "drain_timeout_s",
 }
+# LoRA's flags: rendered from lora_adapters (serving/_lora.py), so that the
+# adapter slots are in the plan's memory; extra_args may not carry them.
+LORA_FLAGS = ("--enable-lora", "--max-loras", "--max-lora-rank", "--lora-modules", "--max-cpu-loras")
 # vLLM's multi-node mode (the mp backend, from 0.11.1): the plan renders these
 # for each pod of a group, so extra_args may not carry them. The defaults and
 # the rank layout are vLLM's (vllm/config/parallel.py, vllm/engine/arg_utils.py,
@@ -319,6 +323,10 @@ def read_command_line(p: dict, version: str, found: Findings) -> tuple[dict, lis
         if flag in ("--trust-remote-code",) and not p.get("allow_trust_remote_code"):
             found.problems.append("--trust-remote-code runs Python code shipped with the model; leave it out, or set "
                                   "allow_trust_remote_code: true if this model needs it and its code is trusted")
+            continue
+        if flag in LORA_FLAGS:
+            found.problems.append(f"{flag} is rendered by the plan from vllm_serve_lora_adapters (with the adapter "
+                                  "slots' memory counted); leave it out of extra_args and list the adapters there")
             continue
         if flag in GROUP_FLAGS:
             found.problems.append(f"{flag} is rendered by the plan when a replica spans nodes (one pod a node, each "
@@ -649,6 +657,11 @@ def overhead_parts(weights: dict, mem: dict, tp: int, pp: int, seqs: int) -> dic
         "cuda_graphs": (0.0 if mem["eager"]
                         else cuda_graph_bytes(weights, tp, pp, mem["batched_tokens"], seqs, in_slice)),
     }
+    lora = mem.get("lora")
+    if lora:
+        # The adapter slots, made with the weights at load (serving/_lora.py).
+        parts["lora"] = lora_.lora_bytes_per_gpu(weights["shape"], lora["max_loras"], lora["max_lora_rank"], tp,
+                                                 DTYPE_BYTES[weights["dtype"]])
     return parts
 
 
@@ -727,7 +740,7 @@ def kv_room(weights: dict, mem: dict, tp: int, pp: int, parts: dict | None = Non
         # overhead_mib given, all of it counts as the peak.
         peak = parts.get("activations", parts.get("given", 0.0))
         margin = max(EXTENSIBLE_MARGIN_MIB * MIB, EXTENSIBLE_MARGIN_OF_PEAK * peak)
-        settled = sum(v for k, v in parts.items() if k in ("non_torch", "cuda_graphs"))
+        settled = sum(v for k, v in parts.items() if k in ("non_torch", "cuda_graphs", "lora"))
         free_after = (mem["seen_mib"] - CUDA_CONTEXT_MIB) * MIB - weights_gpu - settled
         room = min(room, free_after - margin - peak)
     return room
@@ -936,6 +949,7 @@ def container(p: dict, setting, wanted: dict, kept: list, weights: dict, mem: di
     if p.get("allow_trust_remote_code"):
         args.append("--trust-remote-code")
     args += stop_args
+    args += (mem.get("lora") or {}).get("args", [])
     for flag, value in kept:
         args += [flag] if value is None else [flag, value]
     if tp > 1 and fractional and "--disable-custom-all-reduce" not in args:
@@ -1040,6 +1054,11 @@ def plan(p: dict) -> dict:
 
     weights = model_weights(p, setting)
     mem = gpu_memory(p, setting, version, found)
+    model_path = str(p.get("model_path") or wanted.get("model_path") or "/models/model")
+    mem["lora"] = lora_.lora_plan(p.get("lora_adapters") or [], p.get("lora_max_loras"), p.get("lora_max_rank"),
+                                  str(p.get("lora_root") or model_path.rstrip("/") + "-lora"),
+                                  str(setting("served_model_name") or ""), weights["shape"], found.problems,
+                                  found.warnings)
     tp, pp = parallelism(setting, weights, mem, found)
     gpus = tp * pp
     # A replica larger than a node is a group of pods, one a node with all of
@@ -1096,6 +1115,9 @@ def plan(p: dict) -> dict:
         "max_num_seqs": kv["max_seqs"],
         "max_concurrency_at_max_len": kv["concurrency"],
         "served_model_name": run["served"],
+        "lora": ({k: v for k, v in mem["lora"].items() if k != "args"}
+                 | {"memory_per_gpu_gib": round(mem["overhead_parts"].get("lora", 0.0) / GIB, 3)}
+                 if mem["lora"] else {}),
         "runner": runner,
         "port": run["port"],
         "args": pods["ranks"][0] if pods else run["args"],
