@@ -23,18 +23,13 @@ options:
     description: C(policy), C(session_header), C(prefix_chars), C(load_factor), C(unhealthy_s), C(models_refresh_s).
     type: dict
     required: true
-  keys_dir:
-    description: The folder the models' key Secrets are mounted under in the router's pod, one folder a Service.
-    type: str
-    required: true
 """
 
 EXAMPLES = r"""
 - name: The router's configuration
   ansible.builtin.set_fact:
     router: "{{ routes | inferops.vllm.router_config(settings={'policy': 'affinity', 'session_header': 'x-session-id',
-               'prefix_chars': 1024, 'load_factor': 1.25, 'unhealthy_s': 10, 'models_refresh_s': 10},
-               keys_dir='/etc/inferops-router/keys') }}"
+               'prefix_chars': 1024, 'load_factor': 1.25, 'unhealthy_s': 10, 'models_refresh_s': 10}) }}"
 """
 
 RETURN = r"""
@@ -46,8 +41,8 @@ _value:
 from ansible_collections.inferops.vllm.plugins.module_utils.router._routes import config_from_routes
 
 
-def router_config(routes, settings, keys_dir):
-    return config_from_routes([dict(r) for r in routes or []], dict(settings), str(keys_dir))
+def router_config(routes, settings):
+    return config_from_routes([dict(r) for r in routes or []], dict(settings))
 
 
 class FilterModule:

@@ -45,14 +45,15 @@ class RunningRouter:
                            "key_secret": f"{name}-api-key"})
         built = _routes.config_from_routes(routes, {"policy": "affinity", "session_header": "x-session-id",
                                                     "prefix_chars": 1024, "load_factor": 1.25, "unhealthy_s": 10,
-                                                    "models_refresh_s": 60}, str(tmp_path))
+                                                    "models_refresh_s": 60})
         assert built["problems"] == []
         self.config = _routes.load_config(json.dumps(built["config"]))
         self.key_dir = tmp_path
         self.logs: list[str] = []
         self.router = router_cli.Router(
             self.config, router_cli.KeyFile(str(tmp_path / "router-key")),
-            {m["name"]: router_cli.KeyFile(m["key_file"]) for m in self.config["models"]}, None, log=self.logs.append)
+            {m["name"]: router_cli.KeyFile(str(tmp_path / m["key_file"])) for m in self.config["models"]}, None,
+            log=self.logs.append)
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         self.runner = web.AppRunner(self.router.app())
@@ -97,7 +98,7 @@ class RunningRouter:
 
 @pytest.fixture
 def fleet(tmp_path):
-    chat = [StandIn(model="chat", api_key="chat-key", port=0) for _ in range(2)]
+    chat = [StandIn(model="chat", api_key="chat-key", port=0) for _n in range(2)]
     embed = [StandIn(model="embed", api_key="embed-key", port=0, runner="pooling")]
     for server in chat + embed:
         server.thread.start()
@@ -114,15 +115,15 @@ CHAT = {"model": "chat", "messages": [{"role": "user", "content": "Reply with th
 
 def test_routes_by_model_with_each_models_own_key(fleet):
     router, chat, embed = fleet
-    status, _h, body = router.call("/v1/chat/completions", CHAT)
+    status, _headers, body = router.call("/v1/chat/completions", CHAT)
     assert status == 200 and json.loads(body)["model"] == "chat"
-    status, _h, body = router.call("/v1/embeddings", {"model": "embed", "input": "hello"})
+    status, _headers, body = router.call("/v1/embeddings", {"model": "embed", "input": "hello"})
     assert status == 200 and json.loads(body)["model"] == "embed"
     # Each backend got its own key, never the router's.
     sent = [r["authorization"] for s in chat for r in s.requests if r["method"] == "POST"]
     assert sent == ["Bearer chat-key"]
     assert [r["authorization"] for r in embed[0].requests if r["method"] == "POST"] == ["Bearer embed-key"]
-    status, _h, body = router.call("/v1/models")
+    status, _headers, body = router.call("/v1/models")
     assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["chat", "embed"]
 
 
@@ -133,9 +134,9 @@ def test_the_key_unknown_models_and_paths_answer_as_vllm(fleet):
     assert status == 404 and json.loads(body) == recorded["json"]
     assert headers["Content-Length"] == dict(recorded["headers"])["content-length"]
     for key in (None, "chat-key", "wrong"):
-        status, _h, body = router.call("/v1/models", key=key)
+        status, _headers, body = router.call("/v1/models", key=key)
         assert (status, json.loads(body)) == (401, {"error": "Unauthorized"})
-        status, _h, body = router.call("/v1/chat/completions", CHAT, key=key)
+        status, _headers, body = router.call("/v1/chat/completions", CHAT, key=key)
         assert status == 401
     assert router.call("/nothing")[0] == 404
     assert router.call("/health", key=None)[0] == 200
@@ -166,7 +167,7 @@ def test_a_session_stays_on_its_replica_and_sessions_spread(fleet):
     def served_by() -> list[int]:
         return [sum(1 for r in s.requests if r["method"] == "POST") for s in chat]
 
-    for _ in range(6):
+    for _n in range(6):
         assert router.call("/v1/chat/completions", CHAT, headers={"x-session-id": "one"})[0] == 200
     assert sorted(served_by()) == [0, 6]
     for n in range(20):
@@ -189,10 +190,10 @@ def test_a_replica_that_refuses_connections_is_skipped(fleet):
     assert 'inferops_router_retries_total{model="chat"} 1.0' in metrics
     # No replica left: the router says so in the OpenAI shape.
     router.set_replicas({"chat": [dead]})
-    status, _h, body = router.call("/v1/chat/completions", CHAT)
+    status, _headers, body = router.call("/v1/chat/completions", CHAT)
     assert status == 503 and json.loads(body)["error"]["type"] == "ServiceUnavailableError"
     router.set_replicas({"chat": []})
-    status, _h, body = router.call("/v1/chat/completions", CHAT)
+    status, _headers, body = router.call("/v1/chat/completions", CHAT)
     assert status == 503 and "No replica of model `chat` is ready" in json.loads(body)["error"]["message"]
 
 
@@ -210,19 +211,15 @@ def test_a_rotated_key_is_taken_without_a_restart(fleet):
 
 def test_an_adapter_is_routed_to_the_replica_that_lists_it(fleet):
     router, chat, _embed = fleet
-    # vLLM lists a loaded LoRA adapter in /v1/models with the base model as its parent.
-    original = chat[1].models_body
-
-    def with_adapter():
-        body = original()
-        body["data"].append(dict(body["data"][0], id="sql-lora", root="/adapters/sql-lora", parent="chat"))
-        return body
-    chat[1].models_body = with_adapter
+    # vLLM lists an adapter of --lora-modules in /v1/models with the base model as its parent (the stand-in as
+    # recorded: tests/data/real-vllm/lora/http-0.20.0-h200.json). Loaded on one replica only.
+    chat[1].adapters = [("sql-lora", "/models/chat-lora/sql-lora")]
     router.router.last_refresh = -1e9  # the fixture's listing is over a second old (a listing asks at most once a second)
-    status, _h, body = router.call("/v1/models")
-    assert status == 200 and "sql-lora" in [m["id"] for m in json.loads(body)["data"]]
-    chat[1].model = "sql-lora"  # the stand-in answers for the adapter's name as vLLM does
+    status, _headers, body = router.call("/v1/models")
+    listed = {m["id"]: m for m in json.loads(body)["data"]}
+    assert status == 200 and listed["sql-lora"]["parent"] == "chat"
     for n in range(5):
-        status, _h, body = router.call("/v1/chat/completions", dict(CHAT, model="sql-lora"), headers={"x-session-id": f"{n}"})
+        status, _headers, body = router.call("/v1/chat/completions", dict(CHAT, model="sql-lora"),
+                                             headers={"x-session-id": f"{n}"})
         assert status == 200 and json.loads(body)["model"] == "sql-lora"
     assert not [r for r in chat[0].requests if r["method"] == "POST"]

@@ -56,6 +56,10 @@ class Cluster:
                                "pod of the cluster whose models it routes to")
         self.base = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
         self.token_file = os.path.join(service_account_dir, "token")
+        for path in (self.token_file, os.path.join(service_account_dir, "ca.crt")):
+            if not os.path.isfile(path):
+                raise RuntimeError(f"{path} is not there: the pod's ServiceAccount token is not mounted "
+                                   "(automountServiceAccountToken), or --service-account-dir names another folder")
         self.ssl = ssl.create_default_context(cafile=os.path.join(service_account_dir, "ca.crt"))
 
     def headers(self) -> dict:

@@ -187,7 +187,7 @@ class Table:
         return {"object": "list", "data": data}
 
 
-def config_from_routes(routes: list[dict], settings: dict, keys_dir: str) -> dict:
+def config_from_routes(routes: list[dict], settings: dict) -> dict:
     """The router's configuration from the models' routes (each model's
     vllm_serve role, tasks_from: route) and the role's settings, with every
     problem named by the variable to change: {config, problems}."""
@@ -226,7 +226,8 @@ def config_from_routes(routes: list[dict], settings: dict, keys_dir: str) -> dic
     config = {
         "namespace": namespaces[0] if len(namespaces) == 1 else "",
         "models": [{"name": r["name"], "service": r["service"], "port_name": r.get("port_name") or "http",
-                    "key_file": f"{keys_dir}/{r['service']}/api-key"} for r in routes],
+                    # Under the router's --keys-dir, where the pod mounts each model's key Secret.
+                    "key_file": f"{r['service']}/api-key"} for r in routes],
         "affinity": {"policy": settings.get("policy"), "session_header": header.lower(),
                      "prefix_chars": values["prefix_chars"], "load_factor": values["load_factor"]},
         "unhealthy_s": values["unhealthy_s"], "models_refresh_s": values["models_refresh_s"],

@@ -12,7 +12,8 @@ replicas list that name: a LoRA adapter), by session or prompt-prefix
 affinity within a load bound (_routes.py); ``/v1/models`` lists every model
 and adapter; an unknown model gets vLLM's own 404; responses, streams
 included, pass through byte for byte. The router's key and each model's key
-are files of mounted Secrets (--api-key-file, the entries' key_file), read
+are files of mounted Secrets (--api-key-file; the entries' key_file under
+--keys-dir), read
 again when they change, so a rotated key takes effect without a restart;
 never flags or env. Needs aiohttp, no Ansible."""
 
@@ -43,7 +44,8 @@ ATTEMPTS = 3  # replicas tried for one request when they cannot be reached
 
 
 def _log(text: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} router: {text}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} router: {text}\n")
+    sys.stderr.flush()
 
 
 class KeyFile:
@@ -272,6 +274,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--host", default="0.0.0.0")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--api-key-file", required=True, help="the router's key: a file of its mounted Secret")
+    ap.add_argument("--keys-dir", required=True,
+                    help="where the models' key Secrets are mounted: the entries' key_file are under it")
     ap.add_argument("--service-account-dir", default=_endpoints.SERVICE_ACCOUNT_DIR)
     ap.add_argument("--drain-seconds", type=float, default=30.0,
                     help="on SIGTERM, how long requests in flight (streams) may go on")
@@ -285,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             config = _routes.load_config(f.read())
         api_key = KeyFile(args.api_key_file)
         api_key.read()
-        backend_keys = {m["name"]: KeyFile(m["key_file"]) for m in config["models"]}
+        backend_keys = {m["name"]: KeyFile(os.path.join(args.keys_dir, m["key_file"])) for m in config["models"]}
         for key in backend_keys.values():
             key.read()
         cluster = _endpoints.Cluster(args.service_account_dir)

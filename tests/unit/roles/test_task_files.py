@@ -25,7 +25,10 @@ MAX_LINES = 150
 # the roles were split (2026-12-04), so that it can only go down; lower a
 # ceiling when a change lowers the share.
 GOAL_JINJA_SHARE = 0.15
-MAX_JINJA_SHARE = {"deployer_access": 0.25, "gpu_node": 0.22, "hami": 0.32, "model_store": 0.24, "vllm_serve": 0.36}
+# vllm_router (issue #28) is new: its 7 Jinja lines of 23 are the modules'
+# arguments and the check's loop, whose options live in vars/main.yml.
+MAX_JINJA_SHARE = {"deployer_access": 0.25, "gpu_node": 0.22, "hami": 0.32, "model_store": 0.24, "vllm_serve": 0.36,
+                   "vllm_router": 0.31}
 # Task keywords that hold more tasks.
 NESTED = ("block", "rescue", "always")
 

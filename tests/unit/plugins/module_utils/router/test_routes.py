@@ -24,7 +24,7 @@ def test_the_same_session_goes_to_the_same_replica_and_sessions_spread():
     for n in range(400):
         key = _routes.affinity_key({"messages": [{"role": "user", "content": f"q{n}"}]},
                                    {"x-session-id": f"s{n}"}, AFFINITY)
-        chosen = {_routes.order(REPLICAS, key, {}, 1.25)[0] for _ in range(3)}
+        chosen = {_routes.order(REPLICAS, key, {}, 1.25)[0] for _n in range(3)}
         assert len(chosen) == 1
         firsts[chosen.pop()] += 1
     # Rendezvous hashing spreads keys evenly: each of 4 replicas gets about 100 of 400.
@@ -121,11 +121,11 @@ SETTINGS = {"policy": "affinity", "session_header": "X-Session-Id", "prefix_char
 
 
 def test_the_configuration_from_the_models_routes():
-    built = _routes.config_from_routes(ROUTES, SETTINGS, "/keys")
+    built = _routes.config_from_routes(ROUTES, SETTINGS)
     assert built["problems"] == []
     config = built["config"]
     assert config["namespace"] == "ai" and config["affinity"]["session_header"] == "x-session-id"
-    assert config["models"][0] == {"name": "chat", "service": "chat", "port_name": "http", "key_file": "/keys/chat/api-key"}
+    assert config["models"][0] == {"name": "chat", "service": "chat", "port_name": "http", "key_file": "chat/api-key"}
     # What the router reads back is what the role wrote.
     assert _routes.load_config(json.dumps(config)) == config
 
@@ -134,12 +134,12 @@ def test_every_problem_is_named_by_its_variable():
     routes = ROUTES + [dict(ROUTES[0], service="chat-2", namespace="other")]
     settings = dict(SETTINGS, policy="random", load_factor=0.5, prefix_chars="many", session_header="x session",
                     models_refresh_s=0)
-    problems = " | ".join(_routes.config_from_routes(routes, settings, "/keys")["problems"])
+    problems = " | ".join(_routes.config_from_routes(routes, settings)["problems"])
     for expected in ("2 namespaces (ai, other)", "vllm_serve_namespace", "both answer to 'chat'",
                      "vllm_router_policy", "vllm_router_load_factor", "vllm_router_prefix_chars",
                      "vllm_router_session_header", "vllm_router_models_refresh_seconds"):
         assert expected in problems, problems
-    assert "vllm_router_routes is empty" in _routes.config_from_routes([], SETTINGS, "/k")["problems"][0]
+    assert "vllm_router_routes is empty" in _routes.config_from_routes([], SETTINGS)["problems"][0]
 
 
 def test_a_broken_configuration_file_is_refused_with_its_keys():
