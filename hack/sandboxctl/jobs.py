@@ -507,8 +507,9 @@ class PodWorker(threading.Thread):
             spec["audiences"] = [source["audience"]]
         account = self.pod["spec"].get("serviceAccountName") or "default"
         try:
+            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
             answer = request_json(self.runner.api, "POST",
-                                  f"/api/v1/namespaces/{self.ns}/serviceaccounts/{account}/token", body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+                                  f"/api/v1/namespaces/{self.ns}/serviceaccounts/{account}/token", body=body,
                                   action=f"requesting a token of ServiceAccount {self.ns}/{account}")
         except ClusterError as exc:
             raise ConfigError(f"MountVolume.SetUp failed: {exc}", "ContainerCreating") from None

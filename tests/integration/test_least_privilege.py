@@ -1,7 +1,7 @@
 """The serving stages as a least-privilege account: an administrator runs
 playbooks/deployer_access.yml once; site.yml then runs every stage but HAMi's
 with the account's kubeconfig (the sandbox's API server authorizes with
-RBAC), twice, the second changing nothing; then the day-2 playbooks as the
+RBAC), twice, the second changing nothing; the fleet's router, twice; then the day-2 playbooks as the
 same account: scale.yml (its GPU count reads every namespace's pods), an
 upgrade broken on purpose that is rolled back (the rollback reads the old
 ControllerRevision and deletes the broken pod), and teardown.yml. What the
@@ -102,6 +102,21 @@ def test_serving_stages_run_as_the_least_privilege_account(sandbox, kube, tmp_pa
     assert kube.get("apps/v1", "StatefulSet", NAMESPACE, "vllm")["status"].get("readyReplicas") == 1
     second = playbook(sandbox, "site.yml", *as_deployer)
     assert second.rc == 0 and second.changed() == 0, second.failures()
+
+    # The fleet's router as the same account: its ServiceAccount, and a Role and RoleBinding that let it watch
+    # EndpointSlices (the API server lets the account grant only what it holds), then a client's check through it.
+    if sandbox.state.get("pod_route") is True:  # the router reaches the replica by its pod IP (docs/sandbox.md)
+        port = sandbox.state["ports"]["router"]
+        router = ["-e", "vllm_router_enabled=true", "-e", f"vllm_router_port={port}", "-e", "vllm_router_replicas=1",
+                  "-e", f"vllm_router_check_url=http://127.0.0.1:{port}"]
+        routed = playbook(sandbox, "playbooks/router.yml", *as_deployer[2:], *router)
+        assert routed.rc == 0 and routed.failed() == 0, routed.failures()
+        assert kube.get("rbac.authorization.k8s.io/v1", "Role", NAMESPACE, "inferops-router")["rules"] == [
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}]
+        again_routed = playbook(sandbox, "playbooks/router.yml", *as_deployer[2:], *router)
+        assert again_routed.rc == 0 and again_routed.changed() == 0, again_routed.failures()
+        for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")):
+            kube.delete(api, kind, NAMESPACE, "inferops-router")
 
     # Not allowed: serving into a namespace it was not given.
     denied = playbook(sandbox, "site.yml", "--tags", "serve", "-e", f"inferops_kubeconfig={dest}", "-e",

@@ -152,8 +152,9 @@ def test_one_endpoint_for_the_fleet(sandbox, kube, tmp_path):
     kube.wait_for(("v1", "Pod", NAMESPACE), lambda p: p["metadata"]["uid"] == gone_pod["metadata"]["uid"]
                   and p["metadata"].get("deletionTimestamp"), timeout=30)
     for n in range(10):
+        session = "one" if n % 2 else f"t{n}"
         status, _headers, body = client.call("/v1/chat/completions", dict(CHAT, model="chat-small"),
-                                       headers={"x-session-id": "one" if n % 2 else f"t{n}"})
+                                             headers={"x-session-id": session})
         assert status == 200, body
 
     # The models take requests only from the router's pods (and whom the user names; enforced where the
@@ -177,5 +178,5 @@ def test_one_endpoint_for_the_fleet(sandbox, kube, tmp_path):
 
     # The rerun of the router's stage changes nothing.
     again = run(sandbox, "site.yml", "--tags", "router", *router_vars(port, tmp_path))
-    assert again.rc == 0 and again.changed() == 0, [t["task"]["name"] for t in again.tasks()
-                                                     if any(h.get("changed") for h in t["hosts"].values())]
+    changed = [t["task"]["name"] for t in again.tasks() if any(h.get("changed") for h in t["hosts"].values())]
+    assert again.rc == 0 and again.changed() == 0, changed
