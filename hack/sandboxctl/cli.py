@@ -267,14 +267,20 @@ def add_pod_route(cidr: str):
     the router reaches the replicas by the IPs in their EndpointSlices. True,
     or why not (it needs CAP_NET_ADMIN: root; `make test` as root, as CI
     runs it, has it)."""
-    proc = subprocess.run(["ip", "route", "add", "local", cidr, "dev", "lo", "table", "local"],
-                          capture_output=True, text=True, timeout=30, check=False)
+    try:
+        proc = subprocess.run(["ip", "route", "add", "local", cidr, "dev", "lo", "table", "local"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"ip route add local {cidr}: {exc} (iproute2's ip is needed)"
     return True if proc.returncode == 0 else f"ip route add local {cidr}: {proc.stderr.strip() or proc.returncode}"
 
 
 def delete_pod_route(cidr: str) -> None:
-    subprocess.run(["ip", "route", "del", "local", cidr, "dev", "lo", "table", "local"], capture_output=True,
-                   timeout=30, check=False)
+    try:
+        subprocess.run(["ip", "route", "del", "local", cidr, "dev", "lo", "table", "local"], capture_output=True,
+                       timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        pass  # up could not have added it either
 
 
 def down(args: argparse.Namespace) -> int:

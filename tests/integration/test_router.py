@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 
@@ -61,6 +62,21 @@ class Client:
                 return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers, exc.read()
+
+    def metric(self, series: str) -> float | None:
+        for line in self.call("/metrics", key=None)[2].decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return None
+
+    def wait_metric(self, series: str, predicate, timeout: float) -> None:
+        """Until the router's metric says so: asked again with a capped backoff (the router has no watch)."""
+        end, delay = time.monotonic() + timeout, 0.05
+        while not predicate(self.metric(series) or 0.0):
+            if time.monotonic() > end:
+                raise TimeoutError(f"{series} is still {self.metric(series)}")
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
 
     def served(self, model: str) -> dict[str, float]:
         """Requests answered by each replica of the model (the router's metrics)."""
@@ -149,13 +165,23 @@ def test_one_endpoint_for_the_fleet(sandbox, kube, tmp_path):
     gone_pod = next(p for p in kube.list("v1", "Pod", NAMESPACE, label_selector="app.kubernetes.io/instance=chat-small")
                     if f"{p['status']['podIP']}:8000" == kept)
     kube.delete("v1", "Pod", NAMESPACE, gone_pod["metadata"]["name"])
-    kube.wait_for(("v1", "Pod", NAMESPACE), lambda p: p["metadata"]["uid"] == gone_pod["metadata"]["uid"]
-                  and p["metadata"].get("deletionTimestamp"), timeout=30)
+    # The endpointslice controller takes it out (terminating, not ready) ...
+    kube.wait_for(("discovery.k8s.io/v1", "EndpointSlice", NAMESPACE),
+                  lambda s: s["metadata"]["labels"].get("kubernetes.io/service-name") == "chat-small" and not any(
+                      kept.split(":")[0] in e["addresses"] and e["conditions"].get("ready") for e in s["endpoints"] or []),
+                  timeout=30)
+    # ... and the router's watch sees it (its metrics: no API object records what the router saw).
+    client.wait_metric('inferops_router_replicas{model="chat-small"}', lambda v: v < 2, timeout=30)
+    before = client.served("chat-small")
     for n in range(10):
         session = "one" if n % 2 else f"t{n}"
         status, _headers, body = client.call("/v1/chat/completions", dict(CHAT, model="chat-small"),
                                              headers={"x-session-id": session})
         assert status == 200, body
+    # Every one went to the other replica, none was tried on the one going away first.
+    after = client.served("chat-small")
+    assert after.get(kept, 0) == before.get(kept, 0) and sum(after.values()) - sum(before.values()) == 10
+    assert 'inferops_router_retries_total{model="chat-small"}' not in client.call("/metrics", key=None)[2].decode()
 
     # The models take requests only from the router's pods (and whom the user names; enforced where the
     # cluster's network plugin enforces NetworkPolicy: the sandbox has none).

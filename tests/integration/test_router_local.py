@@ -204,7 +204,9 @@ def test_a_rotated_key_is_taken_without_a_restart(fleet):
     assert router.call("/v1/models", key="new-router-key")[0] == 200
     for server in chat:
         server.api_key = "new-chat-key"
-    assert router.call("/v1/chat/completions", CHAT, key="new-router-key")[0] == 401  # the backend refuses the old key
+    # The replica refuses the router's old key for it: the router's fault, said as a 502, not the client's 401.
+    status, _headers, body = router.call("/v1/chat/completions", CHAT, key="new-router-key")
+    assert status == 502 and json.loads(body)["error"]["type"] == "BadGatewayError"
     (router.key_dir / "chat" / "api-key").write_text("new-chat-key")
     assert router.call("/v1/chat/completions", CHAT, key="new-router-key")[0] == 200
 
@@ -223,3 +225,80 @@ def test_an_adapter_is_routed_to_the_replica_that_lists_it(fleet):
                                              headers={"x-session-id": f"{n}"})
         assert status == 200 and json.loads(body)["model"] == "sql-lora"
     assert not [r for r in chat[0].requests if r["method"] == "POST"]
+
+
+class DropsAfterReading:
+    """A replica that reads a whole request and closes the connection without
+    answering (a vLLM killed mid-generation): it counts what it received."""
+
+    def __init__(self):
+        self.received = 0  # POSTs (the router's own GET /v1/models are not counted)
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _addr = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _sep, body = data.partition(b"\r\n\r\n")
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length")), b"0"))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.received += head.startswith(b"POST ")
+
+
+def test_a_request_that_reached_a_replica_is_never_sent_again(fleet):
+    router, chat, _embed = fleet
+    dropper = DropsAfterReading()
+    address = f"127.0.0.1:{dropper.port}"
+    router.set_replicas({"chat": [address, f"127.0.0.1:{chat[0].port}"]})
+    session = next(f"s{n}" for n in range(100)
+                   if _routes.order([address, f"127.0.0.1:{chat[0].port}"], f"session:s{n}", {}, 1.25)[0] == address)
+    status, _headers, body = router.call("/v1/chat/completions", CHAT, headers={"x-session-id": session})
+    # The replica got it and may have run it: a 502, and the other replica never got it.
+    assert status == 502 and json.loads(body)["error"]["type"] == "BadGatewayError", body
+    assert dropper.received == 1 and not [r for r in chat[0].requests if r["method"] == "POST"]
+    dropper.server.close()
+
+
+def test_only_the_openai_paths_travel(fleet):
+    router, chat, _embed = fleet
+    for path in ("/v1/%2e%2e/tokenize", "/v1/../tokenize", "/v1/load_lora_adapter", "/tokenize", "/invocations"):
+        status, _headers, body = router.call(path, CHAT)
+        assert (status, json.loads(body)) == (404, {"detail": "Not Found"}), path
+    assert not [r for s in chat for r in s.requests if r["method"] == "POST"]
+
+
+def test_the_routers_own_errors_are_json(fleet):
+    router, _chat, _embed = fleet
+    deep = "[" * 100000 + "]" * 100000
+    for data in (b"not json", deep.encode()):
+        req = urllib.request.Request(f"http://127.0.0.1:{router.port}/v1/chat/completions", data=data,
+                                     headers={"Authorization": "Bearer router-key"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=30)
+        assert refused.value.code == 400 and json.loads(refused.value.read())["error"]["type"] == "BadRequestError"
+    big = urllib.request.Request(f"http://127.0.0.1:{router.port}/v1/chat/completions",
+                                 data=b" " * (router_cli.MAX_BODY + 1), headers={"Authorization": "Bearer router-key"})
+    try:
+        urllib.request.urlopen(big, timeout=60)
+        raise AssertionError("a body over the limit was taken")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 413 and json.loads(exc.read())["error"]["code"] == 413
+    except ConnectionError:
+        pass  # the server may close while the client still sends; what it answered is not readable then
+    # A model's key file gone: JSON, and the log says why.
+    (router.key_dir / "chat" / "api-key").unlink()
+    status, _headers, body = router.call("/v1/chat/completions", CHAT)
+    assert status == 500 and json.loads(body)["error"]["type"] == "InternalServerError"
+    assert any("api-key" in line for line in router.logs)

@@ -17,8 +17,18 @@ import json
 import os
 import ssl
 
+try:
+    import aiohttp
+except ImportError:  # the router's image has it; the controller never imports this file
+    aiohttp = None
+
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # set by the EndpointSlice controller on a Service's slices
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+WATCH_S = 300  # the server ends each watch after this; bookmarks keep it busy meanwhile
+# A list answers within seconds; a watch sends a bookmark at least every minute or so, so a
+# connection silent for longer than the watch itself is dead (a lost peer sends no reset).
+LIST_TIMEOUT = {"total": 30}
+WATCH_TIMEOUT = {"sock_connect": 10, "sock_read": WATCH_S + 30}
 
 
 def ready_addresses(slices: list[dict], port_name: str) -> list[str]:
@@ -80,7 +90,7 @@ async def watch_slices(session, cluster: Cluster, namespace: str, services: list
         slices: dict[str, dict] = {}
         try:
             async with session.get(path, params={"labelSelector": selector}, headers=cluster.headers(),
-                                   ssl=cluster.ssl) as resp:
+                                   ssl=cluster.ssl, timeout=aiohttp.ClientTimeout(**LIST_TIMEOUT)) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"listing EndpointSlices in {namespace}: HTTP {resp.status} "
                                        f"{(await resp.text())[:200]}")
@@ -91,9 +101,9 @@ async def watch_slices(session, cluster: Cluster, namespace: str, services: list
             on_change(_by_service(slices))
             delay = 1.0
             params = {"labelSelector": selector, "watch": "1", "resourceVersion": version,
-                      "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
+                      "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_S)}
             async with session.get(path, params=params, headers=cluster.headers(), ssl=cluster.ssl,
-                                   timeout=None) as resp:
+                                   timeout=aiohttp.ClientTimeout(**WATCH_TIMEOUT)) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"watching EndpointSlices in {namespace}: HTTP {resp.status}")
                 async for line in resp.content:
@@ -101,8 +111,9 @@ async def watch_slices(session, cluster: Cluster, namespace: str, services: list
                         continue
                     event = json.loads(line)
                     kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":  # 410 Gone: the version is too old; list again
-                        break
+                    if kind == "ERROR":  # 410 Gone (the version is too old) or another: list again, after the back-off
+                        raise RuntimeError(f"the watch ended with {(obj.get('code') or '')} {obj.get('reason') or ''}: "
+                                           f"{obj.get('message') or ''}")
                     if kind == "BOOKMARK":
                         continue
                     if kind == "DELETED":

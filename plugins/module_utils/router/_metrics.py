@@ -39,6 +39,13 @@ class Metrics:
     def set(self, name: str, value: float, **labels) -> None:
         self.values[name][tuple(sorted(labels.items()))] = float(value)
 
+    def forget(self, **labels) -> None:
+        """Drop every series whose labels include these (a replica that is gone)."""
+        wanted = set(labels.items())
+        for series in self.values.values():
+            for key in [k for k in series if wanted <= set(k)]:
+                del series[key]
+
     def observe(self, seconds: float, **labels) -> None:
         key = tuple(sorted(labels.items()))
         h = self.histograms.setdefault(key, [0] * len(BUCKETS) + [0.0, 0])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ParameterError
 
@@ -104,7 +105,8 @@ def order(replicas: list[str], key: str, in_flight: dict[str, int], load_factor:
     if not replicas:
         return []
     if not key:
-        return sorted(replicas, key=lambda r: (in_flight.get(r, 0), _score(str(sum(in_flight.values())), r)))
+        # Ties broken at random: idle, keyless requests spread rather than all go to one replica.
+        return sorted(replicas, key=lambda r: (in_flight.get(r, 0), random.random()))
     ranked = sorted(replicas, key=lambda r: _score(key, r), reverse=True)
     total = sum(in_flight.get(r, 0) for r in replicas) + 1  # this request counted
     bound = max(FLOOR_IN_FLIGHT, math.ceil(load_factor * total / len(replicas)))
@@ -157,6 +159,16 @@ class Table:
                 if any(e.get("id") == name for e in self.served.get(address, [])):
                     return model
         return None
+
+    def ambiguous(self) -> dict[str, list[str]]:
+        """Names (adapters) that the replicas of more than one model list."""
+        owners: dict[str, list[str]] = {}
+        for model, addresses in self.replicas.items():
+            for entry in {e.get("id") for a in addresses for e in self.served.get(a, [])}:
+                owners.setdefault(entry, [])
+                if model not in owners[entry]:
+                    owners[entry].append(model)
+        return {name: models for name, models in owners.items() if len(models) > 1}
 
     def candidates(self, name: str, now: float) -> list[str]:
         """The ready replicas that serve ``name``, healthy ones first (a

@@ -38,9 +38,20 @@ except ImportError:  # the collection's controller side never imports this file;
     aiohttp = web = None
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade", "host", "content-length", "authorization"}
+              "transfer-encoding", "upgrade", "host", "content-length", "authorization",
+              # aiohttp's server has already decoded a compressed request body
+              "content-encoding"}
+# The OpenAI API paths the router forwards (POST, a JSON body naming the model),
+# each to the same path of a replica; any other path is not served: vLLM's
+# other paths (/tokenize, /invocations, adapter loading, /v1/.. tricks) stay
+# out of reach of the router's clients.
+PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/rerank", "/v1/score")
 MAX_BODY = 64 * 1024 * 1024  # a long prompt or a batch of embedding inputs, never a model's weights
 ATTEMPTS = 3  # replicas tried for one request when they cannot be reached
+# Below uvicorn's 5 s keep-alive (vLLM's server): the router drops an idle
+# connection before the replica does, so a request never goes out on a
+# connection the replica is closing.
+KEEPALIVE_S = 4
 
 
 def _log(text: str) -> None:
@@ -79,30 +90,37 @@ class Router:
         self.stop = None
         self.refresh_now = None
         self.last_refresh = -1e9
+        self.said_ambiguous: dict[str, list] = {}
         self.tasks: list = []
 
     # --- the app ----------------------------------------------------------------------------
 
     def app(self):
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self.openai_errors])
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/v1/models", self.models)
-        app.router.add_post("/v1/{tail:.*}", self.proxy)
+        for path in PATHS:
+            app.router.add_post(path, self.proxy)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         app.on_startup.append(self.start)
         app.on_cleanup.append(self.cleanup)
         return app
 
     async def start(self, _app) -> None:
-        # No overall timeout: a generation may stream for many minutes. auto_decompress off: bytes pass unchanged.
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
-                                             auto_decompress=False)
+        # To the replicas: no overall timeout (a generation may stream for many minutes); bytes pass unchanged
+        # (no decompression, and no Accept-Encoding of the router's own); no bound on connections.
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), auto_decompress=False,
+            skip_auto_headers=["Accept-Encoding"],
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S))
+        # To the API server: its lists may come gzipped (over 128 KiB), so decompressed here.
+        self.api_session = aiohttp.ClientSession()
         self.stop, self.refresh_now = asyncio.Event(), asyncio.Event()
         services = sorted({m["service"] for m in self.config["models"]})
         if self.cluster is not None:
             self.tasks.append(asyncio.create_task(_endpoints.watch_slices(
-                self.session, self.cluster, self.config["namespace"], services, self.endpoints_changed, self.log,
+                self.api_session, self.cluster, self.config["namespace"], services, self.endpoints_changed, self.log,
                 self.stop)))
         self.tasks.append(asyncio.create_task(self.refresh_models_loop()))
 
@@ -112,6 +130,7 @@ class Router:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.session.close()
+        await self.api_session.close()
 
     def endpoints_changed(self, by_service: dict[str, list[dict]]) -> None:
         for model in self.config["models"]:
@@ -120,6 +139,13 @@ class Router:
                 self.log(f"{model['name']}: {len(addresses)} ready replica(s): {', '.join(addresses) or 'none'}")
             self.table.set_replicas(model["name"], addresses)
             self.metrics.set("inferops_router_replicas", len(addresses), model=model["name"])
+        # What the router kept of replicas that are gone (their IPs come back only as other pods).
+        alive = {a for addresses in self.table.replicas.values() for a in addresses}
+        for address in [a for a in self.in_flight if a not in alive and not self.in_flight[a]]:
+            del self.in_flight[address]
+            self.metrics.forget(replica=address)
+        for address in [a for a in self.table.unhealthy if a not in alive]:
+            del self.table.unhealthy[address]
         self.refresh_now.set()
 
     # --- what each replica serves -----------------------------------------------------------
@@ -149,6 +175,11 @@ class Router:
                 self.table.served[address] = answer
             elif address in self.table.replicas[model["name"]]:
                 self.log(f"{model['name']}: {address} did not list its models: {answer}")
+        for name, models in self.table.ambiguous().items():
+            if self.said_ambiguous.get(name) != models:
+                self.said_ambiguous[name] = models
+                self.log(f"{name} is listed by the replicas of {', '.join(models)}: requests for it go to {models[0]}; "
+                         "give the adapters names of their own")
 
     async def listed_by(self, model: dict, address: str) -> list:
         headers = {"Authorization": f"Bearer {self.backend_keys[model['name']].read()}"}
@@ -169,6 +200,25 @@ class Router:
     def answer(body: dict, status: int):
         # Compact, as FastAPI's JSONResponse writes it (vLLM's 404 is 115 bytes: chat_wrong_model.json).
         return web.json_response(body, status=status, dumps=lambda obj: json.dumps(obj, separators=(",", ":")))
+
+    @web.middleware
+    async def openai_errors(self, request, handler):
+        """Every answer of the router's own in the OpenAI shape, never
+        aiohttp's text pages: a body too large, a key file missing, a bug."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                return self.answer(_routes.NOT_FOUND_PATH, 404)
+            return self.answer(_routes.error(exc.reason or "The request was refused.", exc.status,
+                                             "BadRequestError" if exc.status < 500 else "InternalServerError"),
+                               exc.status)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client gets JSON, the log says what
+            self.log(f"{request.method} {request.path}: {type(exc).__name__}: {exc}")
+            return self.answer(_routes.error("The router could not handle the request; its log says why.", 500,
+                                             "InternalServerError"), 500)
 
     async def health(self, _request):
         return web.Response(status=200)
@@ -191,7 +241,7 @@ class Router:
         raw = await request.read()
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):
             return self.answer(_routes.error("The request body is not a JSON object.", 400, "BadRequestError"), 400)
@@ -217,7 +267,9 @@ class Router:
         key = _routes.affinity_key(body, {k.lower(): v for k, v in request.headers.items()}, affinity) \
             if affinity["policy"] == "affinity" else ""
         tried = _routes.order(candidates, key, self.in_flight, affinity["load_factor"])[:ATTEMPTS]
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        # Hop-by-hop headers, and those the client's Connection header names (RFC 9110 7.6.1), stay here.
+        named = {h.strip().lower() for h in request.headers.get("Connection", "").split(",") if h.strip()}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | named}
         headers["Authorization"] = f"Bearer {self.backend_keys[model].read()}"
         started = time.monotonic()
         for attempt, address in enumerate(tried):
@@ -240,13 +292,31 @@ class Router:
 
     async def forward(self, request, model: str, address: str, raw: bytes, headers: dict, started: float):
         """The request to one replica, its answer back unchanged. Raises
-        _Unreachable when nothing was received, so another replica can be
-        tried; once the answer has begun, a failure ends it here."""
+        _Unreachable when the connection could not be made, so another
+        replica can be tried; once the request may have reached the replica,
+        it is never sent again (a generation is not repeated): a failure
+        before the answer is a 502, one after ends the answer."""
+        # The route's own path, never the client's (its dot segments or escapes do not travel).
+        url = f"http://{address}{request.match_info.route.resource.canonical}"
         try:
-            upstream = await self.session.request(request.method, f"http://{address}{request.path_qs}", data=raw,
+            upstream = await self.session.request(request.method, url, params=request.query, data=raw,
                                                   headers=headers)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise _Unreachable(str(exc) or type(exc).__name__) from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.log(f"{model}: {address} failed before answering ({type(exc).__name__}: {exc}); not sent again, since "
+                     "the replica may have run it")
+            self.metrics.inc("inferops_router_requests_total", model=model, replica=address, code="502")
+            return self.answer(_routes.error(f"The replica of `{model}` failed before answering; the request was not "
+                                             "sent again.", 502, "BadGatewayError"), 502)
+        if upstream.status == 401:
+            # The replica refused the router's key for it: the router's fault, not the client's.
+            upstream.release()
+            self.log(f"{model}: {address} refused the model's key (401): the router's copy is not the model's "
+                     "(rotated and not yet remounted?)")
+            self.metrics.inc("inferops_router_requests_total", model=model, replica=address, code="502")
+            return self.answer(_routes.error(f"The replica of `{model}` refused the router's key for it.", 502,
+                                             "BadGatewayError"), 502)
         try:
             self.metrics.observe(time.monotonic() - started, model=model)
             self.metrics.inc("inferops_router_requests_total", model=model, replica=address, code=str(upstream.status))
@@ -300,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"listening on {args.host}:{args.port} for {', '.join(m['name'] for m in config['models'])} "
          f"(policy {config['affinity']['policy']})")
     # reuse_port: an old and a new pod of a rollout may share the address where pods share a host (the sandbox).
+    # handler_cancellation: a client that hangs up cancels its request to the replica, which then stops generating.
     web.run_app(router.app(), host=args.host, port=args.port, reuse_port=True, shutdown_timeout=args.drain_seconds,
-                print=None, access_log=None)
+                print=None, access_log=None, handler_cancellation=True)
     return 0
 
 

@@ -43,6 +43,13 @@ def problems(v: dict) -> list[str]:
         found.append("vllm_serve_network_policy_enabled is true but vllm_serve_network_policy_from is empty: the "
                      "policy would let no client in. Name the namespaces (and optionally pod labels) of the clients, "
                      "e.g. [{namespace: ingress-nginx}, {namespace: apps, pod_labels: {app: chat}}]")
+    cut_off = [what for what, on in (("vllm_serve_ingress_enabled (the Ingress controller)", v.get("ingress_enabled")),
+                                     ("vllm_serve_service_monitor (Prometheus)", v.get("service_monitor")),
+                                     ("vllm_serve_autoscaling (Prometheus' metrics)", v.get("autoscaling"))) if on]
+    if v.get("router") and cut_off and not v.get("network_policy_user_from"):
+        found.append("with the fleet's router on (vllm_router_enabled), the model's NetworkPolicy admits only the "
+                     f"router's pods, which would cut off {', '.join(cut_off)}: name their namespaces in "
+                     "vllm_serve_network_policy_from (e.g. [{namespace: monitoring}]), or turn them off")
     return found
 
 

@@ -25,9 +25,19 @@ import re
 
 # vLLM's MaxLoRARanks (vllm/config/lora.py, 0.20.0 and 0.34.0): the CLI refuses any other.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-# Architectures whose vLLM model class also declares embedding_modules (embed_tokens and
-# lm_head get LoRA buffers too): vllm/model_executor/models/qwen3.py at 0.20.0 and 0.34.0.
-EMBEDDING_LORA_ARCHITECTURES = ("Qwen3ForCausalLM",)
+# Architectures whose vLLM model class declares a non-empty embedding_modules, itself or
+# by inheritance (embed_tokens and lm_head get LoRA buffers too): every *ForCausalLM class
+# of vllm/model_executor/models/ in the vLLM 0.20.0 wheel, read with Python's ast (llama.py's
+# LlamaForCausalLM and qwen3.py's Qwen3ForCausalLM among them; Qwen2 and Mistral have none).
+EMBEDDING_LORA_ARCHITECTURES = (
+    "ApertusForCausalLM", "BambaForCausalLM", "CohereForCausalLM", "DeciLMForCausalLM", "Ernie4_5ForCausalLM",
+    "Exaone4ForCausalLM", "ExaoneForCausalLM", "ExaoneMoeForCausalLM", "FalconH1ForCausalLM", "GlmForCausalLM",
+    "GraniteForCausalLM", "GraniteMoeForCausalLM", "GraniteMoeHybridForCausalLM", "GraniteMoeSharedForCausalLM",
+    "HyperCLOVAXForCausalLM", "Jais2ForCausalLM", "JambaForCausalLM", "Lfm2ForCausalLM", "Lfm2MoeForCausalLM",
+    "Llama4ForCausalLM", "LlamaForCausalLM", "MiniCPM3ForCausalLM", "MiniCPMForCausalLM", "MixtralForCausalLM",
+    "NemotronForCausalLM", "NemotronHForCausalLM", "Param2MoEForCausalLM", "Phi3ForCausalLM", "PhiMoEForCausalLM",
+    "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "SolarForCausalLM", "TeleChat2ForCausalLM", "TeleFLMForCausalLM",
+)
 # What vLLM's number holds beyond the buffers themselves: PyTorch's caching
 # allocator hands out whole blocks, so the memory reserved for many stacked
 # buffers is a little more than their bytes. Measured (runs-0.20.0-h200.json):

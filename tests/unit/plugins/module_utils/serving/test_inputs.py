@@ -59,3 +59,16 @@ def test_the_model_folder_a_running_statefulset_reads():
     assert model_subpath(sts(["/data/m/"], mount="/data/")) == "m"
     assert model_subpath(sts(["/elsewhere/m"])) == ""
     assert model_subpath({}) == ""
+
+
+def test_the_router_would_cut_off_an_ingress_or_prometheus_unless_they_are_named():
+    base = {"name": "chat", "namespace": "ai", "network_policy_enabled": True,
+            "network_policy_from": [{"namespace": "ai", "pod_labels": {"app.kubernetes.io/name": "inferops-router"}}],
+            "router": True, "network_policy_user_from": []}
+    assert problems(base) == []
+    found = " ".join(problems(dict(base, ingress_enabled=True, service_monitor=True)))
+    assert "vllm_serve_ingress_enabled (the Ingress controller), vllm_serve_service_monitor (Prometheus)" in found
+    assert "vllm_serve_network_policy_from" in found
+    assert problems(dict(base, service_monitor=True, network_policy_user_from=[{"namespace": "monitoring"}])) == []
+    # Without the router nothing changes for those options.
+    assert problems(dict(base, router=False, ingress_enabled=True)) == []
