@@ -39,6 +39,7 @@ def router_vars(port: int, tmp_path) -> list[str]:
     extra = tmp_path / "router-fleet.yml"
     extra.write_text(yaml.safe_dump({"inferops_models": models, "vllm_router_enabled": True,
                                      "vllm_router_port": port, "vllm_router_replicas": 1,
+                                     "vllm_router_grafana_dashboard": True,
                                      "vllm_router_check_url": f"http://127.0.0.1:{port}"}))
     return ["-e", f"@{extra}"]
 
@@ -190,6 +191,12 @@ def test_one_endpoint_for_the_fleet(sandbox, kube, tmp_path):
         peers = policy["spec"]["ingress"][0]["from"]
         assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": "inferops-router"}}} in peers, peers
+
+    # The router's dashboard, for the Grafana chart's sidecar.
+    board = kube.get("v1", "ConfigMap", NAMESPACE, "inferops-router-dashboard")
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    panels = json.loads(board["data"][f"router-{NAMESPACE}-inferops-router.json"])["panels"]
+    assert "Requests by model" in [p["title"] for p in panels]
 
     # The router's account reads EndpointSlices and nothing else.
     def allowed(verb: str, resource: str, group: str = "") -> bool:

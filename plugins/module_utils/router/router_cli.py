@@ -96,7 +96,11 @@ class Router:
     # --- the app ----------------------------------------------------------------------------
 
     def app(self):
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self.openai_errors])
+        @web.middleware
+        async def openai_errors(request, handler):
+            return await self.openai_errors(request, handler)
+
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[openai_errors])
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/v1/models", self.models)
@@ -201,7 +205,6 @@ class Router:
         # Compact, as FastAPI's JSONResponse writes it (vLLM's 404 is 115 bytes: chat_wrong_model.json).
         return web.json_response(body, status=status, dumps=lambda obj: json.dumps(obj, separators=(",", ":")))
 
-    @web.middleware
     async def openai_errors(self, request, handler):
         """Every answer of the router's own in the OpenAI shape, never
         aiohttp's text pages: a body too large, a key file missing, a bug."""

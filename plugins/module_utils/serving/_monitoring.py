@@ -119,14 +119,33 @@ PANELS = (
 )
 
 
-def dashboard(name: str, namespace: str) -> dict:
+# The fleet router's (plugins/module_utils/router/_metrics.py): what it
+# answered, by model and status; retries; ready replicas; time to the
+# replicas' headers; requests in flight per replica.
+ROUTER_PANELS = (
+    ("Requests by model", "reqps", [
+        ("{{model}} {{code}}", "sum by (model, code) (rate(inferops_router_requests_total{SEL}[5m]))")]),
+    ("Answered by the router itself (404, 502, 503)", "reqps", [
+        ("{{model}} {{code}}", 'sum by (model, code) (rate(inferops_router_requests_total{SEL, code=~"404|502|503"}[5m]))')]),
+    ("Time to the replica's headers", "s", [
+        (legend, expr.replace("sum by (le)", "sum by (le, model)"))
+        for legend, expr in _quantiles("inferops_router_response_seconds")]),
+    ("Retries to another replica", "reqps", [
+        ("{{model}}", "sum by (model) (rate(inferops_router_retries_total{SEL}[5m]))")]),
+    ("Ready replicas", "short", [("{{model}}", "max by (model) (inferops_router_replicas{SEL})")]),
+    ("Requests in flight per replica", "short", [
+        ("{{model}} {{replica}}", "sum by (model, replica) (inferops_router_in_flight{SEL})")]),
+)
+
+
+def dashboard(name: str, namespace: str, panel_specs=PANELS, title: str = "vLLM", uid: str = "vllm") -> dict:
     """A Grafana dashboard (JSON model, schemaVersion 39) of the panels above,
     two a row, each a timeseries on the default Prometheus data source."""
     sel = selector(namespace, name)
     panels = []
-    for i, (title, unit, targets) in enumerate(PANELS):
+    for i, (title_, unit, targets) in enumerate(panel_specs):
         panels.append({
-            "id": i + 1, "type": "timeseries", "title": title,
+            "id": i + 1, "type": "timeseries", "title": title_,
             "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
             "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
             "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
@@ -135,9 +154,14 @@ def dashboard(name: str, namespace: str) -> dict:
                          .replace("POD", pod_pattern(name))}
                         for j, (legend, expr) in enumerate(targets)],
         })
-    return {"title": f"vLLM {namespace}/{name}", "uid": f"vllm-{namespace}-{name}"[:40], "schemaVersion": 39,
+    return {"title": f"{title} {namespace}/{name}", "uid": f"{uid}-{namespace}-{name}"[:40], "schemaVersion": 39,
             "tags": ["vllm", "inferops"], "time": {"from": "now-1h", "to": "now"}, "refresh": "30s",
             "editable": True, "panels": panels}
+
+
+def router_dashboard(name: str, namespace: str) -> dict:
+    """The fleet router's dashboard: ROUTER_PANELS on its ServiceMonitor's series."""
+    return dashboard(name, namespace, ROUTER_PANELS, title="inferops router", uid="router")
 
 
 def series_names(expr: str) -> set[str]:

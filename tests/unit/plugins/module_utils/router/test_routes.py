@@ -159,3 +159,18 @@ def test_metrics_in_prometheus_text_format():
     assert 'inferops_router_response_seconds_bucket{model="chat",le="0.05"} 1' in text
     assert 'inferops_router_response_seconds_count{model="chat"} 1' in text
     assert "# TYPE inferops_router_response_seconds histogram" in text
+
+
+def test_the_dashboard_reads_only_series_the_router_exports():
+    from ansible_collections.inferops.vllm.plugins.module_utils.router._metrics import HELP
+    from ansible_collections.inferops.vllm.plugins.module_utils.serving._monitoring import router_dashboard, series_names
+
+    board = router_dashboard("inferops-router", "ai")
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    exported = set(HELP) | {f"{n}_bucket" for n, (kind, _h) in HELP.items() if kind == "histogram"}
+    read = set().union(*(series_names(e) for e in exprs))
+    assert read and read <= exported, read - exported
+    # Every metric the router exports has a panel, and every query is on the router's own scrape.
+    assert set(HELP) <= {n.removesuffix("_bucket") for n in read}
+    assert all('namespace="ai", job="inferops-router"' in e for e in exprs)
+    assert board["uid"] == "router-ai-inferops-router"
