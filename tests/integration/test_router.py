@@ -14,12 +14,11 @@ import base64
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 
+from support import http
 from support.ansible import ROOT, run_playbook
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("site_put_back")]
@@ -54,15 +53,7 @@ class Client:
         self.base, self.key = f"http://127.0.0.1:{port}", key
 
     def call(self, path: str, body: dict | None = None, key: str | None = "router", headers: dict | None = None):
-        key = self.key if key == "router" else key
-        req = urllib.request.Request(self.base + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", **(headers or {}),
-                                              **({"Authorization": f"Bearer {key}"} if key else {})})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, resp.headers, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers, exc.read()
+        return http.call(self.base + path, body, self.key if key == "router" else key, headers)
 
     def metric(self, series: str) -> float | None:
         for line in self.call("/metrics", key=None)[2].decode().splitlines():

@@ -17,6 +17,7 @@ import urllib.request
 
 import pytest
 
+from support import http
 from support.openai_standin import StandIn
 
 from ansible_collections.inferops.vllm.plugins.module_utils.router import _routes, router_cli
@@ -80,15 +81,7 @@ class RunningRouter:
         asyncio.run_coroutine_threadsafe(change(), self.loop).result(10)
 
     def call(self, path: str, body: dict | None = None, key: str | None = "router-key", headers: dict | None = None):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", **(headers or {}),
-                                              **({"Authorization": f"Bearer {key}"} if key else {})})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, resp.headers, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers, exc.read()
+        return http.call(f"http://127.0.0.1:{self.port}{path}", body, key, headers)
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
