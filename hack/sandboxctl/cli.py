@@ -76,7 +76,7 @@ def up(args: argparse.Namespace) -> int:
         "cpu_nodes": [],
         "processes": [],
     }
-    state["pod_route"] = add_pod_route(state["pod_cidr"])
+    state["pod_cidr"], state["pod_route"] = claim_pod_network(state["pod_cidr"])
     save_state(state)
     run = Launcher(state)
     try:
@@ -273,6 +273,21 @@ def add_pod_route(cidr: str):
     except (OSError, subprocess.SubprocessError) as exc:
         return f"ip route add local {cidr}: {exc} (iproute2's ip is needed)"
     return True if proc.returncode == 0 else f"ip route add local {cidr}: {proc.stderr.strip() or proc.returncode}"
+
+
+def claim_pod_network(first: str) -> tuple[str, object]:
+    """The pod network and its route: another /20 when a sandbox starting at
+    the same moment took this one first (its route exists now)."""
+    import ipaddress
+
+    cidr, taken = first, []
+    for _attempt in range(8):
+        route = add_pod_route(cidr)
+        if route is True or "File exists" not in str(route):
+            return cidr, route
+        taken.append(ipaddress.ip_network(cidr))
+        cidr = settings.pick_pod_cidr(settings.routed_networks() + taken)
+    return cidr, route
 
 
 def delete_pod_route(cidr: str) -> None:
