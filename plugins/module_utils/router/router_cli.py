@@ -250,7 +250,7 @@ class Router:
             return self.answer(_routes.error("The request body is not a JSON object.", 400, "BadRequestError"), 400)
         name = body.get("model")
         if name is None and len(self.table.models) == 1:
-            name = next(iter(self.table.models))  # vLLM's own rule: no model means the one it serves
+            name = next(iter(self.table.models))  # one model: no doubt which
         if not isinstance(name, str) or not name:
             names = ", ".join(sorted(self.table.models))
             return self.answer(_routes.error(f"The request has no model: name one of {names} (GET /v1/models "
