@@ -75,7 +75,7 @@ from pathlib import Path
 from sandboxctl import COLLECTIONS, termination
 
 from ansible_collections.inferops.vllm.plugins.module_utils._errors import ClusterError
-from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import connect, merge_patch, request_json
+from ansible_collections.inferops.vllm.plugins.module_utils.k8s._client import api_client_of, connect, merge_patch, request_json
 from ansible_collections.inferops.vllm.plugins.module_utils.k8s._informer import Informer
 
 READY_FILE = "job-runner.ready"
@@ -95,16 +95,12 @@ TOKEN_TTL_S, TOKEN_REFRESH_AT = 3600, 0.8
 PROJECTED_MODE = 0o644  # the API's default defaultMode of a projected volume
 
 
-def api_address(kubeconfig: str) -> tuple[str, int]:
-    """Host and port of the API server in the kubeconfig's current context."""
+def api_address(api) -> tuple[str, int]:
+    """Host and port of the API server the runner's own client reached (the
+    server its kubeconfig named, as the client resolved it)."""
     import urllib.parse
 
-    import yaml
-
-    config = yaml.safe_load(Path(kubeconfig).read_text())
-    context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
-    server = next(c["cluster"]["server"] for c in config["clusters"] if c["name"] == context["cluster"])
-    url = urllib.parse.urlsplit(server)
+    url = urllib.parse.urlsplit(api_client_of(api).configuration.host)
     return url.hostname, url.port or 443
 
 
@@ -221,7 +217,7 @@ def termination_message(container: dict, code: int, message_file: Path, output: 
 class Runner:
     def __init__(self, kubeconfig: str, state_dir: Path, images: list[str]):
         self.api = connect({"kubeconfig": kubeconfig})
-        self.service_env = service_env(*api_address(kubeconfig))
+        self.service_env = service_env(*api_address(self.api))
         self.state_dir = state_dir
         self.images = set(images)
         self.workers: dict[str, PodWorker] = {}

@@ -32,6 +32,18 @@ LOAD_FACTOR = 1.25
 # a prefix cache hit saves the prefill. (The plain bound would send a
 # session's second request elsewhere as soon as its first is in flight.)
 FLOOR_IN_FLIGHT = 8
+# The configuration's numbers, one table for both checks of them: the role's
+# (config_from_routes, naming the variable) and the router's own
+# (load_config, naming the key): (section, key, role variable, default,
+# least, type, what to give).
+NUMBERS = (
+    ("affinity", "prefix_chars", "vllm_router_prefix_chars", PREFIX_CHARS, 0, int,
+     "a whole number of characters, 0 (session only) or more"),
+    ("affinity", "load_factor", "vllm_router_load_factor", LOAD_FACTOR, 1, float,
+     "a number of 1 or more (1.25: up to 25% over a replica's share)"),
+    (None, "unhealthy_s", "vllm_router_unhealthy_seconds", 10, 0, int, "whole seconds, 0 or more"),
+    (None, "models_refresh_s", "vllm_router_models_refresh_seconds", 10, 1, int, "whole seconds, 1 or more"),
+)
 
 
 def load_config(text: str) -> dict:
@@ -60,16 +72,15 @@ def load_config(text: str) -> dict:
     affinity = config.setdefault("affinity", {})
     affinity.setdefault("policy", "affinity")
     affinity.setdefault("session_header", SESSION_HEADER)
-    affinity.setdefault("prefix_chars", PREFIX_CHARS)
-    affinity.setdefault("load_factor", LOAD_FACTOR)
     if affinity["policy"] not in POLICIES:
         problems.append(f"affinity.policy: {affinity['policy']!r} is not one of {', '.join(POLICIES)}")
-    if not isinstance(affinity["prefix_chars"], int) or affinity["prefix_chars"] < 0:
-        problems.append("affinity.prefix_chars: a whole number of characters, 0 or more")
-    if not isinstance(affinity["load_factor"], (int, float)) or affinity["load_factor"] < 1:
-        problems.append("affinity.load_factor: a number of 1 or more (1.25: a replica takes up to 25% over its share)")
-    config.setdefault("models_refresh_s", 10)
-    config.setdefault("unhealthy_s", 10)
+    for section, key, _variable, default, least, kind, what in NUMBERS:
+        holder = config[section] if section else config
+        value = holder.setdefault(key, default)
+        # JSON's own types: a whole number where one is needed (no string, no bool).
+        typed = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+        if not typed or value < least:
+            problems.append(f"{section + '.' if section else ''}{key}: {what}")
     if problems:
         raise ParameterError("router configuration: " + "; ".join(problems))
     return config
@@ -144,10 +155,11 @@ class Table:
 
     def set_replicas(self, model: str, addresses: list[str]) -> None:
         self.replicas[model] = sorted(addresses)
-        alive = {a for rs in self.replicas.values() for a in rs}
-        for address in list(self.served):
-            if address not in alive:
-                del self.served[address]
+        # What was known of replicas that are gone (an IP comes back only as another pod).
+        alive = self.alive()
+        for known in (self.served, self.unhealthy):
+            for address in [a for a in known if a not in alive]:
+                del known[address]
 
     def base_of(self, name: str) -> str | None:
         """The configured model that serves ``name``: the model itself, or the
@@ -169,6 +181,10 @@ class Table:
                 if model not in owners[entry]:
                     owners[entry].append(model)
         return {name: models for name, models in owners.items() if len(models) > 1}
+
+    def alive(self) -> set[str]:
+        """Every ready replica of every model."""
+        return {a for addresses in self.replicas.values() for a in addresses}
 
     def candidates(self, name: str, now: float) -> list[str]:
         """The ready replicas that serve ``name``, healthy ones first (a
@@ -219,14 +235,10 @@ def config_from_routes(routes: list[dict], settings: dict) -> dict:
         seen[route["name"]] = route["service"]
     if settings.get("policy") not in POLICIES:
         problems.append(f"vllm_router_policy: {settings.get('policy')!r} is not one of {', '.join(POLICIES)}")
-    checks = (("prefix_chars", "vllm_router_prefix_chars", 0, "a whole number of characters, 0 (session only) or more"),
-              ("load_factor", "vllm_router_load_factor", 1, "a number of 1 or more (1.25: up to 25% over a replica's share)"),
-              ("unhealthy_s", "vllm_router_unhealthy_seconds", 0, "whole seconds, 0 or more"),
-              ("models_refresh_s", "vllm_router_models_refresh_seconds", 1, "whole seconds, 1 or more"))
     values = {}
-    for key, variable, least, what in checks:
+    for _section, key, variable, _default, least, kind, what in NUMBERS:
         try:
-            value = float(settings.get(key)) if key == "load_factor" else int(settings.get(key))
+            value = kind(settings.get(key))  # the role's variables may come as strings (-e key=value)
         except (TypeError, ValueError):
             value = None
         if value is None or value < least:

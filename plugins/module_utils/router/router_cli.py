@@ -86,7 +86,7 @@ class Router:
         self.in_flight: dict[str, int] = {}
         self.metrics = Metrics()
         self.created = int(time.time())
-        self.session = None
+        self.session = self.api_session = None
         self.stop = None
         self.refresh_now = None
         self.last_refresh = -1e9
@@ -143,13 +143,11 @@ class Router:
                 self.log(f"{model['name']}: {len(addresses)} ready replica(s): {', '.join(addresses) or 'none'}")
             self.table.set_replicas(model["name"], addresses)
             self.metrics.set("inferops_router_replicas", len(addresses), model=model["name"])
-        # What the router kept of replicas that are gone (their IPs come back only as other pods).
-        alive = {a for addresses in self.table.replicas.values() for a in addresses}
+        # The counts and series of replicas that are gone (the table forgot the rest of them).
+        alive = self.table.alive()
         for address in [a for a in self.in_flight if a not in alive and not self.in_flight[a]]:
             del self.in_flight[address]
             self.metrics.forget(replica=address)
-        for address in [a for a in self.table.unhealthy if a not in alive]:
-            del self.table.unhealthy[address]
         self.refresh_now.set()
 
     # --- what each replica serves -----------------------------------------------------------
@@ -223,6 +221,11 @@ class Router:
             return self.answer(_routes.error("The router could not handle the request; its log says why.", 500,
                                              "InternalServerError"), 500)
 
+    def own_answer(self, body: dict, status: int, model: str, replica: str = ""):
+        """An answer of the router's own (not a replica's), counted."""
+        self.metrics.inc("inferops_router_requests_total", model=model, replica=replica, code=str(status))
+        return self.answer(body, status)
+
     async def health(self, _request):
         return web.Response(status=200)
 
@@ -255,17 +258,16 @@ class Router:
             names = ", ".join(sorted(self.table.models))
             return self.answer(_routes.error(f"The request has no model: name one of {names} (GET /v1/models "
                                              "lists every model and adapter).", 400, "BadRequestError"), 400)
-        if self.table.base_of(name) is None:
-            await self.refresh_if_older(1.0)  # perhaps an adapter loaded since the last refresh
         model = self.table.base_of(name)
         if model is None:
-            self.metrics.inc("inferops_router_requests_total", model="", replica="", code="404")
-            return self.answer(_routes.not_found(name), 404)
+            await self.refresh_if_older(1.0)  # perhaps an adapter loaded since the last refresh
+            model = self.table.base_of(name)
+        if model is None:
+            return self.own_answer(_routes.not_found(name), 404, "")
         candidates = self.table.candidates(name, time.monotonic())
         if not candidates:
-            self.metrics.inc("inferops_router_requests_total", model=model, replica="", code="503")
-            return self.answer(_routes.error(f"No replica of model `{model}` is ready.", 503,
-                                             "ServiceUnavailableError"), 503)
+            return self.own_answer(_routes.error(f"No replica of model `{model}` is ready.", 503,
+                                                 "ServiceUnavailableError"), 503, model)
         affinity = self.config["affinity"]
         key = _routes.affinity_key(body, {k.lower(): v for k, v in request.headers.items()}, affinity) \
             if affinity["policy"] == "affinity" else ""
@@ -289,9 +291,8 @@ class Router:
             finally:
                 self.in_flight[address] -= 1
                 self.metrics.set("inferops_router_in_flight", self.in_flight[address], model=model, replica=address)
-        self.metrics.inc("inferops_router_requests_total", model=model, replica="", code="503")
-        return self.answer(_routes.error(f"No replica of model `{model}` could be reached (tried {len(tried)}).",
-                                         503, "ServiceUnavailableError"), 503)
+        return self.own_answer(_routes.error(f"No replica of model `{model}` could be reached (tried {len(tried)}).",
+                                             503, "ServiceUnavailableError"), 503, model)
 
     async def forward(self, request, model: str, address: str, raw: bytes, headers: dict, started: float):
         """The request to one replica, its answer back unchanged. Raises
@@ -309,17 +310,15 @@ class Router:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             self.log(f"{model}: {address} failed before answering ({type(exc).__name__}: {exc}); not sent again, since "
                      "the replica may have run it")
-            self.metrics.inc("inferops_router_requests_total", model=model, replica=address, code="502")
-            return self.answer(_routes.error(f"The replica of `{model}` failed before answering; the request was not "
-                                             "sent again.", 502, "BadGatewayError"), 502)
+            return self.own_answer(_routes.error(f"The replica of `{model}` failed before answering; the request was "
+                                                 "not sent again.", 502, "BadGatewayError"), 502, model, address)
         if upstream.status == 401:
             # The replica refused the router's key for it: the router's fault, not the client's.
             upstream.release()
             self.log(f"{model}: {address} refused the model's key (401): the router's copy is not the model's "
                      "(rotated and not yet remounted?)")
-            self.metrics.inc("inferops_router_requests_total", model=model, replica=address, code="502")
-            return self.answer(_routes.error(f"The replica of `{model}` refused the router's key for it.", 502,
-                                             "BadGatewayError"), 502)
+            return self.own_answer(_routes.error(f"The replica of `{model}` refused the router's key for it.", 502,
+                                                 "BadGatewayError"), 502, model, address)
         try:
             self.metrics.observe(time.monotonic() - started, model=model)
             self.metrics.inc("inferops_router_requests_total", model=model, replica=address, code=str(upstream.status))

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import re
 
+# LoRA's flags: rendered here from lora_adapters, so that the adapter slots
+# are in the plan's memory; extra_args may not carry them (_plan.py refuses).
+LORA_FLAGS = ("--enable-lora", "--max-loras", "--max-lora-rank", "--lora-modules", "--max-cpu-loras")
 # vLLM's MaxLoRARanks (vllm/config/lora.py, 0.20.0 and 0.34.0): the CLI refuses any other.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # Architectures whose vLLM model class declares a non-empty embedding_modules, itself or

@@ -58,9 +58,6 @@ PLAN_FLAGS = {
     "--max-num-seqs": "max_num_seqs", "--dtype": "dtype", "--quantization": "quantization", "-q": "quantization",
     "--kv-cache-dtype": "kv_cache_dtype", "--shutdown-timeout": "drain_timeout_s",
 }
-# LoRA's flags: rendered from lora_adapters (serving/_lora.py), so that the
-# adapter slots are in the plan's memory; extra_args may not carry them.
-LORA_FLAGS = ("--enable-lora", "--max-loras", "--max-lora-rank", "--lora-modules", "--max-cpu-loras")
 # vLLM's multi-node mode (the mp backend, from 0.11.1): the plan renders these
 # for each pod of a group, so extra_args may not carry them. The defaults and
 # the rank layout are vLLM's (vllm/config/parallel.py, vllm/engine/arg_utils.py,
@@ -324,7 +321,7 @@ def read_command_line(p: dict, version: str, found: Findings) -> tuple[dict, lis
             found.problems.append("--trust-remote-code runs Python code shipped with the model; leave it out, or set "
                                   "allow_trust_remote_code: true if this model needs it and its code is trusted")
             continue
-        if flag in LORA_FLAGS:
+        if flag in lora_.LORA_FLAGS:
             found.problems.append(f"{flag} is rendered by the plan from vllm_serve_lora_adapters (with the adapter "
                                   "slots' memory counted); leave it out of extra_args and list the adapters there")
             continue

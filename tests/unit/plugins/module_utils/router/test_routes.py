@@ -147,6 +147,13 @@ def test_a_broken_configuration_file_is_refused_with_its_keys():
         _routes.load_config(json.dumps({"namespace": "ai"}))
     with pytest.raises(ParameterError, match=r"models\[0\].key_file"):
         _routes.load_config(json.dumps({"namespace": "ai", "models": [{"name": "a", "service": "a"}]}))
+    # The numbers by the same table as the role's check (NUMBERS), named by their keys here.
+    numbers = {"namespace": "ai", "models": [{"name": "a", "service": "a", "key_file": "a/api-key"}],
+               "affinity": {"load_factor": 0.5, "prefix_chars": "many"}, "models_refresh_s": 0}
+    with pytest.raises(ParameterError) as refused:
+        _routes.load_config(json.dumps(numbers))
+    for key in ("affinity.load_factor", "affinity.prefix_chars", "models_refresh_s"):
+        assert key in str(refused.value)
 
 
 def test_metrics_in_prometheus_text_format():
