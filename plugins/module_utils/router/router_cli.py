@@ -48,9 +48,10 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/rerank", "/v1/score")
 MAX_BODY = 64 * 1024 * 1024  # a long prompt or a batch of embedding inputs, never a model's weights
 ATTEMPTS = 3  # replicas tried for one request when they cannot be reached
-# Below uvicorn's 5 s keep-alive (vLLM's server): the router drops an idle
-# connection before the replica does, so a request never goes out on a
-# connection the replica is closing.
+# Below vLLM's keep-alive, VLLM_HTTP_TIMEOUT_KEEP_ALIVE (5 s by default,
+# handed to uvicorn: vllm/envs.py and vllm/entrypoints/openai/api_server.py
+# at 0.20.0): the router drops an idle connection before the replica does, so
+# a request never goes out on a connection the replica is closing.
 KEEPALIVE_S = 4
 
 
